@@ -1,0 +1,74 @@
+// One allocation per role (parameters, gradients, EMA weights, Adam moments), all sharing one
+// ParamLayout, so that AdamW and EMA are single flat loops (one kernel each on the GPU) and a
+// checkpoint is a walk over named views.
+#pragma once
+#include <vector>
+
+#include "shortcut/core/param_layout.hpp"
+
+namespace shortcut {
+
+enum class Role { Param = 0, Grad, Ema, AdamM, AdamV };
+inline constexpr int kRoles = 5;
+inline const char* role_name(Role r) {
+  static const char* n[] = {"param", "grad", "ema", "adam_m", "adam_v"};
+  return n[static_cast<int>(r)];
+}
+
+template <class Backend>
+class ParamArena {
+ public:
+  using T = typename Backend::Scalar;
+  using Buf = typename Backend::template Buffer<T>;
+
+  ParamArena(Backend& be, const ParamLayout& layout) : be_(&be), layout_(layout) {
+    for (int r = 0; r < 2; ++r) enable(static_cast<Role>(r));
+  }
+  const ParamLayout& layout() const { return layout_; }
+  size_t size() const { return layout_.total(); }
+  Backend& backend() const { return *be_; }
+
+  // Allocates a role (zero-filled) if it is not there yet.
+  void enable(Role r) {
+    auto& b = bufs_[static_cast<int>(r)];
+    if (b.size() != size()) {
+      b.resize(size());
+      be_->fill(b.data(), T(0), size());
+    }
+  }
+  bool has(Role r) const { return bufs_[static_cast<int>(r)].size() == size(); }
+  T* data(Role r) {
+    if (!has(r)) throw Error(cat("parameter arena: role '", role_name(r), "' is not allocated"));
+    return bufs_[static_cast<int>(r)].data();
+  }
+  const T* data(Role r) const { return const_cast<ParamArena*>(this)->data(r); }
+  T* view(Role r, const std::string& name) { return data(r) + layout_.at(name).offset; }
+
+  void initialize(uint64_t seed) {
+    std::vector<T> h(size());
+    layout_.initialize(h.data(), seed);
+    be_->to_device(data(Role::Param), h.data(), size());
+  }
+  void zero_grad() { be_->fill(data(Role::Grad), T(0), size()); }
+  std::vector<T> to_host(Role r) const {
+    std::vector<T> h(size());
+    be_->to_host(h.data(), data(r), size());
+    return h;
+  }
+  void from_host(Role r, const std::vector<T>& h) {
+    if (h.size() != size()) throw ShapeError(cat("arena ", role_name(r), ": expected ", size(), " values, got ", h.size()));
+    enable(r);
+    be_->to_device(data(r), h.data(), size());
+  }
+  void copy_role(Role dst, Role src) {
+    enable(dst);
+    be_->copy(data(dst), data(src), size());
+  }
+
+ private:
+  Backend* be_;
+  ParamLayout layout_;
+  Buf bufs_[kRoles];
+};
+
+}  // namespace shortcut

@@ -1,0 +1,363 @@
+// The CPU reference backend: every op the networks and the training method need, on host memory,
+// with Eigen for the matrix products (multithreaded through OpenMP where it is enabled). Templated
+// on the scalar so that float runs the examples and double runs the finite-difference checks.
+//
+// Conventions shared with the CUDA backend (kernels/ and shortcut/cuda/backend.hpp):
+//  - all tensors row-major, raw pointers, shapes in the comments;
+//  - parameter gradients accumulate (+=), activation gradients overwrite (=) unless the name or a
+//    flag says otherwise (the residual stream's dx accumulates);
+//  - adaLN modulation vectors (shift, scale, gate) are read from the rows of the modulation output,
+//    one row of `mod_stride` values per sample.
+#pragma once
+#include <Eigen/Dense>
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+#include "shortcut/core/error.hpp"
+#include "shortcut/core/rng.hpp"
+
+namespace shortcut {
+
+// Which order a patch's values take in a token: (c, row, col) as the PyTorch conv weight
+// [D, C, p, p] expects, or (row, col, c) as the DiT's final linear produces.
+enum class PatchOrder { ChannelMajor, ChannelMinor };
+
+namespace cpu {
+
+template <class T>
+class Backend {
+ public:
+  using Scalar = T;
+  template <class U>
+  using Buffer = std::vector<U>;
+  static constexpr const char* name() { return "cpu"; }
+
+  template <class U>
+  void to_device(U* dst, const U* src, size_t n) const { if (n) std::memcpy(dst, src, n * sizeof(U)); }
+  template <class U>
+  void to_host(U* dst, const U* src, size_t n) const { if (n) std::memcpy(dst, src, n * sizeof(U)); }
+  template <class U>
+  void copy(U* dst, const U* src, size_t n) const { if (n) std::memmove(dst, src, n * sizeof(U)); }
+  void fill(T* p, T v, size_t n) const { std::fill(p, p + n, v); }
+  void synchronize() const {}
+
+  // ---- matrix products ----------------------------------------------------------------------
+  // out[N,O] = in[N,I] W[O,I]^T + b[O]  (b may be null)
+  void linear_forward(T* out, const T* in, const T* W, const T* b, int N, int I, int O) const {
+    MapM o(out, N, O);
+    o.noalias() = CMapM(in, N, I) * CMapM(W, O, I).transpose();
+    if (b) o.rowwise() += CMapV(b, O);
+  }
+  // din[N,I] (= or += with accumulate; null skips) = dout W; dW[O,I] += dout^T in; db[O] += sum dout
+  void linear_backward(T* din, T* dW, T* db, const T* dout, const T* in, const T* W, int N, int I, int O,
+                       bool accumulate_din = false) const {
+    CMapM g(dout, N, O);
+    if (din) {
+      MapM d(din, N, I);
+      if (accumulate_din) d.noalias() += g * CMapM(W, O, I);
+      else d.noalias() = g * CMapM(W, O, I);
+    }
+    if (dW) MapM(dW, O, I).noalias() += g.transpose() * CMapM(in, N, I);
+    if (db) MapV(db, O) += g.colwise().sum();
+  }
+
+  // ---- elementwise -------------------------------------------------------------------------
+  void silu_forward(T* out, const T* in, size_t n) const {
+    for (size_t i = 0; i < n; ++i) out[i] = in[i] / (T(1) + std::exp(-in[i]));
+  }
+  void silu_backward(T* din, const T* dout, const T* in, size_t n) const {
+    for (size_t i = 0; i < n; ++i) {
+      T s = T(1) / (T(1) + std::exp(-in[i]));
+      din[i] = dout[i] * s * (T(1) + in[i] * (T(1) - s));
+    }
+  }
+  // GELU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+  void gelu_forward(T* out, const T* in, size_t n) const {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < int64_t(n); ++i) {
+      T x = in[i];
+      out[i] = T(0.5) * x * (T(1) + std::tanh(kGeluC * (x + T(0.044715) * x * x * x)));
+    }
+  }
+  void gelu_backward(T* din, const T* dout, const T* in, size_t n) const {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < int64_t(n); ++i) {
+      T x = in[i];
+      T th = std::tanh(kGeluC * (x + T(0.044715) * x * x * x));
+      T d = T(0.5) * (T(1) + th) + T(0.5) * x * (T(1) - th * th) * kGeluC * (T(1) + T(3 * 0.044715) * x * x);
+      din[i] = dout[i] * d;
+    }
+  }
+  void add_inplace(T* y, const T* x, size_t n) const { for (size_t i = 0; i < n; ++i) y[i] += x[i]; }
+  // y += a x
+  void axpy(T* y, T a, const T* x, size_t n) const { for (size_t i = 0; i < n; ++i) y[i] += a * x[i]; }
+  // x[b, :] += row[:] for b < B  (the fixed position embedding)
+  void add_rows(T* x, const T* row, int B, int R) const {
+    for (int b = 0; b < B; ++b) MapV(x + size_t(b) * R, R) += CMapV(row, R);
+  }
+
+  // ---- LayerNorm (no affine, eps) + adaLN modulate ------------------------------------------
+  // x, out [B,T,D]; mean, rstd [B*T]; shift/scale: row b at shift + b*mod_stride
+  void ln_modulate_forward(T* out, T* mean, T* rstd, const T* x, const T* shift, const T* scale, int mod_stride,
+                           int B, int Tn, int D, T eps) const {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < int64_t(B) * Tn; ++r) {
+      const T* xr = x + r * D;
+      T* o = out + r * D;
+      const T* sh = shift + (r / Tn) * mod_stride;
+      const T* sc = scale + (r / Tn) * mod_stride;
+      T m = 0;
+      for (int j = 0; j < D; ++j) m += xr[j];
+      m /= D;
+      T v = 0;
+      for (int j = 0; j < D; ++j) v += (xr[j] - m) * (xr[j] - m);
+      v /= D;
+      T rs = T(1) / std::sqrt(v + eps);
+      mean[r] = m;
+      rstd[r] = rs;
+      for (int j = 0; j < D; ++j) o[j] = (xr[j] - m) * rs * (T(1) + sc[j]) + sh[j];
+    }
+  }
+  // dx += d/dx; dshift[b] += sum_t dout; dscale[b] += sum_t dout * xhat (same stride as mod)
+  void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const T* mean, const T* rstd,
+                            const T* scale, int mod_stride, int B, int Tn, int D) const {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; ++b) {
+      const T* sc = scale + size_t(b) * mod_stride;
+      T* dsh = dshift + size_t(b) * mod_stride;
+      T* dsc = dscale + size_t(b) * mod_stride;
+      for (int t = 0; t < Tn; ++t) {
+        size_t r = size_t(b) * Tn + t;
+        const T* xr = x + r * D;
+        const T* g = dout + r * D;
+        T* d = dx + r * D;
+        T m = mean[r], rs = rstd[r];
+        T s1 = 0, s2 = 0;
+        for (int j = 0; j < D; ++j) {
+          T xh = (xr[j] - m) * rs;
+          T dxh = g[j] * (T(1) + sc[j]);
+          s1 += dxh;
+          s2 += dxh * xh;
+          dsh[j] += g[j];
+          dsc[j] += g[j] * xh;
+        }
+        s1 /= D;
+        s2 /= D;
+        for (int j = 0; j < D; ++j) {
+          T xh = (xr[j] - m) * rs;
+          d[j] += rs * (g[j] * (T(1) + sc[j]) - s1 - xh * s2);
+        }
+      }
+    }
+  }
+  // x[B,T,D] += gate[b] * y
+  void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int B, int Tn, int D) const {
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < int64_t(B) * Tn; ++r) {
+      const T* g = gate + (r / Tn) * mod_stride;
+      for (int j = 0; j < D; ++j) x[r * D + j] += g[j] * y[r * D + j];
+    }
+  }
+  // dy = gate * dx (overwrite); dgate[b] += sum_t dx * y
+  void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B,
+                               int Tn, int D) const {
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; ++b) {
+      const T* g = gate + size_t(b) * mod_stride;
+      T* dg = dgate + size_t(b) * mod_stride;
+      for (int t = 0; t < Tn; ++t) {
+        size_t r = size_t(b) * Tn + t;
+        for (int j = 0; j < D; ++j) {
+          dy[r * D + j] = g[j] * dx[r * D + j];
+          dg[j] += dx[r * D + j] * y[r * D + j];
+        }
+      }
+    }
+  }
+
+  // ---- attention ----------------------------------------------------------------------------
+  // qkv [B,T,3D] (q | k | v, each D = H*hd, head h at columns h*hd), out [B,T,D], lse [B,H,T]
+  void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int hd, T scale) const {
+    const int D = H * hd;
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; ++bh) {
+      int b = bh / H, h = bh % H;
+      const T* base = qkv + size_t(b) * Tn * 3 * D + h * hd;
+      SMapC Q(base, Tn, hd, Eigen::OuterStride<>(3 * D)), K(base + D, Tn, hd, Eigen::OuterStride<>(3 * D)),
+          V(base + 2 * D, Tn, hd, Eigen::OuterStride<>(3 * D));
+      Mat S = (Q * K.transpose()) * scale;
+      T* l = lse + size_t(bh) * Tn;
+      for (int i = 0; i < Tn; ++i) {
+        T mx = S.row(i).maxCoeff();
+        S.row(i) = (S.row(i).array() - mx).exp().matrix();
+        T s = S.row(i).sum();
+        S.row(i) /= s;
+        l[i] = mx + std::log(s);
+      }
+      SMap O(out + size_t(b) * Tn * D + h * hd, Tn, hd, Eigen::OuterStride<>(D));
+      O.noalias() = S * V;
+    }
+  }
+  // dqkv [B,T,3D] overwritten; recomputes the probabilities from lse (nothing T x T is stored)
+  void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int Tn, int H,
+                          int hd, T scale) const {
+    const int D = H * hd;
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; ++bh) {
+      int b = bh / H, h = bh % H;
+      const T* base = qkv + size_t(b) * Tn * 3 * D + h * hd;
+      T* dbase = dqkv + size_t(b) * Tn * 3 * D + h * hd;
+      SMapC Q(base, Tn, hd, Eigen::OuterStride<>(3 * D)), K(base + D, Tn, hd, Eigen::OuterStride<>(3 * D)),
+          V(base + 2 * D, Tn, hd, Eigen::OuterStride<>(3 * D));
+      SMapC dO(dout + size_t(b) * Tn * D + h * hd, Tn, hd, Eigen::OuterStride<>(D));
+      SMapC O(out + size_t(b) * Tn * D + h * hd, Tn, hd, Eigen::OuterStride<>(D));
+      const T* l = lse + size_t(bh) * Tn;
+      Mat P = (Q * K.transpose()) * scale;
+      for (int i = 0; i < Tn; ++i) P.row(i) = (P.row(i).array() - l[i]).exp().matrix();
+      Mat dP = dO * V.transpose();
+      for (int i = 0; i < Tn; ++i) {
+        T di = dO.row(i).dot(O.row(i));
+        dP.row(i) = (P.row(i).array() * (dP.row(i).array() - di)).matrix();
+      }
+      SMap dQ(dbase, Tn, hd, Eigen::OuterStride<>(3 * D)), dK(dbase + D, Tn, hd, Eigen::OuterStride<>(3 * D)),
+          dV(dbase + 2 * D, Tn, hd, Eigen::OuterStride<>(3 * D));
+      dQ.noalias() = (dP * K) * scale;
+      dK.noalias() = (dP.transpose() * Q) * scale;
+      dV.noalias() = P.transpose() * dO;
+    }
+  }
+
+  // ---- embeddings -------------------------------------------------------------------------
+  // out[B, dim] = [cos(a f_j) | sin(a f_j)], f_j = exp(-ln(10000) j / (dim/2)), a = values[b]
+  void timestep_embedding(T* out, const T* values, int B, int dim) const {
+    const int half = dim / 2;
+    for (int b = 0; b < B; ++b)
+      for (int j = 0; j < half; ++j) {
+        T f = std::exp(-std::log(T(10000)) * T(j) / T(half));
+        T a = values[b] * f;
+        out[size_t(b) * dim + j] = std::cos(a);
+        out[size_t(b) * dim + half + j] = std::sin(a);
+      }
+  }
+  // out[B,D] = table[ids[b]]
+  void embedding_forward(T* out, const T* table, const int32_t* ids, int B, int D) const {
+    for (int b = 0; b < B; ++b) std::memcpy(out + size_t(b) * D, table + size_t(ids[b]) * D, D * sizeof(T));
+  }
+  // dtable[ids[b]] += dout[b]
+  void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int B, int D) const {
+    for (int b = 0; b < B; ++b) MapV(dtable + size_t(ids[b]) * D, D) += CMapV(dout + size_t(b) * D, D);
+  }
+  // tokens[B, G*G, p*p*C] <- img[B,H,W,C] (G = H/p, square images)
+  void patch_gather(T* tokens, const T* img, int B, int H, int W, int C, int p, PatchOrder order) const {
+    patch_loop(B, H, W, C, p, order, [&](size_t ti, size_t ii) { tokens[ti] = img[ii]; });
+  }
+  // img[B,H,W,C] <- tokens (overwrite; a bijection, so it is also the adjoint of patch_gather)
+  void patch_scatter(T* img, const T* tokens, int B, int H, int W, int C, int p, PatchOrder order) const {
+    patch_loop(B, H, W, C, p, order, [&](size_t ti, size_t ii) { img[ii] = tokens[ti]; });
+  }
+
+  // ---- training targets -------------------------------------------------------------------
+  // x0 <- standard normals number [0, n) of (seed, stream)
+  void normal(T* x0, size_t n, uint64_t seed, uint64_t stream) const {
+    for (size_t i = 0; i < n; ++i) x0[i] = T(philox_normal(seed, stream, i));
+  }
+  // xt = (1 - (1 - 1e-5) t) x0 + t x1; target (if not null) = x1 - (1 - 1e-5) x0   [rows, n]
+  void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n) const {
+    const T a = T(1) - T(1e-5);
+    for (int r = 0; r < rows; ++r)
+      for (int j = 0; j < n; ++j) {
+        size_t i = size_t(r) * n + j;
+        xt[i] = (T(1) - a * t[r]) * x0[i] + t[r] * x1[i];
+        if (target) target[i] = x1[i] - a * x0[i];
+      }
+  }
+  // v1 = guided velocity (rows < n_cfg: vu + w (vc - vu); others: vc); x2 = clip(x + hd[r] v1)
+  void bootstrap_half_step(T* x2, T* v1, const T* x, const T* vc, const T* vu, int n_cfg, T w, const T* hd, int rows,
+                           int n, T clip) const {
+    for (int r = 0; r < rows; ++r)
+      for (int j = 0; j < n; ++j) {
+        size_t i = size_t(r) * n + j;
+        T v = r < n_cfg ? vu[i] + w * (vc[i] - vu[i]) : vc[i];
+        v1[i] = v;
+        x2[i] = std::clamp(x[i] + hd[r] * v, -clip, clip);
+      }
+  }
+  // target = clip((v1 + guided(vc2, vu2)) / 2)
+  void bootstrap_target(T* target, const T* v1, const T* vc, const T* vu, int n_cfg, T w, int rows, int n,
+                        T clip) const {
+    for (int r = 0; r < rows; ++r)
+      for (int j = 0; j < n; ++j) {
+        size_t i = size_t(r) * n + j;
+        T v2 = r < n_cfg ? vu[i] + w * (vc[i] - vu[i]) : vc[i];
+        target[i] = std::clamp((v1[i] + v2) * T(0.5), -clip, clip);
+      }
+  }
+  // out = vu + w (vc - vu)
+  void cfg_combine(T* out, const T* vc, const T* vu, T w, size_t n) const {
+    for (size_t i = 0; i < n; ++i) out[i] = vu[i] + w * (vc[i] - vu[i]);
+  }
+  // row_loss[r] = mean_j (pred - target)^2; grad = grad_scale * 2 (pred - target) / n
+  void mse_loss(T* grad, T* row_loss, const T* pred, const T* target, int rows, int n, T grad_scale) const {
+    for (int r = 0; r < rows; ++r) {
+      T s = 0;
+      for (int j = 0; j < n; ++j) {
+        size_t i = size_t(r) * n + j;
+        T e = pred[i] - target[i];
+        s += e * e;
+        if (grad) grad[i] = grad_scale * T(2) * e / T(n);
+      }
+      row_loss[r] = s / T(n);
+    }
+  }
+
+  // ---- optimizer --------------------------------------------------------------------------
+  // AdamW as torch.optim.AdamW: decoupled decay p -= lr wd p, then the bias-corrected Adam step.
+  void adamw_step(T* p, const T* g, T* m, T* v, size_t n, T lr, T b1, T b2, T eps, T wd, int64_t step) const {
+    const T c1 = T(1) - std::pow(b1, T(step)), c2 = T(1) - std::pow(b2, T(step));
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < int64_t(n); ++i) {
+      p[i] -= lr * wd * p[i];
+      m[i] = b1 * m[i] + (T(1) - b1) * g[i];
+      v[i] = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
+      p[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
+    }
+  }
+  // ema = tau ema + (1 - tau) p
+  void ema_update(T* ema, const T* p, T tau, size_t n) const {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < int64_t(n); ++i) ema[i] = tau * ema[i] + (T(1) - tau) * p[i];
+  }
+
+ private:
+  using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using RowV = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+  using MapM = Eigen::Map<Mat>;
+  using CMapM = Eigen::Map<const Mat>;
+  using MapV = Eigen::Map<RowV>;
+  using CMapV = Eigen::Map<const RowV>;
+  using SMap = Eigen::Map<Mat, 0, Eigen::OuterStride<>>;
+  using SMapC = Eigen::Map<const Mat, 0, Eigen::OuterStride<>>;
+  static constexpr T kGeluC = T(0.7978845608028654);  // sqrt(2 / pi)
+
+  template <class F>
+  static void patch_loop(int B, int H, int W, int C, int p, PatchOrder order, F&& f) {
+    const int G = H / p, Gw = W / p, P = p * p * C;
+    for (int b = 0; b < B; ++b)
+      for (int gr = 0; gr < G; ++gr)
+        for (int gc = 0; gc < Gw; ++gc)
+          for (int pr = 0; pr < p; ++pr)
+            for (int pc = 0; pc < p; ++pc)
+              for (int c = 0; c < C; ++c) {
+                int feat = order == PatchOrder::ChannelMajor ? (c * p + pr) * p + pc : (pr * p + pc) * C + c;
+                size_t ti = (size_t(b) * G * Gw + gr * Gw + gc) * P + feat;
+                size_t ii = ((size_t(b) * H + gr * p + pr) * W + gc * p + pc) * C + c;
+                f(ti, ii);
+              }
+  }
+};
+
+}  // namespace cpu
+}  // namespace shortcut

@@ -1,0 +1,88 @@
+// The conditioning vector c = E_t(t) + E_d(k) + E_y(y) of DESIGN.md §4, shared by the DiT and the
+// MLP network. E_t and E_d embed a raw scalar with 256 sinusoidal features then Linear, SiLU, Linear;
+// E_y is a table of classes + 1 rows whose last row is the null label. The output is SiLU(c), the
+// only form in which c is consumed (every adaLN modulation starts with SiLU).
+#pragma once
+#include "shortcut/nn/linear.hpp"
+
+namespace shortcut::nn {
+
+inline constexpr int kFreqDim = 256;
+
+template <class Be>
+struct TimestepEmbedder {
+  using T = typename Be::Scalar;
+  using Buf = typename Be::template Buffer<T>;
+  Linear l0, l2;
+  struct Ctx {
+    Buf feat, h, s;
+  };
+  TimestepEmbedder() = default;
+  TimestepEmbedder(ParamLayout& L, const std::string& name, int D)
+      : l0(L, name + ".mlp.0", kFreqDim, D, Init::Normal002), l2(L, name + ".mlp.2", D, D, Init::Normal002) {}
+
+  // out[B,D] = Linear(SiLU(Linear(freq(values))))
+  void forward(const Be& be, const T* P, Ctx& c, const T* values, int B, T* out) const {
+    ensure(c.feat, size_t(B) * kFreqDim);
+    ensure(c.h, size_t(B) * l0.out);
+    ensure(c.s, size_t(B) * l0.out);
+    be.timestep_embedding(c.feat.data(), values, B, kFreqDim);
+    l0.forward(be, P, c.h.data(), c.feat.data(), B);
+    be.silu_forward(c.s.data(), c.h.data(), c.h.size());
+    l2.forward(be, P, out, c.s.data(), B);
+  }
+  // dout is consumed; ds is scratch of [B,D]
+  void backward(const Be& be, const T* P, T* G, Ctx& c, const T* dout, T* scratch, int B) const {
+    l2.backward(be, P, G, scratch, dout, c.s.data(), B);
+    be.silu_backward(scratch, scratch, c.h.data(), c.h.size());
+    l0.backward(be, P, G, static_cast<T*>(nullptr), scratch, c.feat.data(), B);
+  }
+};
+
+template <class Be>
+struct Conditioner {
+  using T = typename Be::Scalar;
+  using Buf = typename Be::template Buffer<T>;
+  int D = 0, classes = 0;
+  TimestepEmbedder<Be> t_emb, d_emb;
+  size_t table = 0;
+  struct Ctx {
+    typename TimestepEmbedder<Be>::Ctx t, d;
+    Buf c, tmp, silu_c, dc;
+    typename Be::template Buffer<int32_t> y;
+    int B = 0;
+  };
+  Conditioner() = default;
+  Conditioner(ParamLayout& L, int D_, int classes_)
+      : D(D_), classes(classes_), t_emb(L, "t_embedder", D_), d_emb(L, "d_embedder", D_) {
+    table = L.add("y_embedder.embedding_table", {classes + 1, D}, Init::Normal002);
+  }
+  // silu_c [B,D] in the context; y are device labels in [0, classes] (classes = null)
+  void forward(const Be& be, const T* P, Ctx& c, const T* t, const T* k, const int32_t* y, int B) const {
+    c.B = B;
+    size_t n = size_t(B) * D;
+    ensure(c.c, n);
+    ensure(c.tmp, n);
+    ensure(c.silu_c, n);
+    ensure(c.y, size_t(B));
+    be.copy(c.y.data(), y, size_t(B));
+    t_emb.forward(be, P, c.t, t, B, c.c.data());
+    d_emb.forward(be, P, c.d, k, B, c.tmp.data());
+    be.add_inplace(c.c.data(), c.tmp.data(), n);
+    be.embedding_forward(c.tmp.data(), P + table, y, B, D);
+    be.add_inplace(c.c.data(), c.tmp.data(), n);
+    be.silu_forward(c.silu_c.data(), c.c.data(), n);
+  }
+  // d_silu_c [B,D] is the summed gradient of every consumer of SiLU(c)
+  void backward(const Be& be, const T* P, T* G, Ctx& c, const T* d_silu_c) const {
+    int B = c.B;
+    size_t n = size_t(B) * D;
+    ensure(c.dc, n);
+    be.silu_backward(c.dc.data(), d_silu_c, c.c.data(), n);
+    be.embedding_backward(G + table, c.dc.data(), c.y.data(), B, D);
+    t_emb.backward(be, P, G, c.t, c.dc.data(), c.tmp.data(), B);
+    d_emb.backward(be, P, G, c.d, c.dc.data(), c.tmp.data(), B);
+  }
+};
+
+}  // namespace shortcut::nn

@@ -1,0 +1,55 @@
+// Helpers shared by the tests: random tensors and finite-difference gradient checks in double.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <random>
+#include <vector>
+
+namespace testutil {
+
+inline std::mt19937_64& gen() {
+  // Fresh inputs on every run (the seed is printed on failure through Catch's INFO in the callers).
+  static std::mt19937_64 g(std::random_device{}());
+  return g;
+}
+template <class T = double>
+std::vector<T> randn(size_t n, double sd = 1.0) {
+  std::normal_distribution<double> d(0.0, sd);
+  std::vector<T> v(n);
+  for (auto& x : v) x = T(d(gen()));
+  return v;
+}
+inline double dot(const std::vector<double>& a, const double* b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+// Compares an analytic gradient g of a scalar loss L with central differences over the values
+// x[0..n) (every element, or `max_checks` evenly spread ones). Returns max|g - fd| / max|fd|.
+inline double fd_error(double* x, size_t n, const double* g, const std::function<double()>& L,
+                       size_t max_checks = 0, double h = 1e-5) {
+  size_t step = (max_checks && n > max_checks) ? n / max_checks : 1;
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < n; i += step) {
+    double keep = x[i];
+    x[i] = keep + h;
+    double lp = L();
+    x[i] = keep - h;
+    double lm = L();
+    x[i] = keep;
+    double fd = (lp - lm) / (2 * h);
+    max_diff = std::max(max_diff, std::abs(fd - g[i]));
+    max_ref = std::max(max_ref, std::abs(fd));
+  }
+  return max_diff / std::max(max_ref, 1e-300);
+}
+
+inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));
+  return m;
+}
+
+}  // namespace testutil
