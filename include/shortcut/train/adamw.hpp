@@ -1,0 +1,63 @@
+// AdamW (decoupled weight decay, as torch.optim.AdamW) over the whole parameter arena in one flat
+// pass, with an optional linear warm-up and cosine decay of the learning rate.
+#pragma once
+#include <cmath>
+#include <nlohmann/json.hpp>
+
+#include "shortcut/core/arena.hpp"
+
+namespace shortcut {
+
+struct AdamWConfig {
+  double lr = 1e-4, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.1;
+  int64_t warmup_steps = 0;  // linear warm-up from 0 to lr over these steps
+  int64_t cosine_steps = 0;  // if > 0: cosine decay from lr to min_lr over these steps (after warm-up)
+  double min_lr = 0;
+
+  void validate() const {
+    if (!(lr > 0)) throw ConfigError(cat("learning rate must be positive, got ", lr));
+    if (!(beta1 >= 0 && beta1 < 1) || !(beta2 >= 0 && beta2 < 1))
+      throw ConfigError(cat("AdamW betas must lie in [0, 1), got ", beta1, ", ", beta2));
+    if (!(eps > 0) || !(weight_decay >= 0) || warmup_steps < 0 || cosine_steps < 0 || min_lr < 0)
+      throw ConfigError("AdamW: eps must be positive; weight decay, warm-up, cosine steps and min_lr non-negative");
+  }
+  nlohmann::json to_json() const {
+    return {{"lr", lr}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps}, {"weight_decay", weight_decay},
+            {"warmup_steps", warmup_steps}, {"cosine_steps", cosine_steps}, {"min_lr", min_lr}};
+  }
+};
+
+class AdamW {
+ public:
+  explicit AdamW(const AdamWConfig& c = {}) : c_(c) { c_.validate(); }
+  const AdamWConfig& config() const { return c_; }
+  int64_t step_count() const { return step_; }
+  void set_step_count(int64_t s) { step_ = s; }
+
+  // The learning rate used for optimizer step number `step` (1-based).
+  double lr_at(int64_t step) const {
+    if (c_.warmup_steps > 0 && step <= c_.warmup_steps) return c_.lr * double(step) / double(c_.warmup_steps);
+    if (c_.cosine_steps > 0) {
+      double p = std::min(1.0, double(step - c_.warmup_steps) / double(c_.cosine_steps));
+      return c_.min_lr + 0.5 * (c_.lr - c_.min_lr) * (1 + std::cos(M_PI * p));
+    }
+    return c_.lr;
+  }
+
+  // One update of the arena's parameters from its gradients; the moments live in the arena too.
+  template <class Be>
+  void step(ParamArena<Be>& a) {
+    using T = typename Be::Scalar;
+    a.enable(Role::AdamM);
+    a.enable(Role::AdamV);
+    ++step_;
+    a.backend().adamw_step(a.data(Role::Param), a.data(Role::Grad), a.data(Role::AdamM), a.data(Role::AdamV), a.size(),
+                           T(lr_at(step_)), T(c_.beta1), T(c_.beta2), T(c_.eps), T(c_.weight_decay), step_);
+  }
+
+ private:
+  AdamWConfig c_;
+  int64_t step_ = 0;
+};
+
+}  // namespace shortcut
