@@ -17,13 +17,10 @@
 #include <vector>
 
 #include "shortcut/core/error.hpp"
+#include "shortcut/core/patch_order.hpp"
 #include "shortcut/core/rng.hpp"
 
 namespace shortcut {
-
-// Which order a patch's values take in a token: (c, row, col) as the PyTorch conv weight
-// [D, C, p, p] expects, or (row, col, c) as the DiT's final linear produces.
-enum class PatchOrder { ChannelMajor, ChannelMinor };
 
 namespace cpu {
 

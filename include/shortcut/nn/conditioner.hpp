@@ -55,7 +55,7 @@ struct Conditioner {
   Conditioner() = default;
   Conditioner(ParamLayout& L, int D_, int classes_)
       : D(D_), classes(classes_), t_emb(L, "t_embedder", D_), d_emb(L, "d_embedder", D_) {
-    table = L.add("y_embedder.embedding_table", {classes + 1, D}, Init::Normal002);
+    table = L.add("y_embedder.embedding_table.weight", {classes + 1, D}, Init::Normal002);
   }
   // silu_c [B,D] in the context; y are device labels in [0, classes] (classes = null)
   void forward(const Be& be, const T* P, Ctx& c, const T* t, const T* k, const int32_t* y, int B) const {

@@ -7,6 +7,7 @@
 #pragma once
 #include <vector>
 
+#include "shortcut/core/patch_order.hpp"
 #include "shortcut/nn/adaln_blocks.hpp"
 #include "shortcut/nn/conditioner.hpp"
 #include "shortcut/nn/dit_config.hpp"

@@ -1,6 +1,7 @@
 // A velocity network for low-dimensional data (the 2-D toy distributions): the DiT's conditioning
 // and adaLN-modulated MLP blocks on a single token. x [B, dim] -> v [B, dim], conditioned on (t, k, y).
 #pragma once
+#include <nlohmann/json.hpp>
 #include <vector>
 
 #include "shortcut/nn/adaln_blocks.hpp"

@@ -51,26 +51,26 @@ class Trainer {
   const SelfConsistencyLoss<Model>& loss() const { return loss_; }
   const typename SelfConsistencyLoss<Model>::Result& last() const { return last_; }
 
-  // The JSON stored with checkpoints: network, method and optimizer configuration.
-  nlohmann::json config_json() const {
-    return {{"network", m_->net().config_json()},
-            {"shortcut", loss_.config().to_json()},
+  // The training configuration stored with checkpoints (beside the network config, which every
+  // weights file carries so that it can be loaded on its own).
+  nlohmann::json training_json() const {
+    return {{"shortcut", loss_.config().to_json()},
             {"adamw", opt_.config().to_json()},
             {"ema_tau", tc_.ema_tau},
             {"batch", tc_.batch}};
   }
 
   void save(const std::string& dir) const {
-    TrainState s;
+    io::TrainState s;
     s.step = opt_.step_count();
     s.rng_seed = rng_.seed();
     s.rng_position = rng_.position();
-    save_checkpoint(dir, m_->arena(), config_json(), s);
+    s.extra = training_json();
+    io::save_checkpoint(dir, m_->net(), m_->arena(), s);
   }
   // Restores weights, EMA, moments, step and RNG position; the network config must match.
   void resume(const std::string& dir) {
-    nlohmann::json want = m_->net().config_json();
-    TrainState s = load_checkpoint(dir, m_->arena(), &want);
+    io::TrainState s = io::load_checkpoint(dir, m_->net(), m_->arena());
     opt_.set_step_count(s.step);
     rng_ = Rng(s.rng_seed, s.rng_position);
   }

