@@ -83,6 +83,7 @@ static std::vector<float> sample(Be& be, Model& m, const ShortcutConfig& sc, int
 }
 
 int main(int argc, char** argv) {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines appear in order with the progress bar
   Options o;
   CLI::App app{"shortcut 2-D demo: train a shortcut model and a flow-matching baseline on a toy distribution, "
                "then compare them at 1..128 sampling steps (PNG figure + metrics.json)"};

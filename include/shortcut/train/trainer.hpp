@@ -66,7 +66,9 @@ class Trainer {
     s.rng_seed = rng_.seed();
     s.rng_position = rng_.position();
     s.extra = training_json();
-    io::save_checkpoint(dir, m_->net(), m_->arena(), s);
+    io::SaveOptions opt;
+    opt.metadata["training"] = s.extra.dump();  // every file says how its model was trained
+    io::save_checkpoint(dir, m_->net(), m_->arena(), s, opt);
   }
   // Restores weights, EMA, moments, step and RNG position; the network config must match.
   void resume(const std::string& dir) {

@@ -1,0 +1,92 @@
+// Shared by the image example programs: dataset paths and loading with friendly errors, the DiT built
+// from a preset and a dataset, labelled sample-grid PNGs, and the --device switch.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <shortcut/shortcut.hpp>
+#include <string>
+#include <vector>
+
+namespace examples {
+
+namespace fs = std::filesystem;
+using namespace shortcut;
+
+inline const std::vector<std::string>& dataset_names() {
+  static const std::vector<std::string> n = {"fashion-mnist", "mnist"};
+  return n;
+}
+inline std::vector<std::string> class_names(const std::string& dataset) {
+  if (dataset == "fashion-mnist")
+    return {"t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"};
+  return {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+}
+
+// Loads one split ("train" or "t10k") from the IDX folder; a missing folder says how to get the data.
+inline data::ImageDataset load_split(const std::string& dir, const std::string& split) {
+  if (!fs::exists(fs::path(dir) / data::idx_images_name(split)))
+    throw FileError("no IDX files in '" + dir + "' (expected " + data::idx_images_name(split) +
+                    "); run scripts/get-data.sh to fetch MNIST and Fashion-MNIST, or pass --data with the folder "
+                    "holding the four standard files");
+  return data::load_idx_dataset(dir, split);
+}
+
+// Sampling step counts shown in grids and measured by the evaluation.
+inline const std::vector<int>& grid_steps() {
+  static const std::vector<int> s = {1, 2, 4, 8, 128};
+  return s;
+}
+
+// Several labelled image blocks side by side, each a grid of [rows * cols] images in [-1, 1].
+struct Block {
+  std::string title;
+  std::vector<float> images;  // [rows * cols, H, W, C]
+};
+inline io::Image compose_blocks(const std::vector<Block>& blocks, int rows, int cols, int H, int W, int C,
+                                const std::vector<std::string>& row_labels = {}) {
+  const int scale = 1, label_w = row_labels.empty() ? 0 : 6 * 8 + 4, gap = 10, head = 7 * scale + 8;
+  std::vector<io::Image> grids;
+  for (auto& b : blocks) {
+    io::GridOptions g;
+    g.cols = cols;
+    grids.push_back(io::image_grid(b.images.data(), rows * cols, H, W, C, g));
+  }
+  int width = label_w + gap, height = head + (grids.empty() ? 0 : grids[0].height);
+  for (auto& g : grids) width += g.width + gap;
+  io::Image out(width, height, 3, 255);
+  int x = label_w + gap;
+  for (size_t i = 0; i < grids.size(); ++i) {
+    const io::Image& g = grids[i];
+    io::draw_text(out, x + (g.width - io::text_width(blocks[i].title, scale)) / 2, 2, blocks[i].title, {40, 40, 40}, scale);
+    for (int yy = 0; yy < g.height; ++yy)
+      for (int xx = 0; xx < g.width; ++xx) {
+        const uint8_t* s = g.at(xx, yy);
+        uint8_t* d = out.at(x + xx, head + yy);
+        for (int k = 0; k < 3; ++k) d[k] = g.channels == 1 ? s[0] : s[k];
+      }
+    x += g.width + gap;
+  }
+  const int cell = grids.empty() ? 0 : (grids[0].height - 2) / rows;
+  for (size_t r = 0; r < row_labels.size() && int(r) < rows; ++r)
+    io::draw_text(out, 2, head + 2 + int(r) * cell + cell / 2 - 3, row_labels[r].substr(0, 8), {40, 40, 40}, scale);
+  return out;
+}
+
+// Labels c repeated per_class times, c = 0..classes-1 (grid rows = classes).
+inline std::vector<int32_t> class_rows(int classes, int per_class) {
+  std::vector<int32_t> y;
+  for (int c = 0; c < classes; ++c)
+    for (int j = 0; j < per_class; ++j) y.push_back(c);
+  return y;
+}
+
+// --device: "cpu" always; "cuda" where this build has the CUDA backend.
+inline void check_device(const std::string& device) {
+#ifndef SHORTCUT_EXAMPLES_CUDA
+  if (device == "cuda")
+    throw ConfigError("this build has no CUDA backend (configure with -DSHORTCUT_CUDA=ON where nvcc is installed)");
+#endif
+  if (device != "cpu" && device != "cuda") throw ConfigError("--device must be cpu or cuda, got '" + device + "'");
+}
+
+}  // namespace examples

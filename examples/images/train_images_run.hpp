@@ -1,0 +1,106 @@
+// The image training run, templated on the backend so that the CPU build and the CUDA build
+// (train_images_cuda.cu) share every line of it.
+#pragma once
+#include <cstdio>
+
+#include "image_common.hpp"
+
+namespace examples {
+
+struct TrainImagesOptions {
+  std::string dataset = "fashion-mnist";
+  std::string data;  // default data/<dataset>
+  std::string preset = "tiny";
+  std::string objective = "shortcut";
+  std::string out;   // default out/images/<dataset>-<objective>
+  std::string resume;
+  std::string device = "cpu";
+  int batch = 64;
+  int64_t steps = 6000;
+  double lr = 3e-4;
+  double weight_decay = 0.1;
+  int64_t warmup = 200;
+  double ema = 0.999;
+  double cfg_scale = 1.5;
+  double guidance = 1.0;
+  double bootstrap_fraction = 0.25;
+  int64_t checkpoint_every = 1000;
+  int64_t sample_every = 1000;
+  int per_class = 4;
+  uint64_t seed = 0;
+  bool quiet = false;
+};
+
+template <class Be>
+int train_images(Be& be, const TrainImagesOptions& o) {
+  using Model = ShortcutModel<nn::DiT<Be>>;
+  const std::string dir = o.data.empty() ? "data/" + o.dataset : o.data;
+  const fs::path out = o.out.empty() ? fs::path("out/images") / (o.dataset + "-" + o.objective) : fs::path(o.out);
+  data::ImageDataset train = load_split(dir, "train");
+  nn::DiTConfig dc = nn::DiTConfig::preset(o.preset, train.h, train.c, train.classes);
+  if (train.h != train.w) throw ShapeError(cat("images must be square, got ", train.h, "x", train.w));
+  Model model(be, dc, o.seed);
+
+  ShortcutConfig sc;
+  sc.objective = o.objective == "flow" ? Objective::FlowMatching : Objective::Shortcut;
+  sc.cfg_scale = o.cfg_scale;
+  sc.bootstrap_fraction = o.bootstrap_fraction;
+  AdamWConfig oc;
+  oc.lr = o.lr;
+  oc.weight_decay = o.weight_decay;
+  oc.warmup_steps = o.warmup;
+  TrainerConfig tc;
+  tc.steps = o.steps;
+  tc.batch = o.batch;
+  tc.ema_tau = o.ema;
+  tc.seed = o.seed;
+  tc.out_dir = out.string();
+  tc.checkpoint_every = o.checkpoint_every;
+  tc.log_every = 50;
+  tc.progress = !o.quiet;
+  tc.label = o.objective;
+  Trainer<Model> trainer(model, sc, oc, tc);
+  if (!o.resume.empty()) {
+    trainer.resume(o.resume);
+    std::printf("resumed from %s at step %lld\n", o.resume.c_str(), (long long)trainer.step());
+  }
+  std::printf("%s on %s (%d images %dx%dx%d, %d classes), DiT preset %s: D %d, depth %d, heads %d, patch %d, "
+              "%.2fM parameters; batch %d, %lld steps, device %s\n",
+              o.objective.c_str(), o.dataset.c_str(), train.n, train.h, train.w, train.c, train.classes,
+              o.preset.c_str(), dc.hidden, dc.depth, dc.heads, dc.patch, model.net().layout().count() / 1e6, o.batch,
+              (long long)o.steps, o.device.c_str());
+  fs::create_directories(out / "samples");
+  data::ImageBatcher batcher(train);
+  const auto labels = class_rows(train.classes, o.per_class);
+  const auto names = class_names(o.dataset);
+  auto write_grid = [&](int64_t step) {
+    std::vector<Block> blocks;
+    for (int N : grid_steps()) {
+      SamplerConfig s{N, o.guidance, true};
+      // the same noise at every step count and every checkpoint, so grids compare directly
+      auto imgs = generate(model, sc, labels, s, o.seed + 777, 0);
+      blocks.push_back({cat(N, N == 1 ? " STEP" : " STEPS"), std::vector<float>(imgs.begin(), imgs.end())});
+    }
+    io::Image img = compose_blocks(blocks, train.classes, o.per_class, train.h, train.w, train.c, names);
+    fs::path p = out / "samples" / cat("step_", step, ".png");
+    io::write_png(p, img,
+                  {{"Title", cat(o.objective, " model on ", o.dataset, ", EMA samples at 1, 2, 4, 8, 128 steps")},
+                   {"Comment", cat("training step ", step, ", guidance ", o.guidance, ", preset ", o.preset,
+                                   ", seed ", o.seed, "; rows are classes")}});
+    if (!o.quiet) std::fprintf(stderr, "\nwrote %s\n", p.c_str());
+  };
+  trainer.run(
+      [&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
+        x.resize(size_t(B) * train.image_size());
+        y.resize(size_t(B));
+        batcher.next_into(B, rng, x.data(), y.data());
+      },
+      [&](int64_t step) {
+        if (o.sample_every > 0 && (step % o.sample_every == 0 || step == o.steps)) write_grid(step);
+      });
+  std::printf("done: %lld steps; checkpoints in %s, sample grids in %s\n", (long long)trainer.step(),
+              (out / "checkpoints").c_str(), (out / "samples").c_str());
+  return 0;
+}
+
+}  // namespace examples
