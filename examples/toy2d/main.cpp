@@ -21,7 +21,7 @@ using Model = ShortcutModel<nn::MlpNet<Be>>;
 struct Options {
   std::string distribution = "checkerboard";
   std::string out = "out/toy2d";
-  int64_t steps = 5000;
+  int64_t steps = 4000;
   int batch = 256;
   int hidden = 128;
   int depth = 3;

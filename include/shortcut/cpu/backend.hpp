@@ -73,14 +73,14 @@ class Backend {
   }
   // GELU, tanh form: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
   void gelu_forward(T* out, const T* in, size_t n) const {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
     for (int64_t i = 0; i < int64_t(n); ++i) {
       T x = in[i];
       out[i] = T(0.5) * x * (T(1) + std::tanh(kGeluC * (x + T(0.044715) * x * x * x)));
     }
   }
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) const {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
     for (int64_t i = 0; i < int64_t(n); ++i) {
       T x = in[i];
       T th = std::tanh(kGeluC * (x + T(0.044715) * x * x * x));
@@ -100,7 +100,7 @@ class Backend {
   // x, out [B,T,D]; mean, rstd [B*T]; shift/scale: row b at shift + b*mod_stride
   void ln_modulate_forward(T* out, T* mean, T* rstd, const T* x, const T* shift, const T* scale, int mod_stride,
                            int B, int Tn, int D, T eps) const {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(B) * Tn * D > kParallelMin)
     for (int64_t r = 0; r < int64_t(B) * Tn; ++r) {
       const T* xr = x + r * D;
       T* o = out + r * D;
@@ -121,7 +121,7 @@ class Backend {
   // dx += d/dx; dshift[b] += sum_t dout; dscale[b] += sum_t dout * xhat (same stride as mod)
   void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const T* mean, const T* rstd,
                             const T* scale, int mod_stride, int B, int Tn, int D) const {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(B) * Tn * D > kParallelMin)
     for (int b = 0; b < B; ++b) {
       const T* sc = scale + size_t(b) * mod_stride;
       T* dsh = dshift + size_t(b) * mod_stride;
@@ -152,7 +152,7 @@ class Backend {
   }
   // x[B,T,D] += gate[b] * y
   void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int B, int Tn, int D) const {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(B) * Tn * D > kParallelMin)
     for (int64_t r = 0; r < int64_t(B) * Tn; ++r) {
       const T* g = gate + (r / Tn) * mod_stride;
       for (int j = 0; j < D; ++j) x[r * D + j] += g[j] * y[r * D + j];
@@ -161,7 +161,7 @@ class Backend {
   // dy = gate * dx (overwrite); dgate[b] += sum_t dx * y
   void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B,
                                int Tn, int D) const {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(B) * Tn * D > kParallelMin)
     for (int b = 0; b < B; ++b) {
       const T* g = gate + size_t(b) * mod_stride;
       T* dg = dgate + size_t(b) * mod_stride;
@@ -179,7 +179,7 @@ class Backend {
   // qkv [B,T,3D] (q | k | v, each D = H*hd, head h at columns h*hd), out [B,T,D], lse [B,H,T]
   void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int hd, T scale) const {
     const int D = H * hd;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(B) * Tn * Tn * H > kParallelMin)
     for (int bh = 0; bh < B * H; ++bh) {
       int b = bh / H, h = bh % H;
       const T* base = qkv + size_t(b) * Tn * 3 * D + h * hd;
@@ -202,7 +202,7 @@ class Backend {
   void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int Tn, int H,
                           int hd, T scale) const {
     const int D = H * hd;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (size_t(B) * Tn * Tn * H > kParallelMin)
     for (int bh = 0; bh < B * H; ++bh) {
       int b = bh / H, h = bh % H;
       const T* base = qkv + size_t(b) * Tn * 3 * D + h * hd;
@@ -314,7 +314,7 @@ class Backend {
   // AdamW as torch.optim.AdamW: decoupled decay p -= lr wd p, then the bias-corrected Adam step.
   void adamw_step(T* p, const T* g, T* m, T* v, size_t n, T lr, T b1, T b2, T eps, T wd, int64_t step) const {
     const T c1 = T(1) - std::pow(b1, T(step)), c2 = T(1) - std::pow(b2, T(step));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
     for (int64_t i = 0; i < int64_t(n); ++i) {
       p[i] -= lr * wd * p[i];
       m[i] = b1 * m[i] + (T(1) - b1) * g[i];
@@ -324,7 +324,7 @@ class Backend {
   }
   // ema = tau ema + (1 - tau) p
   void ema_update(T* ema, const T* p, T tau, size_t n) const {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
     for (int64_t i = 0; i < int64_t(n); ++i) ema[i] = tau * ema[i] + (T(1) - tau) * p[i];
   }
 
@@ -338,6 +338,9 @@ class Backend {
   using SMap = Eigen::Map<Mat, 0, Eigen::OuterStride<>>;
   using SMapC = Eigen::Map<const Mat, 0, Eigen::OuterStride<>>;
   static constexpr T kGeluC = T(0.7978845608028654);  // sqrt(2 / pi)
+  // Loops over fewer elements run on one thread: a parallel region ends in a barrier, and on a busy
+  // machine a barrier waits for a descheduled thread far longer than the loop itself takes.
+  static constexpr size_t kParallelMin = 1 << 15;
 
   template <class F>
   static void patch_loop(int B, int H, int W, int C, int p, PatchOrder order, F&& f) {

@@ -107,7 +107,10 @@ class Trainer {
       opt_.step(m_->arena());
       ema_.update(m_->arena());
       const int64_t s = step();
-      bar.update(s, {{"loss", last_.loss}, {"flow", last_.flow_loss}, {"boot", last_.bootstrap_loss}});
+      // built apart from the call: nvcc 13.0 mis-parses f(x, {{"a", v}}) with a dependent v
+      const std::vector<std::pair<std::string, double>> shown = {
+          {"loss", last_.loss}, {"flow", last_.flow_loss}, {"boot", last_.bootstrap_loss}};
+      bar.update(s, shown);
       if (log.is_open() && tc_.log_every > 0 && (s % tc_.log_every == 0 || s == tc_.steps)) {
         nlohmann::json j = {{"step", s},
                             {"loss", last_.loss},

@@ -1,0 +1,218 @@
+// The CUDA backend: the op interface of cpu::Backend<float> (same member names, signatures and
+// semantics; read include/shortcut/cpu/backend.hpp for the contract of each op) on device memory,
+// with the kernels of kernels/*.cuh and cuBLAS for the matrix products. Include it (through
+// <shortcut/cuda.hpp>) from a .cu file compiled by nvcc.
+//
+// - Every pointer an op takes is device memory (Buffer<U> = DeviceBuffer<U>); to_device / to_host
+//   move data between host and device and return once the host memory may be reused / read
+//   (to_device from pageable memory does not wait for the device; to_host always does).
+// - Ops are queued on the backend's own stream and return at once; to_host and synchronize wait.
+//   A fault inside a kernel is therefore reported by the next waiting call (define
+//   SHORTCUT_CUDA_SYNC_CHECK to wait after every launch while debugging).
+// - Storage and arithmetic are fp32. Matrix products use full fp32 (CUBLAS_COMPUTE_32F) unless
+//   Options::tf32 asks for the TF32 matrix units (about 3e-4 relative error).
+// - Several ops reduce with atomics (the adaLN and bias gradients over tokens, dQ of attention,
+//   label-table gradients): their summation order, hence their last bits, can vary between runs.
+// - One backend per thread: the stream and the cuBLAS handle are not shared safely across threads.
+//   Buffers are allocated on the current device, which must stay the backend's device.
+#pragma once
+#include <cmath>
+#include <cstdint>
+
+#include "kernels/adaln.cuh"
+#include "kernels/attention.cuh"
+#include "kernels/elementwise.cuh"
+#include "kernels/embedding.cuh"
+#include "kernels/matmul.cuh"
+#include "kernels/optimizer.cuh"
+#include "kernels/targets.cuh"
+#include "shortcut/cpu/backend.hpp"  // shortcut::PatchOrder
+#include "shortcut/cuda/device_buffer.hpp"
+
+namespace shortcut::cuda {
+
+struct Options {
+  int device = -1;     // the CUDA device to use; -1 keeps the current one (device 0 unless set)
+  bool tf32 = false;   // matrix products on the TF32 matrix units instead of full fp32
+};
+
+class Backend {
+  using T = float;
+
+ public:
+  using Scalar = float;
+  template <class U>
+  using Buffer = DeviceBuffer<U>;
+  static constexpr const char* name() { return "cuda"; }
+
+  // Throws Error("no CUDA device ...") where no usable GPU or driver exists.
+  explicit Backend(const Options& opt = Options()) : tf32_(opt.tf32) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+      cudaGetLastError();
+      throw Error(cat("no CUDA device: the CUDA backend needs an NVIDIA GPU and its driver (cudaGetDeviceCount: ",
+                      e == cudaSuccess ? "0 devices" : cudaGetErrorString(e), ")"));
+    }
+    if (opt.device >= count)
+      throw Error(cat("CUDA device ", opt.device, " was asked for but only ", count, " device(s) exist"));
+    if (opt.device >= 0) SHORTCUT_CUDA_CHECK(cudaSetDevice(opt.device));
+    SHORTCUT_CUDA_CHECK(cudaGetDevice(&device_));
+    SHORTCUT_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device_));
+    try {
+      SHORTCUT_CUDA_CHECK(cudaStreamCreate(&stream_));
+      SHORTCUT_CUBLAS_CHECK(cublasCreate(&cublas_));
+      SHORTCUT_CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
+    } catch (...) {
+      destroy();
+      throw;
+    }
+  }
+  ~Backend() { destroy(); }
+  Backend(const Backend&) = delete;
+  Backend& operator=(const Backend&) = delete;
+
+  cudaStream_t stream() const { return stream_; }
+  cublasHandle_t cublas() const { return cublas_; }
+  int device() const { return device_; }
+  int num_sms() const { return sms_; }
+  bool tf32() const { return tf32_; }
+
+  // ---- memory -----------------------------------------------------------------------------
+  template <class U>
+  void to_device(U* dst, const U* src, size_t n) const {
+    if (!n) return;
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyHostToDevice, stream_));
+    // From pageable memory (a std::vector) the copy returns once src is staged, so src may be reused
+    // at once; from pinned or registered memory the DMA reads src later, so wait for it.
+    cudaPointerAttributes a{};
+    const cudaError_t e = cudaPointerGetAttributes(&a, src);
+    if (e != cudaSuccess) cudaGetLastError();  // not an error here (only this call's is cleared): we wait
+    if (e != cudaSuccess || a.type != cudaMemoryTypeUnregistered) SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  template <class U>
+  void to_host(U* dst, const U* src, size_t n) const {
+    if (!n) return;
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToHost, stream_));
+    SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  }
+  // device-to-device (the direction is inferred from the pointers, so host arrays work too)
+  template <class U>
+  void copy(U* dst, const U* src, size_t n) const {
+    if (!n) return;
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDefault, stream_));
+  }
+  void fill(T* p, T v, size_t n) const { kernels::fill(p, v, n, stream_); }
+  void synchronize() const { SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  // ---- matrix products ----------------------------------------------------------------------
+  // out[N,O] = in[N,I] W[O,I]^T + b[O]  (b may be null)
+  void linear_forward(T* out, const T* in, const T* W, const T* b, int N, int I, int O) const {
+    kernels::linear_forward(cublas_, compute(), out, in, W, b, N, I, O, stream_);
+  }
+  // din[N,I] (= or += with accumulate; null skips) = dout W; dW[O,I] += dout^T in; db[O] += sum dout
+  void linear_backward(T* din, T* dW, T* db, const T* dout, const T* in, const T* W, int N, int I, int O,
+                       bool accumulate_din = false) const {
+    kernels::linear_backward(cublas_, compute(), din, dW, db, dout, in, W, N, I, O, accumulate_din, sms_, stream_);
+  }
+
+  // ---- elementwise -------------------------------------------------------------------------
+  void silu_forward(T* out, const T* in, size_t n) const { kernels::silu_forward(out, in, n, stream_); }
+  void silu_backward(T* din, const T* dout, const T* in, size_t n) const {
+    kernels::silu_backward(din, dout, in, n, stream_);
+  }
+  void gelu_forward(T* out, const T* in, size_t n) const { kernels::gelu_forward(out, in, n, stream_); }
+  void gelu_backward(T* din, const T* dout, const T* in, size_t n) const {
+    kernels::gelu_backward(din, dout, in, n, stream_);
+  }
+  void add_inplace(T* y, const T* x, size_t n) const { kernels::add_inplace(y, x, n, stream_); }
+  void axpy(T* y, T a, const T* x, size_t n) const { kernels::axpy(y, a, x, n, stream_); }
+  void add_rows(T* x, const T* row, int B, int R) const { kernels::add_rows(x, row, B, R, stream_); }
+
+  // ---- LayerNorm (no affine, eps) + adaLN modulate ------------------------------------------
+  void ln_modulate_forward(T* out, T* mean, T* rstd, const T* x, const T* shift, const T* scale, int mod_stride,
+                           int B, int Tn, int D, T eps) const {
+    kernels::ln_modulate_forward(out, mean, rstd, x, shift, scale, mod_stride, B, Tn, D, eps, stream_);
+  }
+  void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const T* mean, const T* rstd,
+                            const T* scale, int mod_stride, int B, int Tn, int D) const {
+    kernels::ln_modulate_backward(dx, dshift, dscale, dout, x, mean, rstd, scale, mod_stride, B, Tn, D, sms_, stream_);
+  }
+  void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int B, int Tn, int D) const {
+    kernels::gated_residual_forward(x, gate, y, mod_stride, B, Tn, D, stream_);
+  }
+  void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B, int Tn,
+                               int D) const {
+    kernels::gated_residual_backward(dy, dgate, dx, gate, y, mod_stride, B, Tn, D, sms_, stream_);
+  }
+
+  // ---- attention (head dims 32, 64, 72, 128; others throw ShapeError) -------------------------
+  void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int hd, T scale) const {
+    kernels::attention_forward(out, lse, qkv, B, Tn, H, hd, scale, stream_);
+  }
+  void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int Tn, int H,
+                          int hd, T scale) const {
+    kernels::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, hd, scale, stream_);
+  }
+
+  // ---- embeddings -------------------------------------------------------------------------
+  void timestep_embedding(T* out, const T* values, int B, int dim) const {
+    kernels::timestep_embedding(out, values, B, dim, stream_);
+  }
+  void embedding_forward(T* out, const T* table, const int32_t* ids, int B, int D) const {
+    kernels::embedding_forward(out, table, ids, B, D, stream_);
+  }
+  void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int B, int D) const {
+    kernels::embedding_backward(dtable, dout, ids, B, D, stream_);
+  }
+  void patch_gather(T* tokens, const T* img, int B, int H, int W, int C, int p, PatchOrder order) const {
+    kernels::patch_gather(tokens, img, B, H, W, C, p, order == PatchOrder::ChannelMajor, stream_);
+  }
+  void patch_scatter(T* img, const T* tokens, int B, int H, int W, int C, int p, PatchOrder order) const {
+    kernels::patch_scatter(img, tokens, B, H, W, C, p, order == PatchOrder::ChannelMajor, stream_);
+  }
+
+  // ---- training targets -------------------------------------------------------------------
+  void normal(T* x0, size_t n, uint64_t seed, uint64_t stream) const { kernels::normal(x0, n, seed, stream, stream_); }
+  void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n) const {
+    kernels::flow_rows(xt, target, x1, x0, t, rows, n, stream_);
+  }
+  void bootstrap_half_step(T* x2, T* v1, const T* x, const T* vc, const T* vu, int n_cfg, T w, const T* hd, int rows,
+                           int n, T clip) const {
+    kernels::bootstrap_half_step(x2, v1, x, vc, vu, n_cfg, w, hd, rows, n, clip, stream_);
+  }
+  void bootstrap_target(T* target, const T* v1, const T* vc, const T* vu, int n_cfg, T w, int rows, int n,
+                        T clip) const {
+    kernels::bootstrap_target(target, v1, vc, vu, n_cfg, w, rows, n, clip, stream_);
+  }
+  void cfg_combine(T* out, const T* vc, const T* vu, T w, size_t n) const {
+    kernels::cfg_combine(out, vc, vu, w, n, stream_);
+  }
+  void mse_loss(T* grad, T* row_loss, const T* pred, const T* target, int rows, int n, T grad_scale) const {
+    kernels::mse_loss(grad, row_loss, pred, target, rows, n, grad_scale, stream_);
+  }
+
+  // ---- optimizer --------------------------------------------------------------------------
+  void adamw_step(T* p, const T* g, T* m, T* v, size_t n, T lr, T b1, T b2, T eps, T wd, int64_t step) const {
+    // the bias corrections exactly as the CPU backend computes them (float pow on the host)
+    const T c1 = T(1) - std::pow(b1, T(step)), c2 = T(1) - std::pow(b2, T(step));
+    kernels::adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, stream_);
+  }
+  void ema_update(T* ema, const T* p, T tau, size_t n) const { kernels::ema_update(ema, p, tau, n, stream_); }
+
+ private:
+  int device_ = 0, sms_ = 1;
+  bool tf32_ = false;
+  cudaStream_t stream_ = nullptr;
+  cublasHandle_t cublas_ = nullptr;
+
+  cublasComputeType_t compute() const { return tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F; }
+  void destroy() noexcept {
+    if (cublas_) cublasDestroy(cublas_);
+    if (stream_) cudaStreamDestroy(stream_);
+    cublas_ = nullptr;
+    stream_ = nullptr;
+  }
+};
+
+}  // namespace shortcut::cuda

@@ -1,0 +1,86 @@
+// What every kernel file shares: the storage-type conversions (every kernel computes in fp32; the
+// storage type T is a template parameter so that bf16 activations can follow with fp32 statistics),
+// warp reductions, and the launch-size helpers of the grid-stride loops.
+//
+// Every kernel is a template (on its storage type at least): templates may be defined in headers
+// included from several translation units of one program without duplicate symbols.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "shortcut/cuda/check.hpp"
+
+namespace shortcut::kernels {
+
+inline constexpr int kThreads = 256;
+// Grid-stride loops launch at most this many blocks: several times what any current GPU keeps
+// resident, so the cap costs nothing and a loop needs no 64-bit grid.
+inline constexpr size_t kMaxBlocks = 4096;
+
+inline unsigned blocks_for(size_t n, int threads = kThreads) {
+  size_t b = (n + threads - 1) / threads;
+  return static_cast<unsigned>(b < 1 ? 1 : (b > kMaxBlocks ? kMaxBlocks : b));
+}
+inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
+
+// ---- storage <-> fp32 --------------------------------------------------------------------------
+template <class T>
+__device__ __forceinline__ float to_f32(T x) {
+  return static_cast<float>(x);
+}
+template <>
+__device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 x) {
+  return __bfloat162float(x);
+}
+template <class T>
+__device__ __forceinline__ T from_f32(float x) {
+  return static_cast<T>(x);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
+  return __float2bfloat16(x);
+}
+
+// ---- indexing ----------------------------------------------------------------------------------
+__device__ __forceinline__ size_t global_thread() { return size_t(blockIdx.x) * blockDim.x + threadIdx.x; }
+__device__ __forceinline__ size_t grid_threads() { return size_t(gridDim.x) * blockDim.x; }
+
+// ---- reductions --------------------------------------------------------------------------------
+// Sum over the 32 lanes of a warp; every lane gets the result. All lanes must call it.
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+// Sum / max over each aligned group of 16 lanes (lanes 0-15 and 16-31 separately).
+__device__ __forceinline__ float half_warp_sum(float v) {
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float half_warp_max(float v) {
+#pragma unroll
+  for (int o = 8; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+// Sum over the block; every thread gets the result. `scratch` holds blockDim.x / 32 floats; the
+// block size must be a multiple of 32. Ends with a barrier, so scratch may be reused afterwards.
+__device__ __forceinline__ float block_sum(float v, float* scratch) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+  v = warp_sum(v);
+  if (lane == 0) scratch[warp] = v;
+  __syncthreads();
+  float t = 0.f;
+  for (int w = 0; w < nwarps; ++w) t += scratch[w];
+  __syncthreads();
+  return t;
+}
+
+// Clamp with std::clamp's rule, so that NaN passes through as it does on the CPU backend
+// (fminf/fmaxf would turn a NaN into a bound and hide it).
+__device__ __forceinline__ float clampf(float v, float lo, float hi) { return v < lo ? lo : (hi < v ? hi : v); }
+
+}  // namespace shortcut::kernels

@@ -1,0 +1,141 @@
+// Elementwise kernels and their launchers: fill, GELU (tanh form) and SiLU forward/backward,
+// y += x, y += a x, the row broadcast add (position embedding, linear bias) and the classifier-free
+// guidance combination. One grid-stride loop each, fp32 arithmetic on storage type T.
+//
+// In-place use is allowed wherever the CPU backend allows it (the networks call
+// gelu_backward(d, d, x) and silu_backward(s, s, h)): each element is read before it is written by
+// the same thread, and no pointer is declared __restrict__.
+#pragma once
+#include "kernels/common.cuh"
+
+namespace shortcut::kernels {
+
+inline constexpr float kGeluC = 0.7978845608028654f;  // sqrt(2 / pi)
+inline constexpr float kGeluA = 0.044715f;
+inline constexpr float kGeluA3 = float(3 * 0.044715);  // as the CPU backend rounds it
+
+template <class T>
+__global__ void fill_kernel(T* p, T v, size_t n) {
+  for (size_t i = global_thread(); i < n; i += grid_threads()) p[i] = v;
+}
+
+template <class T>
+__global__ void gelu_forward_kernel(T* out, const T* in, size_t n) {
+  for (size_t i = global_thread(); i < n; i += grid_threads()) {
+    float x = to_f32(in[i]);
+    out[i] = from_f32<T>(0.5f * x * (1.f + tanhf(kGeluC * (x + kGeluA * x * x * x))));
+  }
+}
+
+template <class T>
+__global__ void gelu_backward_kernel(T* din, const T* dout, const T* in, size_t n) {
+  for (size_t i = global_thread(); i < n; i += grid_threads()) {
+    float x = to_f32(in[i]);
+    float th = tanhf(kGeluC * (x + kGeluA * x * x * x));
+    float d = 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluC * (1.f + kGeluA3 * x * x);
+    din[i] = from_f32<T>(to_f32(dout[i]) * d);
+  }
+}
+
+template <class T>
+__global__ void silu_forward_kernel(T* out, const T* in, size_t n) {
+  for (size_t i = global_thread(); i < n; i += grid_threads()) {
+    float x = to_f32(in[i]);
+    out[i] = from_f32<T>(x / (1.f + expf(-x)));
+  }
+}
+
+template <class T>
+__global__ void silu_backward_kernel(T* din, const T* dout, const T* in, size_t n) {
+  for (size_t i = global_thread(); i < n; i += grid_threads()) {
+    float x = to_f32(in[i]);
+    float s = 1.f / (1.f + expf(-x));
+    din[i] = from_f32<T>(to_f32(dout[i]) * s * (1.f + x * (1.f - s)));
+  }
+}
+
+// y += a x  (add_inplace is a = 1)
+template <class T>
+__global__ void axpy_kernel(T* y, float a, const T* x, size_t n) {
+  for (size_t i = global_thread(); i < n; i += grid_threads()) y[i] = from_f32<T>(to_f32(y[i]) + a * to_f32(x[i]));
+}
+
+template <class T>
+__global__ void add_inplace_kernel(T* y, const T* x, size_t n) {
+  for (size_t i = global_thread(); i < n; i += grid_threads()) y[i] = from_f32<T>(to_f32(y[i]) + to_f32(x[i]));
+}
+
+// x[b, j] += row[j] for x [B, R]
+template <class T>
+__global__ void add_rows_kernel(T* x, const T* row, size_t total, size_t R) {
+  for (size_t i = global_thread(); i < total; i += grid_threads())
+    x[i] = from_f32<T>(to_f32(x[i]) + to_f32(row[i % R]));
+}
+
+// out = vu + w (vc - vu)
+template <class T>
+__global__ void cfg_combine_kernel(T* out, const T* vc, const T* vu, float w, size_t n) {
+  for (size_t i = global_thread(); i < n; i += grid_threads()) {
+    float u = to_f32(vu[i]);
+    out[i] = from_f32<T>(u + w * (to_f32(vc[i]) - u));
+  }
+}
+
+// ---- launchers ---------------------------------------------------------------------------------
+template <class T>
+void fill(T* p, T v, size_t n, cudaStream_t s) {
+  if (!n) return;
+  fill_kernel<<<blocks_for(n), kThreads, 0, s>>>(p, v, n);
+  SHORTCUT_CUDA_CHECK_LAUNCH("fill_kernel");
+}
+template <class T>
+void gelu_forward(T* out, const T* in, size_t n, cudaStream_t s) {
+  if (!n) return;
+  gelu_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, in, n);
+  SHORTCUT_CUDA_CHECK_LAUNCH("gelu_forward_kernel");
+}
+template <class T>
+void gelu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s) {
+  if (!n) return;
+  gelu_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(din, dout, in, n);
+  SHORTCUT_CUDA_CHECK_LAUNCH("gelu_backward_kernel");
+}
+template <class T>
+void silu_forward(T* out, const T* in, size_t n, cudaStream_t s) {
+  if (!n) return;
+  silu_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, in, n);
+  SHORTCUT_CUDA_CHECK_LAUNCH("silu_forward_kernel");
+}
+template <class T>
+void silu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s) {
+  if (!n) return;
+  silu_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(din, dout, in, n);
+  SHORTCUT_CUDA_CHECK_LAUNCH("silu_backward_kernel");
+}
+template <class T>
+void add_inplace(T* y, const T* x, size_t n, cudaStream_t s) {
+  if (!n) return;
+  add_inplace_kernel<<<blocks_for(n), kThreads, 0, s>>>(y, x, n);
+  SHORTCUT_CUDA_CHECK_LAUNCH("add_inplace_kernel");
+}
+template <class T>
+void axpy(T* y, float a, const T* x, size_t n, cudaStream_t s) {
+  if (!n) return;
+  axpy_kernel<<<blocks_for(n), kThreads, 0, s>>>(y, a, x, n);
+  SHORTCUT_CUDA_CHECK_LAUNCH("axpy_kernel");
+}
+template <class T>
+void add_rows(T* x, const T* row, int B, int R, cudaStream_t s) {
+  const size_t total = size_t(B) * size_t(R);
+  if (!total) return;
+  add_rows_kernel<<<blocks_for(total), kThreads, 0, s>>>(x, row, total, size_t(R));
+  SHORTCUT_CUDA_CHECK_LAUNCH("add_rows_kernel");
+}
+template <class T>
+void cfg_combine(T* out, const T* vc, const T* vu, float w, size_t n, cudaStream_t s) {
+  if (!n) return;
+  cfg_combine_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, vc, vu, w, n);
+  SHORTCUT_CUDA_CHECK_LAUNCH("cfg_combine_kernel");
+}
+
+}  // namespace shortcut::kernels

@@ -1,0 +1,129 @@
+// Embedding kernels and their launchers: the sinusoidal features of t and of the step index k, the
+// label table lookup and its gradient (a scatter-add with atomics, since several rows of a batch
+// share a label), and the patch gather/scatter between images [B,H,W,C] and tokens [B,G*G,p*p*C]
+// in either order of a patch's values (see shortcut::PatchOrder: channel-major is the conv weight's
+// (c, row, col), channel-minor the final linear's (row, col, c)).
+#pragma once
+#include "kernels/common.cuh"
+
+namespace shortcut::kernels {
+
+// out[b, j] = cos(a f_j), out[b, half + j] = sin(a f_j); f_j = exp(-ln(10000) j / half), a = values[b]
+template <class T>
+__global__ void timestep_embedding_kernel(T* out, const T* values, int B, int dim) {
+  const int half = dim / 2;
+  const size_t total = size_t(B) * half;
+  for (size_t i = global_thread(); i < total; i += grid_threads()) {
+    const int b = int(i / half), j = int(i % half);
+    // same evaluation order as the CPU backend: (-ln(10000) * j) / half
+    const float f = expf(-logf(10000.f) * float(j) / float(half));
+    const float a = to_f32(values[b]) * f;
+    out[size_t(b) * dim + j] = from_f32<T>(cosf(a));
+    out[size_t(b) * dim + half + j] = from_f32<T>(sinf(a));
+  }
+}
+
+// out[b, :] = table[ids[b], :]
+template <class T>
+__global__ void embedding_forward_kernel(T* out, const T* table, const int32_t* ids, int B, int D) {
+  const size_t total = size_t(B) * D;
+  for (size_t i = global_thread(); i < total; i += grid_threads()) {
+    const size_t b = i / D, j = i % D;
+    out[i] = table[size_t(ids[b]) * D + j];
+  }
+}
+
+// dtable[ids[b], :] += dout[b, :]  (rows sharing a label add up through atomics)
+template <class T>
+__global__ void embedding_backward_kernel(T* dtable, const T* dout, const int32_t* ids, int B, int D) {
+  const size_t total = size_t(B) * D;
+  for (size_t i = global_thread(); i < total; i += grid_threads()) {
+    const size_t b = i / D, j = i % D;
+    atomicAdd(dtable + size_t(ids[b]) * D + j, dout[i]);
+  }
+}
+
+// The one index map of both directions: token element ti <-> image element ii. The token's feature
+// index is (c p + pr) p + pc (channel-major) or (pr p + pc) C + c (channel-minor).
+struct PatchGeom {
+  int B, H, W, C, p, G, Gw;
+  bool channel_major;
+  __device__ size_t tokens_total() const { return size_t(B) * G * Gw * p * p * C; }
+  __device__ size_t image_of_token(size_t ti) const {
+    const int P = p * p * C;
+    const int feat = int(ti % P);
+    const size_t tok = ti / P;
+    const int gc = int(tok % Gw), gr = int((tok / Gw) % G);
+    const size_t b = tok / (size_t(G) * Gw);
+    int c, pr, pc;
+    if (channel_major) {
+      pc = feat % p;
+      pr = (feat / p) % p;
+      c = feat / (p * p);
+    } else {
+      c = feat % C;
+      pc = (feat / C) % p;
+      pr = feat / (C * p);
+    }
+    return ((b * H + size_t(gr) * p + pr) * W + size_t(gc) * p + pc) * C + c;
+  }
+};
+
+// tokens[ti] = img[image_of_token(ti)]: writes coalesced, reads gathered
+template <class T>
+__global__ void patch_gather_kernel(T* tokens, const T* img, PatchGeom g) {
+  const size_t total = g.tokens_total();
+  for (size_t ti = global_thread(); ti < total; ti += grid_threads()) tokens[ti] = img[g.image_of_token(ti)];
+}
+
+// img[image_of_token(ti)] = tokens[ti]: a permutation, so every covered pixel is written once. As on
+// the CPU, pixels past the last whole patch (H or W not a multiple of p) are left as they were.
+template <class T>
+__global__ void patch_scatter_kernel(T* img, const T* tokens, PatchGeom g) {
+  const size_t total = g.tokens_total();
+  for (size_t ti = global_thread(); ti < total; ti += grid_threads()) img[g.image_of_token(ti)] = tokens[ti];
+}
+
+// ---- launchers ---------------------------------------------------------------------------------
+template <class T>
+void timestep_embedding(T* out, const T* values, int B, int dim, cudaStream_t s) {
+  const size_t total = size_t(B) * (dim / 2);
+  if (!total) return;
+  timestep_embedding_kernel<<<blocks_for(total), kThreads, 0, s>>>(out, values, B, dim);
+  SHORTCUT_CUDA_CHECK_LAUNCH("timestep_embedding_kernel");
+}
+template <class T>
+void embedding_forward(T* out, const T* table, const int32_t* ids, int B, int D, cudaStream_t s) {
+  const size_t total = size_t(B) * D;
+  if (!total) return;
+  embedding_forward_kernel<<<blocks_for(total), kThreads, 0, s>>>(out, table, ids, B, D);
+  SHORTCUT_CUDA_CHECK_LAUNCH("embedding_forward_kernel");
+}
+template <class T>
+void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int B, int D, cudaStream_t s) {
+  const size_t total = size_t(B) * D;
+  if (!total) return;
+  embedding_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(dtable, dout, ids, B, D);
+  SHORTCUT_CUDA_CHECK_LAUNCH("embedding_backward_kernel");
+}
+inline PatchGeom patch_geom(int B, int H, int W, int C, int p, bool channel_major) {
+  return PatchGeom{B, H, W, C, p, H / p, W / p, channel_major};
+}
+template <class T>
+void patch_gather(T* tokens, const T* img, int B, int H, int W, int C, int p, bool channel_major, cudaStream_t s) {
+  const PatchGeom g = patch_geom(B, H, W, C, p, channel_major);
+  const size_t total = size_t(B) * g.G * g.Gw * p * p * C;
+  if (!total) return;
+  patch_gather_kernel<<<blocks_for(total), kThreads, 0, s>>>(tokens, img, g);
+  SHORTCUT_CUDA_CHECK_LAUNCH("patch_gather_kernel");
+}
+template <class T>
+void patch_scatter(T* img, const T* tokens, int B, int H, int W, int C, int p, bool channel_major, cudaStream_t s) {
+  const PatchGeom g = patch_geom(B, H, W, C, p, channel_major);
+  const size_t total = size_t(B) * g.G * g.Gw * p * p * C;
+  if (!total) return;
+  patch_scatter_kernel<<<blocks_for(total), kThreads, 0, s>>>(img, tokens, g);
+  SHORTCUT_CUDA_CHECK_LAUNCH("patch_scatter_kernel");
+}
+
+}  // namespace shortcut::kernels

@@ -1,0 +1,165 @@
+// The elementwise, embedding, target and optimizer kernels against the double CPU backend, on fresh
+// random inputs, with NaN-poisoned outputs, at sizes that are not multiples of any block size.
+#include "gpu_test_util.hpp"
+
+using namespace shortcut;
+using namespace gputest;
+using testutil::randn;
+
+TEST_CASE("GELU and SiLU forward/backward match the CPU backend", "[ops][elementwise]") {
+  for (size_t n : {size_t(1), size_t(1000), size_t(1 << 20) + 3}) {
+    auto x = randn(n, 3.0), g = randn(n);
+    compare_backends("activations n=" + std::to_string(n), [&](auto& be) {
+      auto dx = upload(be, x), dg = upload(be, g);
+      auto gf = poisoned(be, n), gb = poisoned(be, n), sf = poisoned(be, n), sb = poisoned(be, n);
+      be.gelu_forward(gf.data(), dx.data(), n);
+      be.gelu_backward(gb.data(), dg.data(), dx.data(), n);
+      be.silu_forward(sf.data(), dx.data(), n);
+      be.silu_backward(sb.data(), dg.data(), dx.data(), n);
+      auto inplace = upload(be, g);  // the networks call gelu_backward(d, d, x)
+      be.gelu_backward(inplace.data(), inplace.data(), dx.data(), n);
+      return Outputs{{"gelu", download(be, gf)}, {"gelu'", download(be, gb)}, {"silu", download(be, sf)},
+                     {"silu'", download(be, sb)}, {"gelu' in place", download(be, inplace)}};
+    }, kElementwiseTol);
+  }
+}
+
+TEST_CASE("add, axpy, add_rows, cfg_combine and fill match the CPU backend", "[ops][elementwise]") {
+  const int B = 7, R = 333;
+  const size_t n = size_t(B) * R;
+  auto x = randn(n), y = randn(n), row = randn(R);
+  const double a = testutil::randn(1)[0], w = 1.0 + std::abs(testutil::randn(1)[0]);
+  compare_backends("elementwise", [&](auto& be) {
+    using S = typename std::decay_t<decltype(be)>::Scalar;
+    auto dy = upload(be, y), dx = upload(be, x), dr = upload(be, row);
+    be.add_inplace(dy.data(), dx.data(), n);
+    auto da = upload(be, y);
+    be.axpy(da.data(), S(a), dx.data(), n);
+    auto db = upload(be, x);
+    be.add_rows(db.data(), dr.data(), B, R);
+    auto dc = poisoned(be, n);
+    be.cfg_combine(dc.data(), dx.data(), da.data(), S(w), n);
+    auto df = poisoned(be, n);
+    be.fill(df.data(), S(a), n);
+    return Outputs{{"add_inplace", download(be, dy)}, {"axpy", download(be, da)}, {"add_rows", download(be, db)},
+                   {"cfg_combine", download(be, dc)}, {"fill", download(be, df)}};
+  }, kElementwiseTol);
+}
+
+TEST_CASE("timestep embedding and label embedding match the CPU backend", "[ops][embedding]") {
+  const int B = 37, D = 48, rows = 11;
+  auto t = uniform(B, 0.0, 1.0), k(t);
+  for (int b = 0; b < B; ++b) k[b] = double(b % 8);  // step indices 0..7, as the network sees them
+  auto ids = random_ids(B, rows);
+  ids[0] = rows - 1;  // the null label
+  auto table = randn(size_t(rows) * D), dout = randn(size_t(B) * D), dtable0 = randn(size_t(rows) * D);
+  for (int dim : {256, 10}) {
+    compare_backends("timestep embedding dim=" + std::to_string(dim), [&](auto& be) {
+      auto dt = upload(be, t), dk = upload(be, k);
+      auto et = poisoned(be, size_t(B) * dim), ek = poisoned(be, size_t(B) * dim);
+      be.timestep_embedding(et.data(), dt.data(), B, dim);
+      be.timestep_embedding(ek.data(), dk.data(), B, dim);
+      return Outputs{{"of t", download(be, et)}, {"of k", download(be, ek)}};
+    }, kElementwiseTol);
+  }
+  compare_backends("label embedding", [&](auto& be) {
+    auto dtab = upload(be, table), dg = upload(be, dout), dT = upload(be, dtable0);
+    auto dids = upload_ids(be, ids);
+    auto out = poisoned(be, size_t(B) * D);
+    be.embedding_forward(out.data(), dtab.data(), dids.data(), B, D);
+    be.embedding_backward(dT.data(), dg.data(), dids.data(), B, D);  // += onto random values
+    return Outputs{{"forward", download(be, out)}, {"backward (+=)", download(be, dT)}};
+  }, kElementwiseTol);
+}
+
+TEST_CASE("patch gather and scatter match the CPU backend in both orders", "[ops][embedding]") {
+  struct Geo { int B, H, W, C, p; };
+  for (Geo g : {Geo{2, 12, 12, 3, 2}, Geo{1, 28, 28, 1, 4}, Geo{3, 10, 10, 2, 4}, Geo{1, 8, 8, 4, 1}}) {
+    for (auto order : {PatchOrder::ChannelMajor, PatchOrder::ChannelMinor}) {
+      const size_t n_img = size_t(g.B) * g.H * g.W * g.C;
+      const size_t n_tok = size_t(g.B) * (g.H / g.p) * (g.W / g.p) * g.p * g.p * g.C;
+      auto img = randn(n_img), tok = randn(n_tok);
+      std::string label = "patch B=" + std::to_string(g.B) + " H=" + std::to_string(g.H) + " C=" +
+                          std::to_string(g.C) + " p=" + std::to_string(g.p) +
+                          (order == PatchOrder::ChannelMajor ? " channel-major" : " channel-minor");
+      compare_backends(label, [&](auto& be) {
+        auto di = upload(be, img), dt = upload(be, tok);
+        auto gathered = poisoned(be, n_tok), scattered = poisoned(be, n_img);  // H=10, p=4: borders stay NaN
+        be.patch_gather(gathered.data(), di.data(), g.B, g.H, g.W, g.C, g.p, order);
+        be.patch_scatter(scattered.data(), dt.data(), g.B, g.H, g.W, g.C, g.p, order);
+        return Outputs{{"gather", download(be, gathered)}, {"scatter", download(be, scattered)}};
+      }, kElementwiseTol);
+    }
+  }
+}
+
+TEST_CASE("normal() draws the CPU backend's numbers", "[ops][targets]") {
+  const uint64_t seed = testutil::gen()(), stream = testutil::gen()() >> 8;
+  for (size_t n : {size_t(1), size_t(1001), size_t(65536)}) {
+    compare_backends("normal n=" + std::to_string(n), [&](auto& be) {
+      auto x = poisoned(be, n);
+      be.normal(x.data(), n, seed, stream);
+      return Outputs{{"x0", download(be, x)}};
+    }, kElementwiseTol);
+  }
+}
+
+TEST_CASE("flow rows, bootstrap steps and MSE loss match the CPU backend", "[ops][targets]") {
+  const int rows = 13, n = 37;
+  const size_t total = size_t(rows) * n;
+  auto x1 = randn(total), x0 = randn(total), t = uniform(rows, 0.0, 1.0);
+  // velocities of sd 3 and steps up to 0.5 push some x2 and targets past the clip at 4
+  auto x = randn(total, 2.0), hd = uniform(rows, 0.0, 0.5);
+  auto vc = randn(total, 3.0), vu = randn(total, 3.0), vc2 = randn(total, 3.0), vu2 = randn(total, 3.0);
+  const double w = 1.5, clip = 4.0;
+  compare_backends("flow_rows", [&](auto& be) {
+    auto d1 = upload(be, x1), d0 = upload(be, x0), dt = upload(be, t);
+    auto xt = poisoned(be, total), tg = poisoned(be, total), xt2 = poisoned(be, total);
+    be.flow_rows(xt.data(), tg.data(), d1.data(), d0.data(), dt.data(), rows, n);
+    be.flow_rows(xt2.data(), nullptr, d1.data(), d0.data(), dt.data(), rows, n);
+    return Outputs{{"xt", download(be, xt)}, {"target", download(be, tg)}, {"xt (no target)", download(be, xt2)}};
+  }, kElementwiseTol);
+  for (int n_cfg : {0, 5}) {
+    compare_backends("bootstrap n_cfg=" + std::to_string(n_cfg), [&](auto& be) {
+      using S = typename std::decay_t<decltype(be)>::Scalar;
+      auto dx = upload(be, x), dh = upload(be, hd);
+      auto dc = upload(be, vc), du = upload(be, vu), dc2 = upload(be, vc2), du2 = upload(be, vu2);
+      // unguided (n_cfg = 0): vu is never read, so it may be null
+      const S* u = n_cfg ? du.data() : nullptr;
+      const S* u2 = n_cfg ? du2.data() : nullptr;
+      auto x2 = poisoned(be, total), v1 = poisoned(be, total), tg = poisoned(be, total);
+      be.bootstrap_half_step(x2.data(), v1.data(), dx.data(), dc.data(), u, n_cfg, S(w), dh.data(), rows, n, S(clip));
+      be.bootstrap_target(tg.data(), v1.data(), dc2.data(), u2, n_cfg, S(w), rows, n, S(clip));
+      return Outputs{{"x2", download(be, x2)}, {"v1", download(be, v1)}, {"target", download(be, tg)}};
+    }, kElementwiseTol);
+  }
+  auto pred = randn(size_t(9) * 300), target = randn(size_t(9) * 300);
+  compare_backends("mse_loss", [&](auto& be) {
+    using S = typename std::decay_t<decltype(be)>::Scalar;
+    auto dp = upload(be, pred), dt = upload(be, target);
+    auto grad = poisoned(be, pred.size()), rl = poisoned(be, 9), rl2 = poisoned(be, 9);
+    be.mse_loss(grad.data(), rl.data(), dp.data(), dt.data(), 9, 300, S(1.0 / 9));
+    be.mse_loss(nullptr, rl2.data(), dp.data(), dt.data(), 9, 300, S(1.0 / 9));
+    return Outputs{{"grad", download(be, grad)}, {"row loss", download(be, rl)},
+                   {"row loss (no grad)", download(be, rl2)}};
+  }, kReductionTol);
+}
+
+TEST_CASE("AdamW and EMA match the CPU backend", "[ops][optimizer]") {
+  const size_t n = 10007;
+  auto p = randn(n), g = randn(n), m = randn(n, 0.1), v = uniform(n, 0.0, 0.05);
+  for (int64_t step : {int64_t(1), int64_t(3), int64_t(1000)}) {
+    compare_backends("adamw step=" + std::to_string(step), [&](auto& be) {
+      using S = typename std::decay_t<decltype(be)>::Scalar;
+      auto dp = upload(be, p), dg = upload(be, g), dm = upload(be, m), dv = upload(be, v);
+      be.adamw_step(dp.data(), dg.data(), dm.data(), dv.data(), n, S(1e-3), S(0.9), S(0.999), S(1e-8), S(0.1), step);
+      return Outputs{{"p", download(be, dp)}, {"m", download(be, dm)}, {"v", download(be, dv)}};
+    }, kElementwiseTol);
+  }
+  compare_backends("ema", [&](auto& be) {
+    using S = typename std::decay_t<decltype(be)>::Scalar;
+    auto de = upload(be, m), dp = upload(be, p);
+    be.ema_update(de.data(), dp.data(), S(0.999), n);
+    return Outputs{{"ema", download(be, de)}};
+  }, kElementwiseTol);
+}
