@@ -62,12 +62,15 @@ TEST_CASE("batch plan: label dropout rate and unconditional null labels", "[trai
   // cfg_scale = 0 or a single class: every label is the null label
   ShortcutConfig u = cfg;
   u.cfg_scale = 0;
-  for (auto& p : {plan_batch(u, y.data(), B, classes, rng), plan_batch(cfg, y.data(), B, 1, rng)}) {
+  std::vector<int32_t> y0(B, 0);  // the one class of a single-class data set
+  for (auto& p : {plan_batch(u, y.data(), B, classes, rng), plan_batch(cfg, y0.data(), B, 1, rng)}) {
     for (int r = 0; r < B; ++r) CHECK(p.y[r] == p.y[0]);
     CHECK(p.n_cfg == 0);
   }
   CHECK(plan_batch(u, y.data(), B, classes, rng).y[0] == classes);
-  CHECK(plan_batch(cfg, y.data(), B, 1, rng).y[0] == 1);
+  CHECK(plan_batch(cfg, y0.data(), B, 1, rng).y[0] == 1);
+  y[7] = 11;  // out of range: an error, not an out-of-bounds table read
+  CHECK_THROWS_WITH(plan_batch(cfg, y.data(), B, classes, rng), Catch::Matchers::Contains("label 11 of row 7"));
 }
 
 TEST_CASE("flow-matching objective: no bootstrap rows, k = L everywhere", "[train][batch]") {

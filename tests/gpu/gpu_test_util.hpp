@@ -107,10 +107,6 @@ inline std::vector<int32_t> random_ids(size_t n, int rows) {
   return v;
 }
 
-}  // namespace gputest
-
-namespace gputest {
-
 // Named outputs of one run, as host doubles.
 using Outputs = std::vector<std::pair<std::string, std::vector<double>>>;
 

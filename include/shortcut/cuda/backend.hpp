@@ -26,7 +26,7 @@
 #include "kernels/matmul.cuh"
 #include "kernels/optimizer.cuh"
 #include "kernels/targets.cuh"
-#include "shortcut/cpu/backend.hpp"  // shortcut::PatchOrder
+#include "shortcut/core/patch_order.hpp"
 #include "shortcut/cuda/device_buffer.hpp"
 
 namespace shortcut::cuda {
