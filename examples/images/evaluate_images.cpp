@@ -104,10 +104,7 @@ int main(int argc, char** argv) {
                              test.classes));
       ShortcutModel<nn::DiT<Be>> m(be, dc, 0);
       io::load_sampling_weights(path, m.net(), m.arena());
-      ShortcutConfig sc;
-      io::SafetensorsReader r(io::sampling_weights_file(path));
-      if (const std::string* t = r.metadata("training"))
-        sc = ShortcutConfig::from_json(nlohmann::json::parse(*t).at("shortcut"));
+      const ShortcutConfig sc = checkpoint_training(path);
       std::vector<int32_t> labels(samples);
       for (int i = 0; i < samples; ++i) labels[i] = i % dc.classes;
       for (int N : steps) {

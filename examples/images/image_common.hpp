@@ -80,6 +80,14 @@ inline std::vector<int32_t> class_rows(int classes, int per_class) {
   return y;
 }
 
+// How a checkpoint's model was trained (its objective decides the step index at sampling time), from
+// the "training" metadata the trainer writes; the defaults for files without it.
+inline ShortcutConfig checkpoint_training(const std::string& path_or_dir) {
+  io::SafetensorsReader r(io::sampling_weights_file(path_or_dir));
+  const std::string* t = r.metadata("training");
+  return t ? ShortcutConfig::from_json(nlohmann::json::parse(*t).at("shortcut")) : ShortcutConfig{};
+}
+
 // --device: "cpu" always; "cuda" where this build has the CUDA backend.
 inline void check_device(const std::string& device) {
 #ifndef SHORTCUT_EXAMPLES_CUDA

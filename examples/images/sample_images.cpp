@@ -37,23 +37,14 @@ static std::vector<int32_t> parse_labels(const std::string& s, int classes) {
   return y;
 }
 
-// The objective a checkpoint was trained with (flow-matching models are queried with k = L).
-static Objective checkpoint_objective(const std::string& path, const std::string& flag) {
-  if (!flag.empty()) return flag == "flow" ? Objective::FlowMatching : Objective::Shortcut;
-  io::SafetensorsReader r(io::sampling_weights_file(path));
-  const std::string* t = r.metadata("training");
-  if (!t) return Objective::Shortcut;
-  return ShortcutConfig::from_json(nlohmann::json::parse(*t).at("shortcut")).objective;
-}
-
 template <class Be>
 static int run(Be& be, const SampleOptions& o) {
   using Model = ShortcutModel<nn::DiT<Be>>;
   nn::DiTConfig dc = nn::DiTConfig::from_json(io::read_config(o.checkpoint));
   Model m(be, dc, 0);
   io::load_sampling_weights(o.checkpoint, m.net(), m.arena());
-  ShortcutConfig sc;
-  sc.objective = checkpoint_objective(o.checkpoint, o.objective);
+  ShortcutConfig sc = checkpoint_training(o.checkpoint);
+  if (!o.objective.empty()) sc.objective = o.objective == "flow" ? Objective::FlowMatching : Objective::Shortcut;
   const int H = dc.image, C = dc.channels;
   const int64_t n = m.sample_size();
   std::vector<int32_t> labels;
