@@ -30,9 +30,7 @@ std::vector<typename Model::T> generate(Model& m, const ShortcutConfig& train, c
   const int64_t n = m.sample_size(), N = int64_t(labels.size());
   if (noise && int64_t(noise->size()) != N * n)
     throw ShapeError(cat("generate: noise has ", noise->size(), " values, expected ", N * n));
-  for (int32_t y : labels)
-    if (y < 0 || y > m.num_classes())
-      throw ConfigError(cat("label ", y, " is outside [0, ", m.num_classes(), "] (", m.num_classes(), " = null label)"));
+  check_labels(labels.data(), labels.size(), m.num_classes());
   OdeSampler<Model> sampler(train);
   sampler.check(s);
   std::vector<T> out(size_t(N * n));

@@ -32,10 +32,7 @@ inline BatchPlan plan_batch(const ShortcutConfig& cfg, const int32_t* labels, in
   const int L = cfg.levels(), M = cfg.denoise_timesteps;
   const bool uncond = cfg.cfg_scale == 0 || classes <= 1;
   const int32_t null = classes;
-  for (int r = 0; r < B; ++r)
-    if (labels[r] < 0 || labels[r] > classes)
-      throw ConfigError(cat("label ", labels[r], " of row ", r, " is outside [0, ", classes, "] (", classes,
-                            " = the null label)"));
+  check_labels(labels, size_t(B), classes);
   p.t.resize(B); p.k.resize(B); p.y.resize(B); p.k_b.resize(p.Bb); p.half_d.resize(p.Bb);
   const int block = p.Bb / L;
   for (int r = 0; r < p.Bb; ++r) {
