@@ -1,8 +1,11 @@
-// CPU reference timings (Google Benchmark): the ops that dominate a DiT step, a whole shortcut training
-// step and one-step sampling, on the Eigen backend. The CUDA counterparts are in kernels_bench.cu.
+// CPU reference timings (Google Benchmark): the ops that dominate a DiT step, whole shortcut training
+// steps and one-step sampling, on the Eigen backend, so that CPU regressions show. The CUDA
+// counterparts are in kernels_bench.cu and end_to_end_bench.cu.
 #include <benchmark/benchmark.h>
 
 #include <shortcut/shortcut.hpp>
+
+#include "end_to_end.hpp"
 
 using namespace shortcut;
 using Be = cpu::Backend<float>;
@@ -39,38 +42,38 @@ static void BM_attention(benchmark::State& st) {
 }
 BENCHMARK(BM_attention)->Arg(49)->Arg(196)->Unit(benchmark::kMillisecond);
 
-// One shortcut training step (targets, forward, backward, AdamW, EMA) of a DiT preset on 28x28x1.
-static void BM_train_step(benchmark::State& st, const char* preset) {
+// End to end through the library's templates (end_to_end.hpp, shared with the GPU benchmark): the
+// 2-D demo's training step (MLP width 128, depth 3, batch 256, the demo's settings) and DiT steps of
+// the CPU presets on 28x28x1 (batch 64), then one-step sampling of 64 images.
+template <class Net>
+static void train_step(benchmark::State& st, typename Net::Config cfg, int batch, ShortcutConfig sc) {
   Be be;
-  ShortcutModel<nn::DiT<Be>> m(be, nn::DiTConfig::preset(preset), 0);
-  SelfConsistencyLoss<decltype(m)> loss(ShortcutConfig{});
-  AdamW opt;
-  EmaTracker ema;
-  const int B = 64;
-  auto x = noise(size_t(B) * 784, 6);
-  std::vector<int32_t> y(B, 3);
-  Rng rng(1);
-  for (auto _ : st) {
-    m.arena().zero_grad();
-    auto r = loss.step(m, x.data(), y.data(), B, rng);
-    opt.step(m.arena());
-    ema.update(m.arena());
-    benchmark::DoNotOptimize(r.loss);
-  }
-  st.counters["images/s"] = benchmark::Counter(B, benchmark::Counter::kIsIterationInvariantRate);
+  bench::TrainStep<Net> step(be, cfg, batch, sc);
+  bench::time_loop(st, be, step);
+  bench::set_rates(st, batch, 0);
 }
-BENCHMARK_CAPTURE(BM_train_step, tiny, "tiny")->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_train_step, small, "small")->Unit(benchmark::kMillisecond);
+static void BM_train_step_mlp(benchmark::State& st) {
+  nn::MlpNetConfig c;
+  c.dim = 2; c.hidden = 128; c.depth = 3; c.classes = 1;
+  train_step<nn::MlpNet<Be>>(st, c, 256, ShortcutConfig{});
+}
+static void BM_train_step_dit(benchmark::State& st, const char* preset) {
+  train_step<nn::DiT<Be>>(st, nn::DiTConfig::preset(preset), 64, bench::peer_shortcut_config());
+}
+BENCHMARK(BM_train_step_mlp)->Name("BM_train_step/toy2d-mlp/cpu-fp32")->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_train_step_dit, tiny, "tiny")->Name("BM_train_step/dit-tiny/cpu-fp32")->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_train_step_dit, small, "small")->Name("BM_train_step/dit-small/cpu-fp32")->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
 
-// One-step generation of 64 images (one DiT forward on the EMA weights).
-static void BM_sample_one_step(benchmark::State& st, const char* preset) {
+static void BM_sample(benchmark::State& st, const char* preset, int steps) {
   Be be;
-  ShortcutModel<nn::DiT<Be>> m(be, nn::DiTConfig::preset(preset), 0);
-  std::vector<int32_t> labels(64, 1);
-  for (auto _ : st) benchmark::DoNotOptimize(generate(m, ShortcutConfig{}, labels, SamplerConfig{1, 1.0, true}, 1, 0));
-  st.counters["images/s"] = benchmark::Counter(64, benchmark::Counter::kIsIterationInvariantRate);
+  const auto cfg = nn::DiTConfig::preset(preset);
+  bench::Sample<nn::DiT<Be>> s(be, cfg, 64, steps);
+  bench::time_loop(st, be, s);
+  bench::set_rates(st, 64, steps * bench::forward_flops(cfg, 64));
 }
-BENCHMARK_CAPTURE(BM_sample_one_step, tiny, "tiny")->Unit(benchmark::kMillisecond);
-BENCHMARK_CAPTURE(BM_sample_one_step, small, "small")->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_sample, tiny, "tiny", 1)->Name("BM_sample/dit-tiny/1/cpu-fp32")->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_sample, small, "small", 1)->Name("BM_sample/dit-small/1/cpu-fp32")->UseManualTime()->Unit(benchmark::kMillisecond);
 
 BENCHMARK_MAIN();

@@ -1,25 +1,51 @@
-// Timings of the CUDA ops that dominate a DiT training step, through the real backend and kernel
-// headers: the linear layer (cuBLAS), fused attention and the adaLN kernels, forward and backward.
-// Shapes are DiT-S's on 32x32x4 latents with patch 2 (256 tokens, D = 384, 6 heads of 64) at batch
-// 32, plus longer sequences and DiT-XL's head dim 72.
+// Timings of the CUDA ops that dominate a DiT training step, each against its references:
+//   fused    the real backend and kernel headers (shortcut::cuda::Backend);
+//   unfused  the same op as cuBLAS + one-purpose kernels (benchmarks/reference/unfused.cuh, checked
+//            against the CPU backend by tests/gpu/unfused_reference_test.cu);
+//   cpu      the Eigen backend (cpu::Backend<float>) at the same shapes;
+// and the ceilings of the device: a 1 GiB device-to-device copy and 8192^3 cuBLAS products in fp32,
+// TF32 and bf16.
 //
-// Method (METHOD.md): every iteration is timed with CUDA events on the backend's stream (manual
-// time), after a warm-up call that keeps module loading and cuBLAS heuristics out; inputs are random
-// (never zeros) and rotated over enough copies to exceed twice the L2 cache, so the numbers are not
-// cache-resident re-runs. Counters give TFLOP/s (matrix work) or bytes/s (memory-bound ops, counting
-// each input read once and each output written once: the floor the kernel is measured against).
-// Without a CUDA device the program prints one line and exits 0.
+// Names (parsed by a table script): BM_<kernel>_<forward|backward|step>/<fused|unfused|cpu>/<args>
+// (Google Benchmark appends /manual_time or /real_time), and BM_ceiling_copy, BM_ceiling_matmul_fp32,
+// BM_ceiling_matmul_tf32, BM_ceiling_matmul_bf16. Every benchmark sets exactly one counter: "GB/s"
+// (memory-bound ops) or "TFLOP/s" (matrix work), with the same formula for every impl of a kernel,
+// so the counters of one kernel compare as its times do.
+//
+// Shapes: DiT-S/B on 32x32x4 latents with patch 2 (256 tokens; D = 384, 6 heads of 64 / D = 768,
+// 12 heads) at batch 32 (N = 8192 rows), longer sequences, DiT-XL's head dim 72, and the two
+// end-to-end configs at batch 256: mnist-S2 (196 tokens, D 384, 6 heads of 64: N = 50176) and
+// latent-B2 (256 tokens, D 768, 12 heads of 64: N = 65536).
+//
+// Method (METHOD.md): GPU iterations are timed with CUDA events on the backend's stream (manual time),
+// after a warm-up call that keeps module loading and cuBLAS heuristics out; inputs are random (never
+// zeros) and rotated over enough copies to exceed twice the L2 cache, so the numbers are not
+// cache-resident re-runs (the unfused references' workspaces are not rotated: they are written
+// before they are read). CPU iterations are timed by wall clock (real time: the backend is
+// synchronous and may be multithreaded; the label gives its thread count), without rotation, with
+// as few iterations as Google Benchmark's minimum time allows. Byte counters count each input read
+// once and each output written once (an accumulated output both): the floor the kernel is measured
+// against. Without a CUDA device the program prints one line and exits 0.
 #include <benchmark/benchmark.h>
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
 
 #include <cstdio>
+#include <string>
 #include <vector>
 
+#include "benchmarks/reference/unfused.cuh"
 #include "shortcut/cuda.hpp"
 
 namespace {
 
 using shortcut::cuda::Backend;
 using Buf = shortcut::cuda::DeviceBuffer<float>;
+using Cpu = shortcut::cpu::Backend<float>;
+using Host = std::vector<float>;
+namespace uf = shortcut::bench::unfused;
+
+enum class Impl { fused, unfused, cpu };
 
 Backend& be() {
   static Backend b;
@@ -32,6 +58,30 @@ Buf random_buffer(size_t n, double sd = 1.0) {
   Buf b(n);
   be().normal(b.data(), n, 20251125, stream++);
   if (sd != 1.0) be().axpy(b.data(), float(sd - 1.0), b.data(), n);  // b *= sd, in place
+  return b;
+}
+template <class U>
+std::vector<U> to_host(const shortcut::cuda::DeviceBuffer<U>& b) {
+  std::vector<U> h(b.size());
+  be().to_host(h.data(), b.data(), b.size());
+  return h;
+}
+// A host copy of n random normals (drawn on the device, so large CPU inputs cost little to make)
+Host random_host(size_t n, double sd = 1.0) { return to_host(random_buffer(n, sd)); }
+
+__global__ void abs_kernel(float* x, size_t n) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    x[i] = fabsf(x[i]);
+}
+__global__ void to_bf16_kernel(__nv_bfloat16* out, const float* in, size_t n) {
+  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
+    out[i] = __float2bfloat16(in[i]);
+}
+// n random |normal| * sd values (second moments must not be negative)
+Buf random_positive(size_t n, double sd) {
+  Buf b = random_buffer(n, sd);
+  abs_kernel<<<shortcut::kernels::blocks_for(n), 256, 0, be().stream()>>>(b.data(), n);
+  SHORTCUT_CUDA_CHECK_LAUNCH("abs_kernel");
   return b;
 }
 
@@ -69,6 +119,22 @@ void timed(benchmark::State& st, int copies, Op&& op) {
   }
 }
 
+// Times op() on the CPU backend per iteration (the benchmark runs with UseRealTime). The label says
+// how many threads Eigen uses here: the CPU backend's OpenMP loops and Eigen's products run in
+// parallel only where this .cu file's host code is compiled with OpenMP.
+template <class Op>
+void cpu_timed(benchmark::State& st, Op&& op) {
+  st.SetLabel("cpu threads " + std::to_string(Eigen::nbThreads()));
+  try {
+    for (auto _ : st) {
+      op();
+      benchmark::ClobberMemory();
+    }
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+  }
+}
+
 void set_flops(benchmark::State& st, double flops) {
   st.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
 }
@@ -76,43 +142,85 @@ void set_bytes(benchmark::State& st, double bytes) {
   st.counters["GB/s"] = benchmark::Counter(bytes * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
 }
 
-// ---- linear: args N, I, O --------------------------------------------------------------------
-void BM_linear_forward(benchmark::State& st) {
+// ==== linear: args N, I, O ==========================================================================
+// Bound by FLOPs: TFLOP/s = 2 N I O (forward: out = in W^T) and 4 N I O (backward: din = dout W and
+// dW += dout^T in; the bias terms are O(N O)) per time. Impls: fused and cpu only: kernels/matmul.cuh
+// is already the unfused form (GEMM, then a separate bias-add kernel; the bias gradient a separate
+// column-sum kernel), so an "unfused" copy would time the same launches.
+void linear_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "I", "O"});
+  // DiT-S, batch 32 x 256 tokens: qkv, fc1, fc2
+  b->Args({8192, 384, 1152})->Args({8192, 384, 1536})->Args({8192, 1536, 384});
+  // mnist-S2 (256 x 196 tokens, D 384): qkv, proj, fc1, fc2; adaLN modulation (one row per sample)
+  b->Args({50176, 384, 1152})->Args({50176, 384, 384})->Args({50176, 384, 1536})->Args({50176, 1536, 384});
+  b->Args({256, 384, 2304});
+  // latent-B2 (256 x 256 tokens, D 768): qkv, proj, fc1, fc2; adaLN modulation
+  b->Args({65536, 768, 2304})->Args({65536, 768, 768})->Args({65536, 768, 3072})->Args({65536, 3072, 768});
+  b->Args({256, 768, 4608});
+}
+
+void BM_linear_forward(benchmark::State& st, Impl impl) {
   const int N = int(st.range(0)), I = int(st.range(1)), O = int(st.range(2));
-  const int copies = rotation(size_t(N) * (I + O) * 4);
-  std::vector<Buf> in, out;
-  for (int c = 0; c < copies; ++c) {
-    in.push_back(random_buffer(size_t(N) * I));
-    out.push_back(Buf(size_t(N) * O));
+  if (impl == Impl::cpu) {
+    Cpu cpu;
+    Host in = random_host(size_t(N) * I), W = random_host(size_t(O) * I, 0.05), b = random_host(O), out(size_t(N) * O);
+    cpu_timed(st, [&] { cpu.linear_forward(out.data(), in.data(), W.data(), b.data(), N, I, O); });
+  } else {
+    const int copies = rotation(size_t(N) * (I + O) * 4);
+    std::vector<Buf> in, out;
+    for (int c = 0; c < copies; ++c) {
+      in.push_back(random_buffer(size_t(N) * I));
+      out.push_back(Buf(size_t(N) * O));
+    }
+    Buf W = random_buffer(size_t(O) * I, 0.05), b = random_buffer(O);
+    timed(st, copies, [&](int c) { be().linear_forward(out[c].data(), in[c].data(), W.data(), b.data(), N, I, O); });
   }
-  Buf W = random_buffer(size_t(O) * I, 0.05), b = random_buffer(O);
-  timed(st, copies, [&](int c) { be().linear_forward(out[c].data(), in[c].data(), W.data(), b.data(), N, I, O); });
   set_flops(st, 2.0 * N * I * O);
 }
 
-void BM_linear_backward(benchmark::State& st) {
+void BM_linear_backward(benchmark::State& st, Impl impl) {
   const int N = int(st.range(0)), I = int(st.range(1)), O = int(st.range(2));
-  const int copies = rotation(size_t(N) * (2 * I + O) * 4);
-  std::vector<Buf> in, dout, din;
-  for (int c = 0; c < copies; ++c) {
-    in.push_back(random_buffer(size_t(N) * I));
-    dout.push_back(random_buffer(size_t(N) * O));
-    din.push_back(Buf(size_t(N) * I));
+  if (impl == Impl::cpu) {
+    Cpu cpu;
+    Host in = random_host(size_t(N) * I), dout = random_host(size_t(N) * O), W = random_host(size_t(O) * I, 0.05);
+    Host din(size_t(N) * I), dW(size_t(O) * I), db(O);
+    cpu_timed(st, [&] {
+      cpu.linear_backward(din.data(), dW.data(), db.data(), dout.data(), in.data(), W.data(), N, I, O);
+    });
+  } else {
+    const int copies = rotation(size_t(N) * (2 * I + O) * 4);
+    std::vector<Buf> in, dout, din;
+    for (int c = 0; c < copies; ++c) {
+      in.push_back(random_buffer(size_t(N) * I));
+      dout.push_back(random_buffer(size_t(N) * O));
+      din.push_back(Buf(size_t(N) * I));
+    }
+    Buf W = random_buffer(size_t(O) * I, 0.05), dW(size_t(O) * I), db(O);
+    timed(st, copies, [&](int c) {
+      be().linear_backward(din[c].data(), dW.data(), db.data(), dout[c].data(), in[c].data(), W.data(), N, I, O);
+    });
   }
-  Buf W = random_buffer(size_t(O) * I, 0.05), dW(size_t(O) * I), db(O);
-  timed(st, copies, [&](int c) {
-    be().linear_backward(din[c].data(), dW.data(), db.data(), dout[c].data(), in[c].data(), W.data(), N, I, O);
-  });
   set_flops(st, 4.0 * N * I * O);
 }
 
-// ---- attention: args B, T, H, hd ---------------------------------------------------------------
+// ==== attention: args B, T, H, hd ===================================================================
+// Bound by FLOPs (T^2 hd work per T hd data): TFLOP/s = 4 B H T^2 hd (forward: Q K^T and P V) and
+// 10 B H T^2 hd (backward: S recomputed, dV, dP, dQ, dK) per time, the same count for every impl (the
+// softmax's exp and the elementwise steps are not counted). The unfused reference also moves the
+// [B, H, T, T] matrices through device memory (S/P forward; P and dS backward), which is the point
+// of the comparison.
+void attention_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "T", "H", "hd"});
+  b->Args({32, 256, 6, 64})->Args({8, 1024, 6, 64})->Args({16, 256, 16, 72})->Args({16, 256, 8, 128});
+  b->Args({256, 196, 6, 64});   // mnist-S2
+  b->Args({256, 256, 12, 64});  // latent-B2
+}
+
 struct AttnSet {
   Buf qkv, out, lse, dout, dqkv;
 };
-std::vector<AttnSet> attention_sets(int B, int T, int H, int hd, bool backward) {
+std::vector<AttnSet> attention_sets(int B, int T, int H, int hd, bool backward, int copies) {
   const size_t rows = size_t(B) * T, D = size_t(H) * hd;
-  const int copies = rotation(rows * D * 4 * (backward ? 9 : 4));
   std::vector<AttnSet> sets;
   for (int c = 0; c < copies; ++c) {
     AttnSet s{random_buffer(rows * 3 * D), Buf(rows * D), Buf(size_t(B) * H * T), Buf(), Buf()};
@@ -126,27 +234,77 @@ std::vector<AttnSet> attention_sets(int B, int T, int H, int hd, bool backward) 
   return sets;
 }
 
-void BM_attention_forward(benchmark::State& st) {
+void BM_attention_forward(benchmark::State& st, Impl impl) {
   const int B = int(st.range(0)), T = int(st.range(1)), H = int(st.range(2)), hd = int(st.range(3));
-  auto sets = attention_sets(B, T, H, hd, false);
-  timed(st, int(sets.size()), [&](int c) {
-    be().attention_forward(sets[c].out.data(), sets[c].lse.data(), sets[c].qkv.data(), B, T, H, hd, 1.f / hd);
-  });
-  set_flops(st, 4.0 * B * H * double(T) * T * hd);  // QK^T and PV
+  const size_t rows = size_t(B) * T, D = size_t(H) * hd;
+  const float scale = 1.f / hd;
+  if (impl == Impl::cpu) {
+    Cpu cpu;
+    Host qkv = random_host(rows * 3 * D), out(rows * D), lse(size_t(B) * H * T);
+    cpu_timed(st, [&] { cpu.attention_forward(out.data(), lse.data(), qkv.data(), B, T, H, hd, scale); });
+  } else {
+    auto sets = attention_sets(B, T, H, hd, false, rotation(rows * D * 4 * 4));
+    Buf work(impl == Impl::unfused ? uf::attention_forward_workspace(B, T, H) : 0);
+    timed(st, int(sets.size()), [&](int c) {
+      auto& s = sets[c];
+      if (impl == Impl::fused)
+        be().attention_forward(s.out.data(), s.lse.data(), s.qkv.data(), B, T, H, hd, scale);
+      else
+        uf::attention_forward(be().cublas(), be().stream(), s.out.data(), s.lse.data(), s.qkv.data(), B, T, H, hd,
+                              scale, work.data());
+    });
+  }
+  set_flops(st, 4.0 * B * H * double(T) * T * hd);
 }
 
-void BM_attention_backward(benchmark::State& st) {
+void BM_attention_backward(benchmark::State& st, Impl impl) {
   const int B = int(st.range(0)), T = int(st.range(1)), H = int(st.range(2)), hd = int(st.range(3));
-  auto sets = attention_sets(B, T, H, hd, true);
-  timed(st, int(sets.size()), [&](int c) {
-    auto& s = sets[c];
-    be().attention_backward(s.dqkv.data(), s.dout.data(), s.qkv.data(), s.out.data(), s.lse.data(), B, T, H, hd,
-                            1.f / hd);
-  });
-  set_flops(st, 10.0 * B * H * double(T) * T * hd);  // S recomputed, dP, dV, dK, dQ
+  const size_t rows = size_t(B) * T, D = size_t(H) * hd;
+  const float scale = 1.f / hd;
+  if (impl == Impl::cpu) {
+    Host qkv, dout, out, lse;
+    {  // inputs (and the forward's out, lse) made on the device
+      auto s = attention_sets(B, T, H, hd, true, 1);
+      qkv = to_host(s[0].qkv), dout = to_host(s[0].dout), out = to_host(s[0].out), lse = to_host(s[0].lse);
+    }
+    Cpu cpu;
+    Host dqkv(qkv.size());
+    cpu_timed(st, [&] {
+      cpu.attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), B, T, H, hd, scale);
+    });
+  } else {
+    auto sets = attention_sets(B, T, H, hd, true, rotation(rows * D * 4 * 9));
+    Buf work(impl == Impl::unfused ? uf::attention_backward_workspace(B, T, H) : 0);
+    timed(st, int(sets.size()), [&](int c) {
+      auto& s = sets[c];
+      if (impl == Impl::fused)
+        be().attention_backward(s.dqkv.data(), s.dout.data(), s.qkv.data(), s.out.data(), s.lse.data(), B, T, H, hd,
+                                scale);
+      else
+        uf::attention_backward(be().cublas(), be().stream(), s.dqkv.data(), s.dout.data(), s.qkv.data(), s.out.data(),
+                               s.lse.data(), B, T, H, hd, scale, work.data());
+    });
+  }
+  set_flops(st, 10.0 * B * H * double(T) * T * hd);
 }
 
-// ---- adaLN: args B, T, D (modulation rows of 6D as in a DiT block) --------------------------------
+// ==== adaLN: args B, T, D (modulation rows of 6D, as in a DiT block) ================================
+// Bound by bytes. With n = B T D, rows = B T and BD = B D (one modulation vector per sample), in
+// floats of 4 bytes, the floors per call are
+//   ln_modulate forward      x (n), shift and scale (2 BD) read; out (n), mean and rstd (2 rows) written
+//   ln_modulate backward     dout, x (2n), mean, rstd (2 rows), scale (BD) read; dx (2n: accumulated),
+//                            dshift, dscale (4 BD: accumulated) read and written
+//   gated_residual forward   x (2n: accumulated), y (n), gate (BD)
+//   gated_residual backward  dx, y (2n), gate (BD) read; dy (n) written; dgate (2 BD: accumulated)
+// and GB/s = bytes / time. The unfused references move their intermediates (x-hat, dxhat, gate*y,
+// dx*y) through device memory on top of that.
+void ada_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"B", "T", "D"});
+  b->Args({32, 256, 384})->Args({32, 256, 1152});
+  b->Args({256, 196, 384});  // mnist-S2
+  b->Args({256, 256, 768});  // latent-B2
+}
+
 struct AdaSet {
   Buf x, out, mean, rstd, dout, dx;
 };
@@ -161,61 +319,373 @@ std::vector<AdaSet> ada_sets(int B, int T, int D) {
   return sets;
 }
 
-void BM_ln_modulate_forward(benchmark::State& st) {
+void BM_ln_modulate_forward(benchmark::State& st, Impl impl) {
   const int B = int(st.range(0)), T = int(st.range(1)), D = int(st.range(2));
-  auto sets = ada_sets(B, T, D);
-  Buf mod = random_buffer(size_t(B) * 6 * D, 0.1);
-  timed(st, int(sets.size()), [&](int c) {
-    auto& s = sets[c];
-    be().ln_modulate_forward(s.out.data(), s.mean.data(), s.rstd.data(), s.x.data(), mod.data(), mod.data() + D, 6 * D,
-                             B, T, D, 1e-6f);
-  });
-  set_bytes(st, 2.0 * B * T * D * 4);  // x read, out written
+  const size_t n = size_t(B) * T * D, rows = size_t(B) * T;
+  if (impl == Impl::cpu) {
+    Cpu cpu;
+    Host x = random_host(n), mod = random_host(size_t(B) * 6 * D, 0.1), out(n), mean(rows), rstd(rows);
+    cpu_timed(st, [&] {
+      cpu.ln_modulate_forward(out.data(), mean.data(), rstd.data(), x.data(), mod.data(), mod.data() + D, 6 * D, B, T,
+                              D, 1e-6f);
+    });
+  } else {
+    auto sets = ada_sets(B, T, D);
+    Buf mod = random_buffer(size_t(B) * 6 * D, 0.1);
+    Buf work(impl == Impl::unfused ? uf::ln_modulate_forward_workspace(B, T, D) : 0);
+    timed(st, int(sets.size()), [&](int c) {
+      auto& s = sets[c];
+      if (impl == Impl::fused)
+        be().ln_modulate_forward(s.out.data(), s.mean.data(), s.rstd.data(), s.x.data(), mod.data(), mod.data() + D,
+                                 6 * D, B, T, D, 1e-6f);
+      else
+        uf::ln_modulate_forward(be().stream(), s.out.data(), s.mean.data(), s.rstd.data(), s.x.data(), mod.data(),
+                                mod.data() + D, 6 * D, B, T, D, 1e-6f, work.data());
+    });
+  }
+  set_bytes(st, 4.0 * (2.0 * n + 2.0 * B * D + 2.0 * rows));
 }
 
-void BM_ln_modulate_backward(benchmark::State& st) {
+void BM_ln_modulate_backward(benchmark::State& st, Impl impl) {
   const int B = int(st.range(0)), T = int(st.range(1)), D = int(st.range(2));
-  auto sets = ada_sets(B, T, D);
-  Buf mod = random_buffer(size_t(B) * 6 * D, 0.1), dmod(size_t(B) * 6 * D);
-  for (auto& s : sets)
-    be().ln_modulate_forward(s.out.data(), s.mean.data(), s.rstd.data(), s.x.data(), mod.data(), mod.data() + D, 6 * D,
-                             B, T, D, 1e-6f);
-  timed(st, int(sets.size()), [&](int c) {
-    auto& s = sets[c];
-    be().ln_modulate_backward(s.dx.data(), dmod.data(), dmod.data() + D, s.dout.data(), s.x.data(), s.mean.data(),
-                              s.rstd.data(), mod.data() + D, 6 * D, B, T, D);
-  });
-  set_bytes(st, 4.0 * B * T * D * 4);  // dout, x, dx read; dx written
+  const size_t n = size_t(B) * T * D, rows = size_t(B) * T;
+  if (impl == Impl::cpu) {
+    Host x, mod, mean, rstd, dout, dx;
+    {  // inputs and the forward's statistics made on the device
+      auto sets = ada_sets(B, T, D);
+      auto& s = sets[0];
+      Buf m = random_buffer(size_t(B) * 6 * D, 0.1);
+      be().ln_modulate_forward(s.out.data(), s.mean.data(), s.rstd.data(), s.x.data(), m.data(), m.data() + D, 6 * D,
+                               B, T, D, 1e-6f);
+      x = to_host(s.x), mod = to_host(m), mean = to_host(s.mean), rstd = to_host(s.rstd), dout = to_host(s.dout),
+      dx = to_host(s.dx);
+    }
+    Cpu cpu;
+    Host dmod(size_t(B) * 6 * D);
+    cpu_timed(st, [&] {
+      cpu.ln_modulate_backward(dx.data(), dmod.data(), dmod.data() + D, dout.data(), x.data(), mean.data(),
+                               rstd.data(), mod.data() + D, 6 * D, B, T, D);
+    });
+  } else {
+    auto sets = ada_sets(B, T, D);
+    Buf mod = random_buffer(size_t(B) * 6 * D, 0.1), dmod = random_buffer(size_t(B) * 6 * D);
+    Buf work(impl == Impl::unfused ? uf::ln_modulate_backward_workspace(B, T, D) : 0);
+    for (auto& s : sets)
+      be().ln_modulate_forward(s.out.data(), s.mean.data(), s.rstd.data(), s.x.data(), mod.data(), mod.data() + D,
+                               6 * D, B, T, D, 1e-6f);
+    timed(st, int(sets.size()), [&](int c) {
+      auto& s = sets[c];
+      if (impl == Impl::fused)
+        be().ln_modulate_backward(s.dx.data(), dmod.data(), dmod.data() + D, s.dout.data(), s.x.data(), s.mean.data(),
+                                  s.rstd.data(), mod.data() + D, 6 * D, B, T, D);
+      else
+        uf::ln_modulate_backward(be().stream(), s.dx.data(), dmod.data(), dmod.data() + D, s.dout.data(), s.x.data(),
+                                 s.mean.data(), s.rstd.data(), mod.data() + D, 6 * D, B, T, D, work.data());
+    });
+  }
+  set_bytes(st, 4.0 * (4.0 * n + 2.0 * rows + 5.0 * B * D));
 }
 
-void BM_gated_residual_backward(benchmark::State& st) {
+void BM_gated_residual_forward(benchmark::State& st, Impl impl) {
   const int B = int(st.range(0)), T = int(st.range(1)), D = int(st.range(2));
-  auto sets = ada_sets(B, T, D);
-  Buf mod = random_buffer(size_t(B) * 6 * D, 0.1), dmod(size_t(B) * 6 * D);
-  timed(st, int(sets.size()), [&](int c) {
-    auto& s = sets[c];
-    be().gated_residual_backward(s.out.data(), dmod.data() + 2 * D, s.dout.data(), mod.data() + 2 * D, s.x.data(),
-                                 6 * D, B, T, D);
-  });
-  set_bytes(st, 3.0 * B * T * D * 4);  // dx, y read; dy written
+  const size_t n = size_t(B) * T * D;
+  if (impl == Impl::cpu) {
+    Cpu cpu;
+    Host x = random_host(n), y = random_host(n), mod = random_host(size_t(B) * 6 * D, 0.1);
+    cpu_timed(st, [&] { cpu.gated_residual_forward(x.data(), mod.data() + 2 * D, y.data(), 6 * D, B, T, D); });
+  } else {
+    auto sets = ada_sets(B, T, D);  // x: the residual stream, dout: y
+    Buf mod = random_buffer(size_t(B) * 6 * D, 0.1);
+    Buf work(impl == Impl::unfused ? uf::gated_residual_workspace(B, T, D) : 0);
+    timed(st, int(sets.size()), [&](int c) {
+      auto& s = sets[c];
+      if (impl == Impl::fused)
+        be().gated_residual_forward(s.x.data(), mod.data() + 2 * D, s.dout.data(), 6 * D, B, T, D);
+      else
+        uf::gated_residual_forward(be().stream(), s.x.data(), mod.data() + 2 * D, s.dout.data(), 6 * D, B, T, D,
+                                   work.data());
+    });
+  }
+  set_bytes(st, 4.0 * (3.0 * n + 1.0 * B * D));
 }
+
+void BM_gated_residual_backward(benchmark::State& st, Impl impl) {
+  const int B = int(st.range(0)), T = int(st.range(1)), D = int(st.range(2));
+  const size_t n = size_t(B) * T * D;
+  if (impl == Impl::cpu) {
+    Cpu cpu;
+    Host dx = random_host(n), y = random_host(n), mod = random_host(size_t(B) * 6 * D, 0.1), dy(n);
+    Host dmod(size_t(B) * 6 * D);
+    cpu_timed(st, [&] {
+      cpu.gated_residual_backward(dy.data(), dmod.data() + 2 * D, dx.data(), mod.data() + 2 * D, y.data(), 6 * D, B, T,
+                                  D);
+    });
+  } else {
+    auto sets = ada_sets(B, T, D);  // dout: dx, x: y, out: dy
+    Buf mod = random_buffer(size_t(B) * 6 * D, 0.1), dmod(size_t(B) * 6 * D);
+    Buf work(impl == Impl::unfused ? uf::gated_residual_workspace(B, T, D) : 0);
+    be().fill(dmod.data(), 0.f, dmod.size());
+    timed(st, int(sets.size()), [&](int c) {
+      auto& s = sets[c];
+      if (impl == Impl::fused)
+        be().gated_residual_backward(s.out.data(), dmod.data() + 2 * D, s.dout.data(), mod.data() + 2 * D, s.x.data(),
+                                     6 * D, B, T, D);
+      else
+        uf::gated_residual_backward(be().stream(), s.out.data(), dmod.data() + 2 * D, s.dout.data(),
+                                    mod.data() + 2 * D, s.x.data(), 6 * D, B, T, D, work.data());
+    });
+  }
+  set_bytes(st, 4.0 * (3.0 * n + 3.0 * B * D));
+}
+
+// ==== bootstrap targets: args rows, n (values per row), n_cfg (guided rows) ========================
+// Bound by bytes (elementwise). Floors, in floats of 4 bytes:
+//   bootstrap_half_step  x, vc (2 rows n), vu (n_cfg n), hd (rows) read; x2, v1 (2 rows n) written
+//   bootstrap_target     v1, vc (2 rows n), vu (n_cfg n) read; target (rows n) written
+// GB/s = bytes / time. Shapes: batch 256 with bootstrap_fraction 1/4 (64 rows) and 7 step levels
+// (64 / 7 = 9 guided rows) on mnist-S2's 28x28x1 and latent-B2's 32x32x4 samples, where launch
+// overhead dominates, and a 16M-value case where bandwidth does.
+void bootstrap_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "n", "n_cfg"});
+  b->Args({64, 784, 9})->Args({64, 4096, 9})->Args({4096, 4096, 585});
+}
+
+struct BootSet {
+  Buf x, vc, vu, hd, x2, v1, target;
+};
+std::vector<BootSet> boot_sets(int rows, int n) {
+  const size_t total = size_t(rows) * n;
+  const int copies = rotation(total * 4 * 5);
+  std::vector<BootSet> sets;
+  for (int c = 0; c < copies; ++c) {
+    BootSet s{random_buffer(total), random_buffer(total, 3.0), random_buffer(total, 3.0), random_positive(rows, 0.2),
+              Buf(total),           random_buffer(total, 3.0), Buf(total)};
+    sets.push_back(std::move(s));
+  }
+  return sets;
+}
+
+void BM_bootstrap_half_step_forward(benchmark::State& st, Impl impl) {
+  const int rows = int(st.range(0)), n = int(st.range(1)), n_cfg = int(st.range(2));
+  const size_t total = size_t(rows) * n;
+  const float w = 1.5f, clip = 4.f;
+  if (impl == Impl::cpu) {
+    Cpu cpu;
+    Host x = random_host(total), vc = random_host(total, 3.0), vu = random_host(total, 3.0);
+    Host hd = to_host(random_positive(rows, 0.2)), x2(total), v1(total);
+    cpu_timed(st, [&] {
+      cpu.bootstrap_half_step(x2.data(), v1.data(), x.data(), vc.data(), vu.data(), n_cfg, w, hd.data(), rows, n, clip);
+    });
+  } else {
+    auto sets = boot_sets(rows, n);
+    timed(st, int(sets.size()), [&](int c) {
+      auto& s = sets[c];
+      if (impl == Impl::fused)
+        be().bootstrap_half_step(s.x2.data(), s.v1.data(), s.x.data(), s.vc.data(), s.vu.data(), n_cfg, w, s.hd.data(),
+                                 rows, n, clip);
+      else
+        uf::bootstrap_half_step(be().stream(), s.x2.data(), s.v1.data(), s.x.data(), s.vc.data(), s.vu.data(), n_cfg, w,
+                                s.hd.data(), rows, n, clip);
+    });
+  }
+  set_bytes(st, 4.0 * (4.0 * total + double(n_cfg) * n + rows));
+}
+
+void BM_bootstrap_target_forward(benchmark::State& st, Impl impl) {
+  const int rows = int(st.range(0)), n = int(st.range(1)), n_cfg = int(st.range(2));
+  const size_t total = size_t(rows) * n;
+  const float w = 1.5f, clip = 4.f;
+  if (impl == Impl::cpu) {
+    Cpu cpu;
+    Host v1 = random_host(total, 3.0), vc = random_host(total, 3.0), vu = random_host(total, 3.0), target(total);
+    cpu_timed(st, [&] {
+      cpu.bootstrap_target(target.data(), v1.data(), vc.data(), vu.data(), n_cfg, w, rows, n, clip);
+    });
+  } else {
+    auto sets = boot_sets(rows, n);
+    timed(st, int(sets.size()), [&](int c) {
+      auto& s = sets[c];
+      if (impl == Impl::fused)
+        be().bootstrap_target(s.target.data(), s.v1.data(), s.vc.data(), s.vu.data(), n_cfg, w, rows, n, clip);
+      else
+        uf::bootstrap_target(be().stream(), s.target.data(), s.v1.data(), s.vc.data(), s.vu.data(), n_cfg, w, rows, n,
+                             clip);
+    });
+  }
+  set_bytes(st, 4.0 * (3.0 * total + double(n_cfg) * n));
+}
+
+// ==== optimizer: arg D (384: DiT-S, 768: DiT-B, on 32x32x4 latents with patch 2, 1000 classes) ======
+// Bound by bytes. Over the c parameters of the model's tensors (ParamLayout::count(), the same for
+// every impl; the fused op also runs over the few alignment gaps of the arena):
+//   adamw_step  p, g, m, v read; p, m, v written: 28 c bytes
+//   ema_step    ema, p read; ema written:         12 c bytes
+// GB/s = bytes / time. fused: one launch over the flat arena; unfused: one launch per tensor of the
+// layout (about 10 per DiT block).
+shortcut::ParamLayout dit_layout(int D) {
+  Cpu cpu;
+  shortcut::nn::DiT<Cpu> net(cpu, shortcut::nn::DiTConfig::preset(D == 768 ? "DiT-B" : "DiT-S", 32, 4, 1000));
+  return net.layout();
+}
+void optimizer_shapes(benchmark::internal::Benchmark* b) { b->ArgNames({"D"})->Arg(384)->Arg(768); }
+
+struct AdamSet {
+  Buf p, g, m, v;
+};
+
+void BM_adamw_step(benchmark::State& st, Impl impl) {
+  const shortcut::ParamLayout L = dit_layout(int(st.range(0)));
+  const size_t n = L.total();
+  const float lr = 1e-4f, b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, wd = 0.01f;
+  int64_t step = 1;
+  if (impl == Impl::cpu) {
+    Cpu cpu;
+    Host p = random_host(n, 0.02), g = random_host(n, 0.01), m = random_host(n, 0.001);
+    Host v = to_host(random_positive(n, 1e-4));
+    cpu_timed(st, [&] {
+      cpu.adamw_step(p.data(), g.data(), m.data(), v.data(), n, lr, b1, b2, eps, wd, step++);
+    });
+  } else {
+    const int copies = rotation(n * 4 * 4);
+    std::vector<AdamSet> sets;
+    for (int c = 0; c < copies; ++c)
+      sets.push_back({random_buffer(n, 0.02), random_buffer(n, 0.01), random_buffer(n, 0.001),
+                      random_positive(n, 1e-4)});
+    const auto spans = uf::spans_of(L);
+    timed(st, copies, [&](int c) {
+      auto& s = sets[c];
+      if (impl == Impl::fused)
+        be().adamw_step(s.p.data(), s.g.data(), s.m.data(), s.v.data(), n, lr, b1, b2, eps, wd, step++);
+      else
+        uf::adamw_step(be().stream(), s.p.data(), s.g.data(), s.m.data(), s.v.data(), spans, lr, b1, b2, eps, wd,
+                       step++);
+    });
+  }
+  set_bytes(st, 28.0 * double(L.count()));
+}
+
+void BM_ema_step(benchmark::State& st, Impl impl) {
+  const shortcut::ParamLayout L = dit_layout(int(st.range(0)));
+  const size_t n = L.total();
+  const float tau = 0.9999f;
+  if (impl == Impl::cpu) {
+    Cpu cpu;
+    Host ema = random_host(n, 0.02), p = random_host(n, 0.02);
+    cpu_timed(st, [&] { cpu.ema_update(ema.data(), p.data(), tau, n); });
+  } else {
+    const int copies = rotation(n * 4 * 2);
+    std::vector<Buf> ema, p;
+    for (int c = 0; c < copies; ++c) {
+      ema.push_back(random_buffer(n, 0.02));
+      p.push_back(random_buffer(n, 0.02));
+    }
+    const auto spans = uf::spans_of(L);
+    timed(st, copies, [&](int c) {
+      if (impl == Impl::fused)
+        be().ema_update(ema[c].data(), p[c].data(), tau, n);
+      else
+        uf::ema_update(be().stream(), ema[c].data(), p[c].data(), tau, spans);
+    });
+  }
+  set_bytes(st, 12.0 * double(L.count()));
+}
+
+// ==== ceilings ======================================================================================
+// BM_ceiling_copy: cudaMemcpyAsync of 1 GiB device to device, bound by bytes: GB/s = 2 GiB / time
+// (each byte read once and written once). BM_ceiling_matmul_*: C = A B with n = 8192 square matrices
+// through cublasGemmEx, bound by FLOPs: TFLOP/s = 2 n^3 / time; fp32 is CUBLAS_COMPUTE_32F on fp32
+// arrays, tf32 is CUBLAS_COMPUTE_32F_FAST_TF32 on fp32 arrays, bf16 is CUDA_R_16BF A, B and C with
+// CUBLAS_COMPUTE_32F. The products are compute-bound, so no rotation.
+void BM_ceiling_copy(benchmark::State& st) {
+  const size_t n = size_t(1) << 28;  // floats: 1 GiB
+  Buf a = random_buffer(n), b(n);
+  timed(st, 1, [&](int) {
+    SHORTCUT_CUDA_CHECK(
+        cudaMemcpyAsync(b.data(), a.data(), n * sizeof(float), cudaMemcpyDeviceToDevice, be().stream()));
+  });
+  set_bytes(st, 2.0 * double(n) * sizeof(float));
+  st.SetLabel("1 GiB");
+}
+
+constexpr int kCeilingN = 8192;
+
+void matmul_ceiling(benchmark::State& st, bool bf16, cublasComputeType_t compute) {
+  const int n = kCeilingN;
+  const size_t nn = size_t(n) * n;
+  const float one = 1.f, zero = 0.f;
+  Buf a = random_buffer(nn), b = random_buffer(nn), c32(bf16 ? 0 : nn);
+  shortcut::cuda::DeviceBuffer<__nv_bfloat16> a16(bf16 ? nn : 0), b16(bf16 ? nn : 0), c16(bf16 ? nn : 0);
+  if (bf16) {
+    to_bf16_kernel<<<shortcut::kernels::blocks_for(nn), 256, 0, be().stream()>>>(a16.data(), a.data(), nn);
+    to_bf16_kernel<<<shortcut::kernels::blocks_for(nn), 256, 0, be().stream()>>>(b16.data(), b.data(), nn);
+    SHORTCUT_CUDA_CHECK_LAUNCH("to_bf16_kernel");
+  }
+  const cudaDataType_t ty = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+  const void* A = bf16 ? static_cast<const void*>(a16.data()) : a.data();
+  const void* B = bf16 ? static_cast<const void*>(b16.data()) : b.data();
+  void* C = bf16 ? static_cast<void*>(c16.data()) : c32.data();
+  timed(st, 1, [&](int) {
+    SHORTCUT_CUBLAS_CHECK(cublasGemmEx(be().cublas(), CUBLAS_OP_N, CUBLAS_OP_N, n, n, n, &one, A, ty, n, B, ty, n,
+                                       &zero, C, ty, n, compute, CUBLAS_GEMM_DEFAULT));
+  });
+  set_flops(st, 2.0 * double(n) * n * n);
+  st.SetLabel(std::to_string(n) + "^3");
+}
+void BM_ceiling_matmul_fp32(benchmark::State& st) { matmul_ceiling(st, false, CUBLAS_COMPUTE_32F); }
+void BM_ceiling_matmul_tf32(benchmark::State& st) { matmul_ceiling(st, false, CUBLAS_COMPUTE_32F_FAST_TF32); }
+void BM_ceiling_matmul_bf16(benchmark::State& st) { matmul_ceiling(st, true, CUBLAS_COMPUTE_32F); }
 
 }  // namespace
 
-BENCHMARK(BM_linear_forward)->Args({8192, 384, 1152})->Args({8192, 384, 1536})->Args({8192, 1536, 384})
-    ->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_linear_backward)->Args({8192, 384, 1152})->Args({8192, 384, 1536})->Args({8192, 1536, 384})
-    ->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_attention_forward)->Args({32, 256, 6, 64})->Args({8, 1024, 6, 64})->Args({16, 256, 16, 72})
-    ->Args({16, 256, 8, 128})->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_attention_backward)->Args({32, 256, 6, 64})->Args({8, 1024, 6, 64})->Args({16, 256, 16, 72})
-    ->Args({16, 256, 8, 128})->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_ln_modulate_forward)->Args({32, 256, 384})->Args({32, 256, 1152})->UseManualTime()
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_ln_modulate_backward)->Args({32, 256, 384})->Args({32, 256, 1152})->UseManualTime()
-    ->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_gated_residual_backward)->Args({32, 256, 384})->Args({32, 256, 1152})->UseManualTime()
-    ->Unit(benchmark::kMicrosecond);
+// GPU impls run on manual (CUDA event) time, the CPU one on real time.
+#define SHORTCUT_BENCH_GPU(fn, impl, shapes) \
+  BENCHMARK_CAPTURE(fn, impl, Impl::impl)->Apply(shapes)->UseManualTime()->Unit(benchmark::kMicrosecond)
+#define SHORTCUT_BENCH_CPU(fn, shapes) \
+  BENCHMARK_CAPTURE(fn, cpu, Impl::cpu)->Apply(shapes)->UseRealTime()->Unit(benchmark::kMicrosecond)
+
+SHORTCUT_BENCH_GPU(BM_linear_forward, fused, linear_shapes);
+SHORTCUT_BENCH_CPU(BM_linear_forward, linear_shapes);
+SHORTCUT_BENCH_GPU(BM_linear_backward, fused, linear_shapes);
+SHORTCUT_BENCH_CPU(BM_linear_backward, linear_shapes);
+
+SHORTCUT_BENCH_GPU(BM_attention_forward, fused, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_forward, unfused, attention_shapes);
+SHORTCUT_BENCH_CPU(BM_attention_forward, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_backward, fused, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_backward, unfused, attention_shapes);
+SHORTCUT_BENCH_CPU(BM_attention_backward, attention_shapes);
+
+SHORTCUT_BENCH_GPU(BM_ln_modulate_forward, fused, ada_shapes);
+SHORTCUT_BENCH_GPU(BM_ln_modulate_forward, unfused, ada_shapes);
+SHORTCUT_BENCH_CPU(BM_ln_modulate_forward, ada_shapes);
+SHORTCUT_BENCH_GPU(BM_ln_modulate_backward, fused, ada_shapes);
+SHORTCUT_BENCH_GPU(BM_ln_modulate_backward, unfused, ada_shapes);
+SHORTCUT_BENCH_CPU(BM_ln_modulate_backward, ada_shapes);
+SHORTCUT_BENCH_GPU(BM_gated_residual_forward, fused, ada_shapes);
+SHORTCUT_BENCH_GPU(BM_gated_residual_forward, unfused, ada_shapes);
+SHORTCUT_BENCH_CPU(BM_gated_residual_forward, ada_shapes);
+SHORTCUT_BENCH_GPU(BM_gated_residual_backward, fused, ada_shapes);
+SHORTCUT_BENCH_GPU(BM_gated_residual_backward, unfused, ada_shapes);
+SHORTCUT_BENCH_CPU(BM_gated_residual_backward, ada_shapes);
+
+SHORTCUT_BENCH_GPU(BM_bootstrap_half_step_forward, fused, bootstrap_shapes);
+SHORTCUT_BENCH_GPU(BM_bootstrap_half_step_forward, unfused, bootstrap_shapes);
+SHORTCUT_BENCH_CPU(BM_bootstrap_half_step_forward, bootstrap_shapes);
+SHORTCUT_BENCH_GPU(BM_bootstrap_target_forward, fused, bootstrap_shapes);
+SHORTCUT_BENCH_GPU(BM_bootstrap_target_forward, unfused, bootstrap_shapes);
+SHORTCUT_BENCH_CPU(BM_bootstrap_target_forward, bootstrap_shapes);
+
+SHORTCUT_BENCH_GPU(BM_adamw_step, fused, optimizer_shapes);
+SHORTCUT_BENCH_GPU(BM_adamw_step, unfused, optimizer_shapes);
+SHORTCUT_BENCH_CPU(BM_adamw_step, optimizer_shapes);
+SHORTCUT_BENCH_GPU(BM_ema_step, fused, optimizer_shapes);
+SHORTCUT_BENCH_GPU(BM_ema_step, unfused, optimizer_shapes);
+SHORTCUT_BENCH_CPU(BM_ema_step, optimizer_shapes);
+
+BENCHMARK(BM_ceiling_copy)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ceiling_matmul_fp32)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ceiling_matmul_tf32)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_ceiling_matmul_bf16)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 int main(int argc, char** argv) {
   int n = 0;

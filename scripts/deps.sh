@@ -2,7 +2,8 @@
 # Installs the build and test dependencies from Debian packages (nothing is vendored or downloaded
 # from anywhere else). Safe to run again: only missing packages are installed.
 set -euo pipefail
-pkgs=(g++ cmake ninja-build pkg-config libeigen3-dev catch2 libbenchmark-dev libstb-dev libcli11-dev nlohmann-json3-dev "$@")
+pkgs=(g++ cmake ninja-build pkg-config libeigen3-dev catch2 libbenchmark-dev libstb-dev libcli11-dev nlohmann-json3-dev
+      python3 "$@")  # python3: the benchmark table script and its test
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

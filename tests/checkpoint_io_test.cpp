@@ -31,14 +31,7 @@ namespace {
 using Be = cpu::Backend<float>;
 using BeD = cpu::Backend<double>;
 
-fs::path temp_dir() {
-  static fs::path d = [] {
-    fs::path p = fs::temp_directory_path() / ("shortcut_checkpoint_test_" + std::to_string(std::random_device{}()));
-    fs::create_directories(p);
-    return p;
-  }();
-  return d;
-}
+fs::path temp_dir() { return testutil::scratch_dir("shortcut_checkpoint_test"); }
 
 nn::DiTConfig tiny_config() {
   nn::DiTConfig c;

@@ -25,6 +25,8 @@
 #include <fstream>
 #include <random>
 
+#include "test_util.hpp"
+
 using namespace shortcut;
 using namespace shortcut::io;
 using Catch::Matchers::Contains;
@@ -36,14 +38,7 @@ std::vector<uint8_t> second_tu_png_global(int w, int h);
 
 namespace {
 
-fs::path temp_dir() {
-  static fs::path d = [] {
-    fs::path p = fs::temp_directory_path() / ("shortcut_png_test_" + std::to_string(std::random_device{}()));
-    fs::create_directories(p);
-    return p;
-  }();
-  return d;
-}
+fs::path temp_dir() { return testutil::scratch_dir("shortcut_png_test"); }
 
 // Bit-at-a-time CRC-32 (no table), independent of the implementation under test.
 uint32_t crc_bitwise(const uint8_t* p, size_t n) {

@@ -21,14 +21,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-fs::path temp_dir() {
-  static fs::path d = [] {
-    fs::path p = fs::temp_directory_path() / ("shortcut_safetensors_test_" + std::to_string(std::random_device{}()));
-    fs::create_directories(p);
-    return p;
-  }();
-  return d;
-}
+fs::path temp_dir() { return testutil::scratch_dir("shortcut_safetensors_test"); }
 
 std::vector<unsigned char> le64(uint64_t v) {
   std::vector<unsigned char> b(8);

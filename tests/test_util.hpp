@@ -2,8 +2,11 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <filesystem>
 #include <functional>
 #include <random>
+#include <string>
+#include <system_error>
 #include <vector>
 
 namespace testutil {
@@ -20,6 +23,24 @@ std::vector<T> randn(size_t n, double sd = 1.0) {
   for (auto& x : v) x = T(d(gen()));
   return v;
 }
+// A scratch folder for this test process, made on first use and removed with everything in it when
+// the process exits (tests that write files must not leave them in /tmp run after run).
+inline const std::filesystem::path& scratch_dir(const std::string& tag) {
+  struct Dir {
+    std::filesystem::path path;
+    explicit Dir(const std::string& t) {
+      path = std::filesystem::temp_directory_path() / (t + "_" + std::to_string(std::random_device{}()));
+      std::filesystem::create_directories(path);
+    }
+    ~Dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static Dir d(tag);
+  return d.path;
+}
+
 inline double dot(const std::vector<double>& a, const double* b) {
   double s = 0;
   for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];

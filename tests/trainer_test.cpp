@@ -1,8 +1,10 @@
 // The trainer loop: exact resume, metrics and checkpoints on disk, and a short checkerboard run in
 // which the shortcut model's one-step samples beat plain flow matching's one-step samples.
 #include <catch2/catch.hpp>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "shortcut/data/toy2d.hpp"
 #include "shortcut/metrics/distribution.hpp"
@@ -25,7 +27,7 @@ static void toy_batch(Rng& rng, int B, std::vector<float>& x, std::vector<int32_
   for (int i = 0; i < B; ++i) y[i] = int32_t(rng.randint(3));
 }
 static fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("shortcut_test_" + name + "_" + std::to_string(testutil::gen()()));
+  fs::path d = testutil::scratch_dir("shortcut_trainer_test") / name;
   fs::remove_all(d);
   return d;
 }
@@ -93,6 +95,41 @@ TEST_CASE("trainer writes metrics lines and periodic checkpoints", "[trainer][fi
   io::load_sampling_weights(dir / "checkpoints" / "last", back.net(), back.arena());
   CHECK(back.arena().to_host(Role::Ema) == m.arena().to_host(Role::Ema));
   fs::remove_all(dir);
+}
+
+TEST_CASE("a wall-time budget stops the run after the step that passes it, with its log line and checkpoint",
+          "[trainer][files]") {
+  Be be;
+  Model m(be, small_net(), 1);
+  TrainerConfig tc;
+  tc.batch = 32; tc.steps = int64_t(1) << 40; tc.log_every = 1000000; tc.progress = false;
+  tc.max_seconds = 0.3;
+  fs::path dir = temp_dir("budget");
+  tc.out_dir = dir.string();
+  Trainer<Model> t(m, ShortcutConfig{}, AdamWConfig{}, tc);
+  int64_t calls = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  t.run([&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
+    ++calls;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));  // at most ~30 steps fit
+    toy_batch(rng, B, x, y);
+  });
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO("stopped at step " << t.step() << " after " << took << " s");
+  CHECK(t.step() == calls);
+  CHECK(t.step() >= 1);
+  CHECK(t.step() <= 31);
+  CHECK(took >= 0.3);
+  // the step reached is logged (although not a multiple of log_every) and saved as "last"
+  std::ifstream f(dir / "metrics.jsonl");
+  std::string line, last_line;
+  while (std::getline(f, line)) last_line = line;
+  REQUIRE(!last_line.empty());
+  CHECK(nlohmann::json::parse(last_line)["step"] == t.step());
+  io::TrainState s = io::load_checkpoint((dir / "checkpoints" / "last").string(), m.net(), m.arena());
+  CHECK(s.step == t.step());
+  tc.max_seconds = -1;
+  CHECK_THROWS_AS(Trainer<Model>(m, ShortcutConfig{}, AdamWConfig{}, tc), ConfigError);
 }
 
 TEST_CASE("a batch function of the wrong size is a clear error", "[trainer][errors]") {

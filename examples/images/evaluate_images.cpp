@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "image_common.hpp"
+#include "image_generator.hpp"
 
 using namespace examples;
 using Be = cpu::Backend<float>;
@@ -37,7 +37,8 @@ static Features features(const Clf& clf, const float* P, const float* images, co
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines appear in order with the progress bar
-  std::string dataset = "fashion-mnist", data_dir, classifier, out = "quality.json", steps_s = "1,2,4,8,128";
+  std::string dataset = "fashion-mnist", data_dir, classifier, out = "quality.json", steps_s = "1,2,4,8,128",
+              device = "cpu";
   std::vector<std::string> models;
   int samples = 1000, chunk = 250;
   double guidance = 1.0;
@@ -55,9 +56,12 @@ int main(int argc, char** argv) {
   app.add_option("--seed", seed, "noise seed")->capture_default_str();
   app.add_option("--chunk", chunk, "images per network batch")->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("-o,--out", out, "JSON file to write")->capture_default_str();
+  app.add_option("--device", device, "where the models sample: cpu or cuda (the classifier runs on the CPU)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
   app.add_flag("-q,--quiet", quiet, "no progress bars");
   CLI11_PARSE(app, argc, argv);
   try {
+    check_device(device);
     if (data_dir.empty()) data_dir = "data/" + dataset;
     if (classifier.empty()) classifier = "out/classifier/" + dataset + ".safetensors";
     std::vector<int> steps;
@@ -97,21 +101,20 @@ int main(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
         throw ConfigError("--model must be NAME=CHECKPOINT, got '" + spec + "'");
       const std::string name = spec.substr(0, eq), path = spec.substr(eq + 1);
-      nn::DiTConfig dc = nn::DiTConfig::from_json(io::read_config(path));
+      auto gen = load_generator(device, path);
+      const nn::DiTConfig& dc = gen->config();
       if (dc.image != test.h || dc.channels != test.c || dc.classes != test.classes)
         throw ShapeError(cat("model '", name, "' makes ", dc.image, "x", dc.image, "x", dc.channels, " images of ",
                              dc.classes, " classes; the dataset has ", test.h, "x", test.w, "x", test.c, " and ",
                              test.classes));
-      ShortcutModel<nn::DiT<Be>> m(be, dc, 0);
-      io::load_sampling_weights(path, m.net(), m.arena());
       const ShortcutConfig sc = checkpoint_training(path);
       std::vector<int32_t> labels(samples);
       for (int i = 0; i < samples; ++i) labels[i] = i % dc.classes;
       for (int N : steps) {
         ProgressBar bar(cat(name, " ", N, " steps"), samples, 0, !quiet);
-        auto imgs = generate(m, sc, labels, SamplerConfig{N, guidance, true}, seed, 0, chunk, nullptr, &bar);
+        auto imgs = gen->generate(sc, labels, SamplerConfig{N, guidance, true}, seed, chunk, nullptr, &bar);
         bar.finish();
-        auto fg = features(clf, CP, imgs.data(), labels.data(), samples, m.sample_size());
+        auto fg = features(clf, CP, imgs.data(), labels.data(), samples, test.image_size());
         double fd = metrics::frechet_distance(metrics::gaussian_stats(std::span<const float>(fg.f), d), test_stats);
         double acc = double(fg.correct) / samples;
         std::printf("%-12s %6d %10.3f %9.3f\n", name.c_str(), N, fd, acc);

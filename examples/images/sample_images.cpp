@@ -5,7 +5,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "image_common.hpp"
+#include "image_generator.hpp"
 
 using namespace examples;
 
@@ -37,16 +37,13 @@ static std::vector<int32_t> parse_labels(const std::string& s, int classes) {
   return y;
 }
 
-template <class Be>
-static int run(Be& be, const SampleOptions& o) {
-  using Model = ShortcutModel<nn::DiT<Be>>;
-  nn::DiTConfig dc = nn::DiTConfig::from_json(io::read_config(o.checkpoint));
-  Model m(be, dc, 0);
-  io::load_sampling_weights(o.checkpoint, m.net(), m.arena());
+static int run(const SampleOptions& o) {
+  auto gen = load_generator(o.device, o.checkpoint);
+  const nn::DiTConfig& dc = gen->config();
   ShortcutConfig sc = checkpoint_training(o.checkpoint);
   if (!o.objective.empty()) sc.objective = o.objective == "flow" ? Objective::FlowMatching : Objective::Shortcut;
   const int H = dc.image, C = dc.channels;
-  const int64_t n = m.sample_size();
+  const int64_t n = int64_t(H) * H * C;
   std::vector<int32_t> labels;
   std::vector<float> noise;
   int rows, cols;
@@ -73,7 +70,7 @@ static int run(Be& be, const SampleOptions& o) {
   }
   SamplerConfig s{o.steps, o.guidance, true};
   ProgressBar bar("sampling", int64_t(labels.size()), 0, !o.quiet);
-  auto imgs = generate(m, sc, labels, s, o.seed, 0, o.chunk, noise.empty() ? nullptr : &noise, &bar);
+  auto imgs = gen->generate(sc, labels, s, o.seed, o.chunk, noise.empty() ? nullptr : &noise, &bar);
   bar.finish();
   std::vector<float> grid(imgs.begin(), imgs.end());
   grid.resize(size_t(rows) * cols * n, -1.0f);  // pad a partial last row with black
@@ -120,9 +117,7 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", o.quiet, "no progress bar");
   CLI11_PARSE(app, argc, argv);
   try {
-    check_device(o.device);
-    cpu::Backend<float> be;
-    return run(be, o);
+    return run(o);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

@@ -6,7 +6,9 @@
 namespace examples {
 
 int train_images_cuda(const TrainImagesOptions& o) {
-  shortcut::cuda::Backend be;  // says "no CUDA device" where there is none
+  shortcut::cuda::Options opt;
+  opt.tf32 = o.tf32;
+  shortcut::cuda::Backend be(opt);  // says "no CUDA device" where there is none
   return train_images(be, o);
 }
 

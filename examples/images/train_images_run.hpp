@@ -27,6 +27,8 @@ struct TrainImagesOptions {
   int64_t checkpoint_every = 1000;
   int64_t sample_every = 1000;
   int per_class = 4;
+  bool tf32 = false;   // CUDA: matrix products on the TF32 tensor cores
+  double minutes = 0;  // wall-time budget: stop after the step that passes it (0: none)
   uint64_t seed = 0;
   bool quiet = false;
 };
@@ -59,6 +61,7 @@ int train_images(Be& be, const TrainImagesOptions& o) {
   tc.log_every = 50;
   tc.progress = !o.quiet;
   tc.label = o.objective;
+  tc.max_seconds = o.minutes * 60;
   Trainer<Model> trainer(model, sc, oc, tc);
   if (!o.resume.empty()) {
     trainer.resume(o.resume);
@@ -98,6 +101,9 @@ int train_images(Be& be, const TrainImagesOptions& o) {
       [&](int64_t step) {
         if (o.sample_every > 0 && (step % o.sample_every == 0 || step == o.steps)) write_grid(step);
       });
+  // a run cut short by --minutes still ends with a grid of the model it leaves
+  const int64_t last = trainer.step();
+  if (o.sample_every > 0 && last < o.steps && last % o.sample_every != 0) write_grid(last);
   std::printf("done: %lld steps; checkpoints in %s, sample grids in %s\n", (long long)trainer.step(),
               (out / "checkpoints").c_str(), (out / "samples").c_str());
   return 0;

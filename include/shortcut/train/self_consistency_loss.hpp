@@ -89,6 +89,7 @@ class SelfConsistencyLoss {
 
   // build + forward + loss + backward: gradients accumulate into the arena's Grad role.
   Result step(Model& m, const T* x1, const int32_t* y, int B, Rng& rng) {
+    if (B < 1) throw ShapeError(cat("training step: the batch must hold at least one row, got ", B));
     build(m, x1, y, B, rng);
     Backend& be = m.backend();
     const int n = int(m.sample_size());

@@ -3,6 +3,7 @@
 // order and every random draw come from one counter-based Rng whose position is checkpointed, so N
 // steps straight and N/2 + resume + N/2 give the same weights.
 #pragma once
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -28,6 +29,7 @@ struct TrainerConfig {
   uint64_t seed = 0;
   bool progress = true;
   std::string label = "train";
+  double max_seconds = 0;         // stop after the step that passes this much wall time (0: no limit)
 };
 
 template <class Model>
@@ -44,6 +46,7 @@ class Trainer {
       : m_(&m), loss_(sc), opt_(oc), ema_(tc.ema_tau), tc_(tc), rng_(tc.seed) {
     sc.validate(tc.batch);
     if (tc.steps < 0) throw ConfigError(cat("steps must be non-negative, got ", tc.steps));
+    if (!(tc.max_seconds >= 0)) throw ConfigError(cat("max_seconds must be non-negative, got ", tc.max_seconds));
   }
 
   int64_t step() const { return opt_.step_count(); }
@@ -77,7 +80,8 @@ class Trainer {
     rng_ = Rng(s.rng_seed, s.rng_position);
   }
 
-  // Runs until `steps` optimizer steps are done.
+  // Runs until `steps` optimizer steps are done, or max_seconds have passed (then step() < steps;
+  // the metrics line and the "last" checkpoint are written for the step reached).
   void run(const BatchFn& data, const StepFn& on_step = {}) {
     namespace fs = std::filesystem;
     Backend& be = m_->backend();
@@ -92,7 +96,13 @@ class Trainer {
     std::vector<int32_t> y;
     typename Backend::template Buffer<T> dx1;
     const int B = tc_.batch;
-    while (step() < tc_.steps) {
+    const auto start = std::chrono::steady_clock::now();
+    auto out_of_time = [&] {
+      return tc_.max_seconds > 0 &&
+             std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count() >= tc_.max_seconds;
+    };
+    bool stop = false;
+    while (step() < tc_.steps && !stop) {
       data(rng_, B, x1, y);
       if (x1.size() != size_t(B) * m_->sample_size() || y.size() != size_t(B))
         throw ShapeError(cat("batch function returned ", x1.size(), " values and ", y.size(), " labels; expected ",
@@ -107,11 +117,12 @@ class Trainer {
       opt_.step(m_->arena());
       ema_.update(m_->arena());
       const int64_t s = step();
+      stop = out_of_time();
       // built apart from the call: nvcc 13.0 mis-parses f(x, {{"a", v}}) with a dependent v
       const std::vector<std::pair<std::string, double>> shown = {
           {"loss", last_.loss}, {"flow", last_.flow_loss}, {"boot", last_.bootstrap_loss}};
       bar.update(s, shown);
-      if (log.is_open() && tc_.log_every > 0 && (s % tc_.log_every == 0 || s == tc_.steps)) {
+      if (log.is_open() && tc_.log_every > 0 && (s % tc_.log_every == 0 || s == tc_.steps || stop)) {
         nlohmann::json j = {{"step", s},
                             {"loss", last_.loss},
                             {"flow_loss", last_.flow_loss},

@@ -1,0 +1,86 @@
+// End to end on the GPU: one shortcut training step and 1-, 4- and 128-step sampling for the PyTorch
+// peer's configurations (mnist-S2: DiT-S/2 on 28x28x1; latent-B2: DiT-B/2 on 32x32x4 latents with
+// 1000 classes; batch 256 each), through the library's templates on cuda::Backend, in full fp32 and
+// with TF32 matrix products (the peer's "tf32" mode allows TF32 too; its "bf16" mode has no
+// counterpart here yet). Counters: images/s and TFLOP/s counted as the peer counts them
+// (end_to_end.hpp), so that scripts/perf_table.py can put both side by side.
+//
+// Names: BM_train_step/<config>/<precision> and BM_sample/<config>/<steps>/<precision>; the time is
+// the median over repetitions. Without a CUDA device the program prints one line and exits 0.
+#include <cstdio>
+#include <memory>
+
+#include <shortcut/cuda.hpp>
+
+#include "end_to_end.hpp"
+
+namespace {
+
+using namespace shortcut;
+using Net = nn::DiT<cuda::Backend>;
+
+cuda::Backend& backend(bool tf32) {
+  static cuda::Backend fp32_be(cuda::Options{-1, false});
+  static cuda::Backend tf32_be(cuda::Options{-1, true});
+  return tf32 ? tf32_be : fp32_be;
+}
+
+void BM_train_step(benchmark::State& st, const std::string& config, bool tf32) {
+  try {
+    const bench::Workload w = bench::peer_workload(config);
+    auto& be = backend(tf32);
+    auto step = std::make_unique<bench::TrainStep<Net>>(be, w.dit, w.batch, bench::peer_shortcut_config());
+    bench::time_loop(st, be, *step);
+    bench::set_rates(st, w.batch, bench::train_step_flops(w.dit, w.batch));
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+  }
+}
+
+void BM_sample(benchmark::State& st, const std::string& config, int steps, bool tf32) {
+  try {
+    const bench::Workload w = bench::peer_workload(config);
+    auto& be = backend(tf32);
+    auto s = std::make_unique<bench::Sample<Net>>(be, w.dit, w.batch, steps);
+    bench::time_loop(st, be, *s);
+    bench::set_rates(st, w.batch, steps * bench::forward_flops(w.dit, w.batch));
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+  }
+}
+
+void register_all() {
+  for (const char* config : {"mnist-S2", "latent-B2"}) {
+    for (bool tf32 : {false, true}) {
+      const std::string prec = tf32 ? "tf32" : "fp32";
+      benchmark::RegisterBenchmark(("BM_train_step/" + std::string(config) + "/" + prec).c_str(), BM_train_step,
+                                   std::string(config), tf32)
+          ->UseManualTime()->Unit(benchmark::kMillisecond)->Repetitions(5)->ReportAggregatesOnly(true);
+      for (int steps : {1, 4, 128}) {
+        auto* b = benchmark::RegisterBenchmark(
+            ("BM_sample/" + std::string(config) + "/" + std::to_string(steps) + "/" + prec).c_str(), BM_sample,
+            std::string(config), steps, tf32);
+        b->UseManualTime()->Unit(benchmark::kMillisecond)->ReportAggregatesOnly(true);
+        // 128 steps of a DiT-B/2 on 256 images are seconds: a few timed runs, not a second of them
+        if (steps == 128) b->Iterations(1)->Repetitions(3);
+        else b->Repetitions(5);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("no CUDA device: end-to-end GPU benchmarks skipped\n");
+    return 0;
+  }
+  register_all();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
