@@ -27,6 +27,10 @@ ldd .gpu/bin/* | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
     *) cp -L "$lib" .gpu/lib/ ;;
   esac
 done
+# one xz archive: the binaries are mostly zero-padded fatbins (25 MB -> 4 MB), and a device call
+# carries 64 MiB at most
+tar -cJf .gpu/programs.tar.xz -C .gpu bin lib
+rm -rf .gpu/bin .gpu/lib
 scripts/get-data.sh >/dev/null
 for f in train-images-idx3-ubyte train-labels-idx1-ubyte t10k-images-idx3-ubyte t10k-labels-idx1-ubyte; do
   xz -T"${JOBS:-$(nproc)}" -6 -c "data/fashion-mnist/$f" > ".gpu/data/fashion-mnist/$f.xz"
@@ -42,3 +46,4 @@ git rev-parse --short HEAD > .gpu/commit
 git diff --quiet HEAD || echo "+uncommitted" >> .gpu/commit
 [ -x ../shared/tools/device-deps.sh ] && ../shared/tools/device-deps.sh >/dev/null
 du -sh .gpu .deps 2>/dev/null
+echo "to carry: .gpu and .deps, $(du -sch .gpu .deps 2>/dev/null | tail -1 | cut -f1) together (the limit is 64 MiB with the working tree)"

@@ -53,7 +53,11 @@ want() { [[ ",$steps," == *",$1,"* ]]; }
 } 2>&1 | tee -a "$summary" >> "$log"
 card=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)
 
-# the data, unpacked (xz, else Python's lzma)
+# the programs and the data, unpacked (xz, else Python's lzma)
+if [ -f .gpu/programs.tar.xz ]; then
+  tar -xJf .gpu/programs.tar.xz -C .gpu 2>> "$log" ||
+    python3 -c "import tarfile; tarfile.open('.gpu/programs.tar.xz').extractall('.gpu')"
+fi
 mkdir -p data/fashion-mnist
 for f in .gpu/data/fashion-mnist/*.xz; do
   [ -f "$f" ] || continue
@@ -62,7 +66,8 @@ for f in .gpu/data/fashion-mnist/*.xz; do
 done
 
 # prebuilt binaries, or a build here
-if ! "$bin/gpu_tests" --list-tests > /dev/null 2>> "$log"; then
+# (the programs load: no missing library, and one runs; gpu_tests itself exits 77 without a device)
+if ldd "$bin"/* 2>&1 | grep -q "not found" || ! "$bin/end_to_end_bench" --benchmark_list_tests > /dev/null 2>> "$log"; then
   note "prebuilt binaries do not run here: building"
   run build 120 420 bash -c "cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DSHORTCUT_CUDA=ON \
     -DCMAKE_CUDA_ARCHITECTURES=90 -DCMAKE_PREFIX_PATH=$PWD/.deps/usr && cmake --build build-gpu -j $(nproc) \
@@ -91,7 +96,7 @@ fi
 if want peer; then
   peer=$(ls .gpu/peer/torch_shortcut.py ../shared/peers/torch_shortcut.py 2>/dev/null | head -1)
   if [ -n "$peer" ]; then
-    run peer 90 300 bash -c "python3 '$peer' --configs mnist-S2,latent-B2 --modes ${PEER_MODES:-eager,compile} \
+    run peer 90 300 bash -c "set -o pipefail; python3 '$peer' --configs mnist-S2,latent-B2 --modes ${PEER_MODES:-eager,compile} \
       --dtypes ${PEER_DTYPES:-tf32,bf16} | tee '$work/peer.jsonl'"
   else
     note "peer: skipped (no torch_shortcut.py in .gpu/peer)"

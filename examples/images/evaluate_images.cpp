@@ -75,6 +75,19 @@ int main(int argc, char** argv) {
         steps.push_back(v);
       }
     }
+    // the models first: a bad checkpoint or a missing GPU is reported before minutes of feature work
+    struct Loaded {
+      std::string name, path;
+      std::unique_ptr<ImageGenerator> gen;
+    };
+    std::vector<Loaded> loaded;
+    for (const std::string& spec : models) {
+      auto eq = spec.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
+        throw ConfigError("--model must be NAME=CHECKPOINT, got '" + spec + "'");
+      const std::string name = spec.substr(0, eq), path = spec.substr(eq + 1);
+      loaded.push_back({name, path, load_generator(device, path)});
+    }
     auto test = load_split(data_dir, "t10k");
     auto train = load_split(data_dir, "train");
     Be be;
@@ -96,12 +109,10 @@ int main(int argc, char** argv) {
                 floor);
     nlohmann::json results = nlohmann::json::array();
     std::printf("%-12s %6s %10s %9s\n", "model", "steps", "fd", "accuracy");
-    for (const std::string& spec : models) {
-      auto eq = spec.find('=');
-      if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
-        throw ConfigError("--model must be NAME=CHECKPOINT, got '" + spec + "'");
-      const std::string name = spec.substr(0, eq), path = spec.substr(eq + 1);
-      auto gen = load_generator(device, path);
+    for (const Loaded& model : loaded) {
+      const std::string& name = model.name;
+      const std::string& path = model.path;
+      ImageGenerator* gen = model.gen.get();
       const nn::DiTConfig& dc = gen->config();
       if (dc.image != test.h || dc.channels != test.c || dc.classes != test.classes)
         throw ShapeError(cat("model '", name, "' makes ", dc.image, "x", dc.image, "x", dc.channels, " images of ",
