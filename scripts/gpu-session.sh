@@ -88,6 +88,7 @@ if want tests; then
 fi
 table() {
   python3 scripts/perf_table.py --end-to-end "$work/e2e.json" --peer "$work/peer.jsonl" --kernels "$work/kernels.json" \
+    --kernels "$work/kernels_cpu.json" \
     --card "$card" --commit "$(head -1 .gpu/commit 2>/dev/null)" > "$work/table.md" 2>> "$log"
 }
 if want e2e; then
@@ -104,8 +105,14 @@ if want peer; then
 fi
 table
 if want kernels; then
-  run kernels 60 200 "$bin/kernels_bench" --benchmark_repetitions=3 --benchmark_report_aggregates_only=true \
-    --benchmark_min_time=0.05 --benchmark_out="$work/kernels.json" --benchmark_out_format=json
+  # the GPU implementations and the ceilings, then the CPU op at the same shapes (seconds per call at
+  # the largest shapes: once each, in its own file, so that a cut-off run loses only those)
+  run kernels 60 150 "$bin/kernels_bench" --benchmark_filter=-/cpu/ --benchmark_repetitions=3 \
+    --benchmark_report_aggregates_only=true --benchmark_min_time=0.05 \
+    --benchmark_out="$work/kernels.json" --benchmark_out_format=json
+  table
+  run kernels-cpu 40 150 "$bin/kernels_bench" --benchmark_filter=/cpu/ --benchmark_min_time=0.01 \
+    --benchmark_out="$work/kernels_cpu.json" --benchmark_out_format=json
   table
 fi
 if want sanitize; then

@@ -4,7 +4,8 @@
 (kernels_bench JSON) with the fraction of the measured ceilings. Markdown on stdout, for
 docs/performance.md.
 
-Usage: perf_table.py --end-to-end e2e.json --peer peer.jsonl --kernels kernels.json [--card TEXT] [--commit SHA]
+Usage: perf_table.py --end-to-end e2e.json --peer peer.jsonl --kernels kernels.json [--kernels more.json]
+                     [--card TEXT] [--commit SHA]
 Any input may be missing (a run that failed): its rows say so instead of the script failing.
 Benchmark names follow benchmarks/: BM_train_step/<config>/<precision>, BM_sample/<config>/<steps>/<precision>,
 BM_<kernel>_<direction>/<impl>/<args...> with impl fused | unfused | cpu, BM_ceiling_<what>.
@@ -177,12 +178,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--end-to-end", dest="e2e")
     ap.add_argument("--peer")
-    ap.add_argument("--kernels")
+    ap.add_argument("--kernels", action="append", default=[], help="kernels_bench JSON; repeatable (merged)")
     ap.add_argument("--card", default="unknown card")
     ap.add_argument("--commit", default="unknown commit")
     a = ap.parse_args(argv)
     try:
-        ours, peer, kernels = load_benchmarks(a.e2e), load_peer(a.peer), load_benchmarks(a.kernels)
+        ours, peer = load_benchmarks(a.e2e), load_peer(a.peer)
+        kernels = None
+        for path in a.kernels:
+            part = load_benchmarks(path)
+            if part is not None:
+                kernels = {**(kernels or {}), **part}
     except (OSError, ValueError, KeyError) as e:
         print(f"perf_table: cannot read the inputs: {e}", file=sys.stderr)
         return 2

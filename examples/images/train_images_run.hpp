@@ -38,6 +38,7 @@ int train_images(Be& be, const TrainImagesOptions& o) {
   using Model = ShortcutModel<nn::DiT<Be>>;
   const std::string dir = o.data.empty() ? "data/" + o.dataset : o.data;
   const fs::path out = o.out.empty() ? fs::path("out/images") / (o.dataset + "-" + o.objective) : fs::path(o.out);
+  (void)nn::DiTConfig::preset(o.preset);  // an unknown preset fails before the data loads
   data::ImageDataset train = load_split(dir, "train");
   nn::DiTConfig dc = nn::DiTConfig::preset(o.preset, train.h, train.c, train.classes);
   if (train.h != train.w) throw ShapeError(cat("images must be square, got ", train.h, "x", train.w));
