@@ -8,13 +8,14 @@
 // `peer_shortcut_config()` is that setting of ours; our default guides the first Bb/L bootstrap rows,
 // which costs one more forward of those rows and is measured separately.
 //
-// Timing is wall clock between two backend synchronisations, as the peer's CUDA events around a step
-// followed by a synchronize: it includes host work (batch plan, loss read-back), which a real training
-// loop pays too.
+// Timing: on the GPU, CUDA events recorded on the backend's stream around a call, then a synchronize,
+// as the peer times its step (end_to_end_bench.cu passes that timer); on the CPU, wall clock. Both
+// include the host work inside a step (batch plan, loss read-back), which a real training loop pays.
 #pragma once
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -63,8 +64,9 @@ inline ShortcutConfig peer_shortcut_config() {
   return s;
 }
 
+// The default timer: wall clock between two backend synchronisations.
 template <class Be>
-double seconds_between_syncs(Be& be, const auto& work) {
+double seconds_between_syncs(Be& be, const std::function<void()>& work) {
   be.synchronize();
   const auto t0 = std::chrono::steady_clock::now();
   work();
@@ -150,12 +152,12 @@ class Sample {
   typename Be::template Buffer<int32_t> y_;
 };
 
-// Google Benchmark loops with manual (synchronised wall-clock) time; the first call is a warm-up
+// Google Benchmark loops with manual time from `timer(be, work)`; the first call is a warm-up
 // (allocation, cuBLAS heuristics, page faults) and is not timed.
-template <class Be, class Work>
-void time_loop(benchmark::State& st, Be& be, Work& w) {
+template <class Be, class Work, class Timer = double (*)(Be&, const std::function<void()>&)>
+void time_loop(benchmark::State& st, Be& be, Work& w, Timer timer = &seconds_between_syncs<Be>) {
   w.run();
-  for (auto _ : st) st.SetIterationTime(seconds_between_syncs(be, [&] { w.run(); }));
+  for (auto _ : st) st.SetIterationTime(timer(be, [&] { w.run(); }));
 }
 
 inline void set_rates(benchmark::State& st, double images, double flops) {

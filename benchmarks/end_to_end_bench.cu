@@ -6,7 +6,7 @@
 // (end_to_end.hpp), so that scripts/perf_table.py can put both side by side.
 //
 // Names: BM_train_step/<config>/<precision> and BM_sample/<config>/<steps>/<precision>; the time is
-// the median over repetitions. Without a CUDA device the program prints one line and exits 0.
+// CUDA-event time on the backend's stream, the median over repetitions. Without a CUDA device the program prints one line and exits 0.
 #include <cstdio>
 #include <memory>
 
@@ -25,12 +25,36 @@ cuda::Backend& backend(bool tf32) {
   return tf32 ? tf32_be : fp32_be;
 }
 
+// CUDA events on the backend's stream around one call, then a synchronize (the peer's timing).
+double event_seconds(cuda::Backend& be, const std::function<void()>& work) {
+  struct Events {
+    cudaEvent_t a = nullptr, b = nullptr;
+    Events() {
+      SHORTCUT_CUDA_CHECK(cudaEventCreate(&a));
+      SHORTCUT_CUDA_CHECK(cudaEventCreate(&b));
+    }
+    ~Events() {
+      cudaEventDestroy(a);
+      cudaEventDestroy(b);
+    }
+  };
+  static Events ev;
+  be.synchronize();
+  SHORTCUT_CUDA_CHECK(cudaEventRecord(ev.a, be.stream()));
+  work();
+  SHORTCUT_CUDA_CHECK(cudaEventRecord(ev.b, be.stream()));
+  SHORTCUT_CUDA_CHECK(cudaEventSynchronize(ev.b));
+  float ms = 0;
+  SHORTCUT_CUDA_CHECK(cudaEventElapsedTime(&ms, ev.a, ev.b));
+  return ms * 1e-3;
+}
+
 void BM_train_step(benchmark::State& st, const std::string& config, bool tf32) {
   try {
     const bench::Workload w = bench::peer_workload(config);
     auto& be = backend(tf32);
     auto step = std::make_unique<bench::TrainStep<Net>>(be, w.dit, w.batch, bench::peer_shortcut_config());
-    bench::time_loop(st, be, *step);
+    bench::time_loop(st, be, *step, event_seconds);
     bench::set_rates(st, w.batch, bench::train_step_flops(w.dit, w.batch));
   } catch (const std::exception& e) {
     st.SkipWithError(e.what());
@@ -42,7 +66,7 @@ void BM_sample(benchmark::State& st, const std::string& config, int steps, bool 
     const bench::Workload w = bench::peer_workload(config);
     auto& be = backend(tf32);
     auto s = std::make_unique<bench::Sample<Net>>(be, w.dit, w.batch, steps);
-    bench::time_loop(st, be, *s);
+    bench::time_loop(st, be, *s, event_seconds);
     bench::set_rates(st, w.batch, steps * bench::forward_flops(w.dit, w.batch));
   } catch (const std::exception& e) {
     st.SkipWithError(e.what());

@@ -6,7 +6,7 @@
 #include <type_traits>
 
 #include "benchmarks/reference/unfused.cuh"
-#include "gpu_test_util.hpp"
+#include "op_cases.hpp"
 
 using namespace shortcut;
 using namespace gputest;
@@ -15,128 +15,65 @@ namespace uf = shortcut::bench::unfused;
 
 namespace {
 
-template <class Be>
-constexpr bool is_gpu = std::is_same_v<std::decay_t<Be>, Gpu>;
-
 // A NaN-filled device workspace of n floats (at least one).
 Buf<Gpu> workspace(size_t n) { return poisoned(gpu(), n ? n : 1); }
-
-// Column block `part` (0 = q, 1 = k, 2 = v) of a [rows, 3D] array.
-std::vector<double> part_of(const std::vector<double>& a, int D, int part) {
-  const size_t rows = a.size() / (3 * size_t(D));
-  std::vector<double> r(rows * D);
-  for (size_t i = 0; i < rows; ++i)
-    for (int j = 0; j < D; ++j) r[i * D + j] = a[i * 3 * D + part * D + j];
-  return r;
-}
-
-struct AttnShape {
-  int B, Tn, H, hd;
-};
-struct AdaShape {
-  int B, Tn, D, stride_mult;
-};
-std::string ada_label(const char* what, const AdaShape& s) {
-  return std::string(what) + " B=" + std::to_string(s.B) + " T=" + std::to_string(s.Tn) + " D=" +
-         std::to_string(s.D) + " stride=" + std::to_string(s.stride_mult) + "D";
-}
 
 }  // namespace
 
 TEST_CASE("unfused attention forward/backward match the CPU backend", "[unfused]") {
-  // several heads and samples (the per-head strided batches), head dims under and over a warp,
-  // T = 1 and odd lengths, both logit scales, and sd 3 for peaked softmax rows
+  // several heads and samples (the per-head strided batches), head dims under and over a warp, T = 1
+  // and odd lengths
   for (AttnShape s :
        {AttnShape{1, 1, 1, 32}, AttnShape{2, 7, 3, 8}, AttnShape{3, 33, 2, 40}, AttnShape{2, 70, 2, 64}}) {
-    for (bool inv_sqrt : {false, true}) {
-      for (double sd : {1.0, 3.0}) {
-        const int B = s.B, Tn = s.Tn, H = s.H, hd = s.hd, D = H * hd;
-        const double scale = inv_sqrt ? 1.0 / std::sqrt(double(hd)) : 1.0 / hd;
-        auto qkv = randn(size_t(B) * Tn * 3 * D, sd), dout = randn(size_t(B) * Tn * D);
-        const std::string label = "unfused attention B=" + std::to_string(B) + " T=" + std::to_string(Tn) + " H=" +
-                                  std::to_string(H) + " hd=" + std::to_string(hd) +
-                                  (inv_sqrt ? " scale=1/sqrt(hd)" : " scale=1/hd") + " sd=" + std::to_string(int(sd));
-        compare_backends(label, [&](auto& be) {
-          using S = typename std::decay_t<decltype(be)>::Scalar;
-          auto dq = upload(be, qkv), dg = upload(be, dout);
-          auto out = poisoned(be, size_t(B) * Tn * D), lse = poisoned(be, size_t(B) * H * Tn);
-          auto dqkv = poisoned(be, qkv.size());
-          if constexpr (is_gpu<decltype(be)>) {
-            auto wf = workspace(uf::attention_forward_workspace(B, Tn, H));
-            auto wb = workspace(uf::attention_backward_workspace(B, Tn, H));
-            uf::attention_forward(be.cublas(), be.stream(), out.data(), lse.data(), dq.data(), B, Tn, H, hd, S(scale),
-                                  wf.data());
-            uf::attention_backward(be.cublas(), be.stream(), dqkv.data(), dg.data(), dq.data(), out.data(), lse.data(),
-                                   B, Tn, H, hd, S(scale), wb.data());
-            be.synchronize();
-          } else {
-            be.attention_forward(out.data(), lse.data(), dq.data(), B, Tn, H, hd, S(scale));
-            be.attention_backward(dqkv.data(), dg.data(), dq.data(), out.data(), lse.data(), B, Tn, H, hd, S(scale));
-          }
-          auto g = download(be, dqkv);
-          return Outputs{{"out", download(be, out)}, {"lse", download(be, lse)}, {"dq", part_of(g, D, 0)},
-                         {"dk", part_of(g, D, 1)},   {"dv", part_of(g, D, 2)}};
-        }, kReductionTol);
+    check_attention("unfused attention", s, [&](auto& be, auto* out, auto* lse, auto* dqkv, const auto* qkv,
+                                                const auto* dout, int B, int Tn, int H, int hd, auto scale) {
+      if constexpr (is_gpu<decltype(be)>) {
+        auto wf = workspace(uf::attention_forward_workspace(B, Tn, H));
+        auto wb = workspace(uf::attention_backward_workspace(B, Tn, H));
+        uf::attention_forward(be.cublas(), be.stream(), out, lse, qkv, B, Tn, H, hd, scale, wf.data());
+        uf::attention_backward(be.cublas(), be.stream(), dqkv, dout, qkv, out, lse, B, Tn, H, hd, scale, wb.data());
+        be.synchronize();
+      } else {
+        backend_attention(be, out, lse, dqkv, qkv, dout, B, Tn, H, hd, scale);
       }
-    }
+    });
   }
 }
 
 TEST_CASE("unfused LayerNorm + modulate forward/backward match the CPU backend", "[unfused]") {
   for (AdaShape s : {AdaShape{1, 1, 5, 2}, AdaShape{3, 7, 33, 6}, AdaShape{2, 49, 64, 6}, AdaShape{2, 20, 384, 6},
                      AdaShape{300, 1, 96, 3}}) {
-    const int B = s.B, Tn = s.Tn, D = s.D, M = s.stride_mult * D;  // M: modulation row stride
-    const size_t n = size_t(B) * Tn * D;
-    auto x = randn(n, 1.5), mod = randn(size_t(B) * M, 0.5), dout = randn(n), dx0 = randn(n);
-    auto dmod0 = randn(size_t(B) * M);
-    for (auto& v : x) v += 0.7;  // rows with a non-zero mean
-    compare_backends(ada_label("unfused ln_modulate", s), [&](auto& be) {
-      using S = typename std::decay_t<decltype(be)>::Scalar;
-      auto dx_in = upload(be, x), dm = upload(be, mod), dg = upload(be, dout);
-      auto out = poisoned(be, n), mean = poisoned(be, size_t(B) * Tn), rstd = poisoned(be, size_t(B) * Tn);
-      auto dx = upload(be, dx0), gmod = upload(be, dmod0);  // both accumulate
+    check_ln_modulate("unfused ln_modulate", s, [&](auto& be, auto* out, auto* mean, auto* rstd, auto* dx,
+                                                    auto* dmod, const auto* x, const auto* mod, const auto* dout,
+                                                    int M, int B, int Tn, int D) {
       if constexpr (is_gpu<decltype(be)>) {
         auto wf = workspace(uf::ln_modulate_forward_workspace(B, Tn, D));
         auto wb = workspace(uf::ln_modulate_backward_workspace(B, Tn, D));
-        uf::ln_modulate_forward(be.stream(), out.data(), mean.data(), rstd.data(), dx_in.data(), dm.data(),
-                                dm.data() + D, M, B, Tn, D, S(1e-6), wf.data());
-        uf::ln_modulate_backward(be.stream(), dx.data(), gmod.data(), gmod.data() + D, dg.data(), dx_in.data(),
-                                 mean.data(), rstd.data(), dm.data() + D, M, B, Tn, D, wb.data());
+        uf::ln_modulate_forward(be.stream(), out, mean, rstd, x, mod, mod + D, M, B, Tn, D, 1e-6f, wf.data());
+        uf::ln_modulate_backward(be.stream(), dx, dmod, dmod + D, dout, x, mean, rstd, mod + D, M, B, Tn, D,
+                                 wb.data());
         be.synchronize();
       } else {
-        be.ln_modulate_forward(out.data(), mean.data(), rstd.data(), dx_in.data(), dm.data(), dm.data() + D, M, B, Tn,
-                               D, S(1e-6));
-        be.ln_modulate_backward(dx.data(), gmod.data(), gmod.data() + D, dg.data(), dx_in.data(), mean.data(),
-                                rstd.data(), dm.data() + D, M, B, Tn, D);
+        backend_ln_modulate(be, out, mean, rstd, dx, dmod, x, mod, dout, M, B, Tn, D);
       }
-      return Outputs{{"out", download(be, out)},   {"mean", download(be, mean)},
-                     {"rstd", download(be, rstd)}, {"dx (+=)", download(be, dx)},
-                     {"dshift, dscale (+=)", download(be, gmod)}};
-    }, kReductionTol);
+    });
   }
 }
 
 TEST_CASE("unfused gated residual forward/backward match the CPU backend", "[unfused]") {
   for (AdaShape s : {AdaShape{1, 1, 5, 2}, AdaShape{3, 7, 33, 6}, AdaShape{2, 49, 384, 6}, AdaShape{300, 1, 96, 3}}) {
-    const int B = s.B, Tn = s.Tn, D = s.D, M = s.stride_mult * D;
-    const size_t n = size_t(B) * Tn * D;
-    auto x = randn(n), y = randn(n), mod = randn(size_t(B) * M), dxo = randn(n), dmod0 = randn(size_t(B) * M);
-    const int g = M >= 3 * D ? 2 * D : D;  // the gate's offset in a modulation row
-    compare_backends(ada_label("unfused gated_residual", s), [&](auto& be) {
-      auto dx = upload(be, x), dy_in = upload(be, y), dm = upload(be, mod), dg = upload(be, dxo);
-      auto dy = poisoned(be, n), gmod = upload(be, dmod0);
+    check_gated_residual("unfused gated_residual", s, [&](auto& be, auto* x, auto* dy, auto* dgate, const auto* dxo,
+                                                          const auto* gate, const auto* y, int M, int B, int Tn,
+                                                          int D) {
       if constexpr (is_gpu<decltype(be)>) {
         auto w = workspace(uf::gated_residual_workspace(B, Tn, D));
-        uf::gated_residual_forward(be.stream(), dx.data(), dm.data() + g, dy_in.data(), M, B, Tn, D, w.data());
-        uf::gated_residual_backward(be.stream(), dy.data(), gmod.data() + g, dg.data(), dm.data() + g, dy_in.data(), M,
-                                    B, Tn, D, w.data());
+        uf::gated_residual_forward(be.stream(), x, gate, y, M, B, Tn, D, w.data());
+        uf::gated_residual_backward(be.stream(), dy, dgate, dxo, gate, y, M, B, Tn, D, w.data());
         be.synchronize();
       } else {
-        be.gated_residual_forward(dx.data(), dm.data() + g, dy_in.data(), M, B, Tn, D);
-        be.gated_residual_backward(dy.data(), gmod.data() + g, dg.data(), dm.data() + g, dy_in.data(), M, B, Tn, D);
+        backend_gated_residual(be, x, dy, dgate, dxo, gate, y, M, B, Tn, D);
       }
-      return Outputs{{"x (+=)", download(be, dx)}, {"dy", download(be, dy)}, {"dgate (+=)", download(be, gmod)}};
-    }, kReductionTol);
+    });
   }
 }
 
