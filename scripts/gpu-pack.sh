@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 scripts/deps.sh xz-utils
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
 build=build-gpu
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSHORTCUT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
+# SHORTCUT_NATIVE=OFF: the programs run on the GPU machine's CPU, not this one's
+cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DSHORTCUT_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
+  -DSHORTCUT_NATIVE=OFF >/dev/null
 programs=(gpu_tests kernels_bench end_to_end_bench train_images sample_images evaluate_images)
 cmake --build "$build" -j "${JOBS:-$(nproc)}" --target "${programs[@]}"
 
