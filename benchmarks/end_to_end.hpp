@@ -65,6 +65,13 @@ inline ShortcutConfig peer_shortcut_config() {
 }
 
 // The default timer: wall clock between two backend synchronisations.
+// Labels 0, 1, ..., classes - 1, 0, 1, ... for a batch: every class present, none dropped.
+inline std::vector<int32_t> cyclic_labels(int batch, int classes) {
+  std::vector<int32_t> y(static_cast<size_t>(batch));
+  for (int i = 0; i < batch; ++i) y[size_t(i)] = int32_t(i % classes);
+  return y;
+}
+
 template <class Be>
 double seconds_between_syncs(Be& be, const std::function<void()>& work) {
   be.synchronize();
@@ -88,8 +95,7 @@ class TrainStep {
       : model_(be, cfg, 1), loss_(sc), batch_(batch), rng_(7) {
     sc.validate(batch);
     x1_ = sample_noise<T>(model_.sample_size(), 0, batch, 11, 0);
-    y_.resize(size_t(batch));
-    for (int i = 0; i < batch; ++i) y_[size_t(i)] = int32_t(i % model_.num_classes());
+    y_ = cyclic_labels(batch, model_.num_classes());
     nn::ensure(dx1_, x1_.size());
   }
 
@@ -102,8 +108,6 @@ class TrainStep {
     ema_.update(model_.arena());
     return float(r.loss);
   }
-
-  Model& model() { return model_; }
 
  private:
   Model model_;
@@ -132,8 +136,7 @@ class Sample {
     const size_t n = size_t(batch) * size_t(model_.sample_size());
     nn::ensure(x_, n);
     nn::ensure(y_, size_t(batch));
-    std::vector<int32_t> y(static_cast<size_t>(batch));
-    for (int i = 0; i < batch; ++i) y[size_t(i)] = int32_t(i % model_.num_classes());
+    const std::vector<int32_t> y = cyclic_labels(batch, model_.num_classes());
     be.to_device(y_.data(), y.data(), y.size());
   }
 
