@@ -16,10 +16,12 @@ inline const std::vector<std::string>& dataset_names() {
   static const std::vector<std::string> n = {"fashion-mnist", "mnist"};
   return n;
 }
-inline std::vector<std::string> class_names(const std::string& dataset) {
+inline std::vector<std::string> class_names(const std::string& dataset, int classes = 10) {
   if (dataset == "fashion-mnist")
     return {"t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "boot"};
-  return {"0", "1", "2", "3", "4", "5", "6", "7", "8", "9"};
+  std::vector<std::string> n;
+  for (int c = 0; c < classes; ++c) n.push_back(std::to_string(c));
+  return n;
 }
 
 // Loads one split ("train" or "t10k") from the IDX folder; a missing folder says how to get the data.
@@ -37,6 +39,16 @@ inline const std::vector<int>& grid_steps() {
   return s;
 }
 
+// Images [n, H, W, C] as a PNG can show them: 1 or 3 channels as they are, any other count (e.g. 4
+// latent channels) as its first channel in grayscale.
+inline std::vector<float> displayable(const float* images, size_t n, int H, int W, int C, int& shown) {
+  shown = (C == 1 || C == 3) ? C : 1;
+  if (shown == C) return std::vector<float>(images, images + n * size_t(H) * W * C);
+  std::vector<float> out(n * size_t(H) * W);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = images[i * size_t(C)];
+  return out;
+}
+
 // Several labelled image blocks side by side, each a grid of [rows * cols] images in [-1, 1].
 struct Block {
   std::string title;
@@ -49,7 +61,9 @@ inline io::Image compose_blocks(const std::vector<Block>& blocks, int rows, int 
   for (auto& b : blocks) {
     io::GridOptions g;
     g.cols = cols;
-    grids.push_back(io::image_grid(b.images.data(), rows * cols, H, W, C, g));
+    int shown = C;
+    auto imgs = displayable(b.images.data(), size_t(rows) * cols, H, W, C, shown);
+    grids.push_back(io::image_grid(imgs.data(), rows * cols, H, W, shown, g));
   }
   int width = label_w + gap, height = head + (grids.empty() ? 0 : grids[0].height);
   for (auto& g : grids) width += g.width + gap;

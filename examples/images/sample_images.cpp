@@ -10,7 +10,7 @@
 using namespace examples;
 
 struct SampleOptions {
-  std::string checkpoint, out = "samples.png", raw, labels, objective, device = "cpu";
+  std::string checkpoint, out = "samples.png", raw, labels, objective, device = "cpu", noise;
   int steps = 128, per_class = 8, interpolate = 0, chunk = 256;
   double guidance = 1.0;
   uint64_t seed = 0;
@@ -37,6 +37,29 @@ static std::vector<int32_t> parse_labels(const std::string& s, int classes) {
   return y;
 }
 
+// Noise [N, H, W, C] (float) from a .npy file or a safetensors file (tensor 'noise' or its only tensor).
+static std::vector<float> read_noise(const std::string& path, int H, int C, int64_t& count) {
+  std::vector<int64_t> shape;
+  std::vector<float> v;
+  std::string where = "--noise " + path;
+  if (data::detail::is_npy_file(path)) {
+    io::NpyArray a = io::read_npy(path);
+    if (!a.is_float()) throw FileError(cat(where, ": noise must be floating point, got ", a.descr));
+    shape = a.shape;
+    v = a.values<float>();
+  } else {
+    io::SafetensorsReader r(path);
+    std::string name = r.contains("noise") ? "noise" : r.tensors().size() == 1 ? r.tensors()[0].name : "";
+    if (name.empty()) throw FileError(where + ": no tensor 'noise' (and not exactly one tensor)");
+    shape = r.info(name).shape;
+    v = r.read<float>(name, true);
+  }
+  if (shape.size() != 4 || shape[1] != H || shape[2] != H || shape[3] != C)
+    throw ShapeError(cat(where, ": noise must be [N, ", H, ", ", H, ", ", C, "] (NHWC), got ", shape_str(shape)));
+  count = shape[0];
+  return v;
+}
+
 static int run(const SampleOptions& o) {
   auto gen = load_generator(o.device, o.checkpoint);
   const nn::DiTConfig& dc = gen->config();
@@ -47,7 +70,20 @@ static int run(const SampleOptions& o) {
   std::vector<int32_t> labels;
   std::vector<float> noise;
   int rows, cols;
-  if (o.interpolate > 0) {
+  if (!o.noise.empty()) {
+    if (o.interpolate > 0) throw ConfigError("--noise and --interpolate exclude each other");
+    int64_t count = 0;
+    noise = read_noise(o.noise, H, C, count);
+    if (!o.labels.empty()) {
+      labels = parse_labels(o.labels, dc.classes);
+      if (int64_t(labels.size()) != count)
+        throw ConfigError(cat("--labels gives ", labels.size(), " labels, --noise holds ", count, " images"));
+    } else {
+      for (int64_t i = 0; i < count; ++i) labels.push_back(int32_t(i % dc.classes));
+    }
+    cols = std::min<int>(int(labels.size()), 16);
+    rows = int((labels.size() + cols - 1) / cols);
+  } else if (o.interpolate > 0) {
     // one strip per class: K interpolation weights between two fixed noises xa, xb
     const int K = o.interpolate;
     rows = dc.classes;
@@ -76,7 +112,9 @@ static int run(const SampleOptions& o) {
   grid.resize(size_t(rows) * cols * n, -1.0f);  // pad a partial last row with black
   io::GridOptions g;
   g.cols = cols;
-  io::Image img = io::image_grid(grid.data(), rows * cols, H, H, C, g);
+  int shown = C;
+  auto display = displayable(grid.data(), size_t(rows) * cols, H, H, C, shown);
+  io::Image img = io::image_grid(display.data(), rows * cols, H, H, shown, g);
   std::string params = cat("steps=", o.steps, " guidance=", o.guidance, " seed=", o.seed, " objective=",
                            sc.objective == Objective::Shortcut ? "shortcut" : "flow",
                            o.interpolate ? cat(" interpolate=", o.interpolate) : std::string(),
@@ -109,6 +147,8 @@ int main(int argc, char** argv) {
   app.add_option("--interpolate", o.interpolate, "K > 0: one strip per class of K noise interpolations n in [0, 1]")
       ->check(CLI::Range(0, 256))->capture_default_str();
   app.add_option("--seed", o.seed, "noise seed")->capture_default_str();
+  app.add_option("--noise", o.noise, "start from this noise instead: a .npy or safetensors file of [N, H, W, C] floats "
+                 "(labels: --labels, or i mod classes)")->check(CLI::ExistingFile);
   app.add_option("--raw", o.raw, "also write the samples as raw float32 NHWC in [-1, 1] (+ a .json sidecar)");
   app.add_option("--objective", o.objective, "override how the model was trained: shortcut or flow (default: from the file)")
       ->check(CLI::IsMember({"shortcut", "flow"}));

@@ -13,10 +13,19 @@ int main(int argc, char** argv) {
   using namespace examples;
   TrainImagesOptions o;
   CLI::App app{"Train a class-conditional DiT shortcut model on MNIST / Fashion-MNIST (IDX files from "
-               "scripts/get-data.sh). Writes <out>/checkpoints/, <out>/metrics.jsonl and <out>/samples/step_N.png "
+               "scripts/get-data.sh) or on any tensor file (--data-file). Writes <out>/checkpoints/, <out>/metrics.jsonl and <out>/samples/step_N.png "
                "(EMA samples at 1, 2, 4, 8, 128 steps; rows are classes)."};
   app.add_option("--dataset", o.dataset, "dataset name")->check(CLI::IsMember(dataset_names()))->capture_default_str();
   app.add_option("--data", o.data, "folder with the four IDX files (default: data/<dataset>)");
+  app.add_option("--data-file", o.data_file, "instead of --dataset: a safetensors or .npy file of images [N, H, W, C] "
+                 "(uint8 scaled to [-1, 1], float taken as is, e.g. latents) with labels [N] (tensor 'labels', or "
+                 "--labels-file); see docs/data.md");
+  app.add_option("--labels-file", o.labels_file, "with --data-file: the labels [N] (integers), a .npy file");
+  app.add_option("--classes", o.classes, "with --data-file: the class count (default: largest label + 1)")
+      ->check(CLI::Range(1, 1 << 24));
+  app.add_option("--init", o.init, "start from these weights (a weights file or checkpoint folder, e.g. from "
+                 "shortcut_torch.convert_dit): its network, a fresh optimizer and warm-up; a missing d_embedder starts "
+                 "at zero output");
   app.add_option("--preset", o.preset, "DiT preset: tiny, small, medium, DiT-S/4, DiT-S, DiT-B, DiT-L, DiT-XL")
       ->capture_default_str();
   app.add_option("--objective", o.objective, "shortcut, or flow for the plain flow-matching baseline")

@@ -14,6 +14,10 @@ struct TrainImagesOptions {
   std::string objective = "shortcut";
   std::string out;   // default out/images/<dataset>-<objective>
   std::string resume;
+  std::string init;         // weights file or checkpoint folder to start from (fine-tuning)
+  std::string data_file;    // safetensors or .npy images [N, H, W, C] instead of --dataset
+  std::string labels_file;  // .npy labels [N] for data_file
+  int classes = 0;          // with data_file: the class count (0: largest label + 1)
   std::string device = "cpu";
   int batch = 64;
   int64_t steps = 6000;
@@ -33,16 +37,54 @@ struct TrainImagesOptions {
   bool quiet = false;
 };
 
+// The model config stored in an --init weights file or checkpoint folder (null when it has none).
+inline nlohmann::json init_config(const std::string& path) {
+  fs::path f = path;
+  if (fs::is_directory(f)) f = fs::exists(f / io::kModelFile) ? f / io::kModelFile : f / io::kEmaFile;
+  if (!fs::exists(f)) throw FileError("--init: " + f.string() + " does not exist");
+  io::SafetensorsReader r(f);
+  return io::detail::file_config(r);
+}
+
 template <class Be>
 int train_images(Be& be, const TrainImagesOptions& o) {
   using Model = ShortcutModel<nn::DiT<Be>>;
-  const std::string dir = o.data.empty() ? "data/" + o.dataset : o.data;
-  const fs::path out = o.out.empty() ? fs::path("out/images") / (o.dataset + "-" + o.objective) : fs::path(o.out);
+  const bool from_file = !o.data_file.empty();
+  const std::string name = from_file ? fs::path(o.data_file).stem().string() : o.dataset;
+  const fs::path out = o.out.empty() ? fs::path("out/images") / (name + "-" + o.objective) : fs::path(o.out);
+  if (!o.init.empty() && !o.resume.empty())
+    throw ConfigError("--init and --resume exclude each other (--resume continues a run, --init starts a new one)");
+  if (!from_file && (!o.labels_file.empty() || o.classes != 0))
+    throw ConfigError("--labels-file and --classes go with --data-file");
   (void)nn::DiTConfig::preset(o.preset);  // an unknown preset fails before the data loads
-  data::ImageDataset train = load_split(dir, "train");
-  nn::DiTConfig dc = nn::DiTConfig::preset(o.preset, train.h, train.c, train.classes);
-  if (train.h != train.w) throw ShapeError(cat("images must be square, got ", train.h, "x", train.w));
+  data::ImageDataset train = from_file ? data::load_tensor_dataset(o.data_file, o.labels_file, o.classes)
+                                       : load_split(o.data.empty() ? "data/" + o.dataset : o.data, "train");
+  if (train.h != train.w)
+    throw ShapeError(cat("images must be square (the DiT's image size is one number), got ", train.h, "x", train.w));
+  nn::DiTConfig dc;
+  const nlohmann::json init_cfg = o.init.empty() ? nlohmann::json() : init_config(o.init);
+  if (!init_cfg.is_null()) {
+    // the network the weights were made for; the data must fit it
+    dc = nn::DiTConfig::from_json(init_cfg);
+    if (dc.image != train.h || dc.channels != train.c)
+      throw ShapeError(cat("--init ", o.init, " holds a DiT for ", dc.image, "x", dc.image, "x", dc.channels,
+                           " images; the data has ", train.h, "x", train.w, "x", train.c));
+    if (train.classes > dc.classes)
+      throw ShapeError(cat("--init ", o.init, " holds a DiT for ", dc.classes, " classes; the data has labels up to ",
+                           train.classes - 1));
+    train.classes = dc.classes;
+  } else {
+    dc = nn::DiTConfig::preset(o.preset, train.h, train.c, train.classes);
+  }
   Model model(be, dc, o.seed);
+  if (!o.init.empty()) {
+    io::InitReport r = io::load_initial_weights(o.init, model.net(), model.arena());
+    std::printf("initial weights: %s (EMA: %s)%s\n", r.weights_file.c_str(), r.ema_file.c_str(),
+                init_cfg.is_null() ? "; the file has no config: the preset's network" : "; its network, --preset ignored");
+    if (!r.zero_initialised.empty())
+      std::printf("the file has no d_embedder: %zu tensors zero-initialised (output layer zero, so the model starts "
+                  "as the file's at every step size)\n", r.zero_initialised.size());
+  }
 
   ShortcutConfig sc;
   sc.objective = o.objective == "flow" ? Objective::FlowMatching : Objective::Shortcut;
@@ -70,13 +112,14 @@ int train_images(Be& be, const TrainImagesOptions& o) {
   }
   std::printf("%s on %s (%d images %dx%dx%d, %d classes), DiT preset %s: D %d, depth %d, heads %d, patch %d, "
               "%.2fM parameters; batch %d, %lld steps, device %s\n",
-              o.objective.c_str(), o.dataset.c_str(), train.n, train.h, train.w, train.c, train.classes,
+              o.objective.c_str(), name.c_str(), train.n, train.h, train.w, train.c, train.classes,
               o.preset.c_str(), dc.hidden, dc.depth, dc.heads, dc.patch, model.net().layout().count() / 1e6, o.batch,
               (long long)o.steps, o.device.c_str());
   fs::create_directories(out / "samples");
   data::ImageBatcher batcher(train);
-  const auto labels = class_rows(train.classes, o.per_class);
-  const auto names = class_names(o.dataset);
+  const int grid_classes = std::min(train.classes, 10);  // grid rows: the first ten classes at most
+  const auto labels = class_rows(grid_classes, o.per_class);
+  const auto names = class_names(from_file ? "" : o.dataset, grid_classes);
   auto write_grid = [&](int64_t step) {
     std::vector<Block> blocks;
     for (int N : grid_steps()) {
@@ -85,10 +128,10 @@ int train_images(Be& be, const TrainImagesOptions& o) {
       auto imgs = generate(model, sc, labels, s, o.seed + 777, 0);
       blocks.push_back({cat(N, N == 1 ? " STEP" : " STEPS"), std::vector<float>(imgs.begin(), imgs.end())});
     }
-    io::Image img = compose_blocks(blocks, train.classes, o.per_class, train.h, train.w, train.c, names);
+    io::Image img = compose_blocks(blocks, grid_classes, o.per_class, train.h, train.w, train.c, names);
     fs::path p = out / "samples" / cat("step_", step, ".png");
     io::write_png(p, img,
-                  {{"Title", cat(o.objective, " model on ", o.dataset, ", EMA samples at 1, 2, 4, 8, 128 steps")},
+                  {{"Title", cat(o.objective, " model on ", name, ", EMA samples at 1, 2, 4, 8, 128 steps")},
                    {"Comment", cat("training step ", step, ", guidance ", o.guidance, ", preset ", o.preset,
                                    ", seed ", o.seed, "; rows are classes")}});
     if (!o.quiet) std::fprintf(stderr, "\nwrote %s\n", p.c_str());

@@ -15,7 +15,6 @@
 #include <nlohmann/json.hpp>
 
 #include <charconv>
-#include <concepts>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "shortcut/core/arena.hpp"
+#include "shortcut/core/concepts.hpp"
 #include "shortcut/io/safetensors.hpp"
 
 namespace shortcut::io {
@@ -387,11 +387,7 @@ TrainState load_checkpoint(const std::filesystem::path& dir, ParamArena<Be>& are
 
 // ---- network-level conveniences -----------------------------------------------------------------
 
-template <class Net>
-concept NamedNetwork = requires(const Net& n) {
-  { n.layout() } -> std::convertible_to<const ParamLayout&>;
-  { n.config_json() } -> std::convertible_to<nlohmann::json>;
-};
+// The functions below take any shortcut::NamedNetwork (core/concepts.hpp): layout() and config_json().
 
 // The fixed tensors a network writes beside its weights: the DiT's pos_embed [1, T, D]; none for
 // networks without one.
@@ -450,6 +446,102 @@ void load_sampling_weights(const std::filesystem::path& path_or_dir, const Net& 
   const nlohmann::json cfg = net.config_json();
   arena.from_host(into, load_sampling_weights<typename ParamArena<Be>::T>(path_or_dir, arena.layout(), &cfg,
                                                                           fixed_tensors(net), opt));
+}
+
+// ---- starting weights for fine-tuning -----------------------------------------------------------
+
+// What load_initial_weights read, and what it filled in itself.
+struct InitReport {
+  std::filesystem::path weights_file;  // into Role::Param
+  std::filesystem::path ema_file;      // into Role::Ema (the same file when there is only one)
+  std::vector<std::string> zero_initialised;  // d_embedder tensors the file lacked
+  int64_t step = 0;                           // the file's training step (0 when it has none)
+};
+
+namespace detail {
+// Reads one weights file into a copy of `base` (the arena's current values, layout order). A file
+// that lacks every d_embedder tensor (weights of a DiT without step-size conditioning) is accepted:
+// the d_embedder keeps its values from `base` except its output layer, which is set to zero, so the
+// loaded model computes what the file's model computed, at every step index.
+template <class T>
+std::vector<T> read_initial(const std::filesystem::path& file, const ParamLayout& L, const std::vector<T>& base,
+                            const nlohmann::json& cfg, const std::vector<FixedTensor>& fixed, const LoadOptions& opt,
+                            std::vector<std::string>& zeroed, int64_t& step) {
+  SafetensorsReader r(file);
+  check_config(r, &cfg, opt);
+  step = r.metadata("step") ? parse_number<int64_t>(r, "step", false, 0) : 0;
+  const std::string prefix = "d_embedder.";
+  std::vector<const ParamInfo*> d_missing;
+  size_t d_total = 0;
+  for (auto& p : L.entries())
+    if (p.name.rfind(prefix, 0) == 0) {
+      ++d_total;
+      if (!r.contains(p.name)) d_missing.push_back(&p);
+    }
+  if (d_missing.empty()) {
+    zeroed.clear();
+    return std::move(read_groups<T>(r, L, {""}, fixed, opt)[0]);
+  }
+  if (d_missing.size() != d_total) {
+    std::vector<std::string> names;
+    for (auto* p : d_missing) names.push_back(p->name);
+    file_fail(file, name_list(names, "missing tensor") + " (the file has part of a d_embedder)");
+  }
+  ParamLayout sub;
+  for (auto& p : L.entries())
+    if (p.name.rfind(prefix, 0) != 0) sub.add(p.name, p.shape, p.init, p.fan_in, p.fan_out);
+  std::vector<T> got = std::move(read_groups<T>(r, sub, {""}, fixed, opt)[0]);
+  std::vector<T> out = base;
+  for (auto& p : sub.entries()) std::copy_n(got.begin() + long(p.offset), p.size, out.begin() + long(L.at(p.name).offset));
+  zeroed.clear();
+  for (auto* p : d_missing) {
+    zeroed.push_back(p->name);
+    if (p->name.rfind(prefix + "mlp.2.", 0) == 0) std::fill_n(out.begin() + long(p->offset), p->size, T(0));
+  }
+  return out;
+}
+}  // namespace detail
+
+// The starting point of a fine-tuning run (train_images --init): a weights file, or a checkpoint
+// folder (its model.safetensors into Role::Param and its ema.safetensors into Role::Ema; either one
+// for both when the other is missing; no optimizer state is read: the run starts at step 0 with a
+// fresh optimizer and its learning-rate warm-up). Tensors are matched by name and shape; a missing
+// d_embedder (weights of a DiT without step-size conditioning, e.g. facebookresearch/DiT's) keeps the
+// network's fresh initialisation with a zero output layer and is reported; anything else missing or
+// extra is a FileError. A file with a config must agree with the network's.
+template <NamedNetwork Net, class Be>
+InitReport load_initial_weights(const std::filesystem::path& path_or_dir, const Net& net, ParamArena<Be>& arena,
+                                const LoadOptions& opt = {}) {
+  namespace fs = std::filesystem;
+  using T = typename ParamArena<Be>::T;
+  detail::check_same_layout(net, arena);
+  std::error_code ec;
+  if (!fs::exists(path_or_dir, ec)) throw FileError("initial weights " + detail::quote(path_or_dir) + " do not exist");
+  InitReport rep;
+  if (fs::is_directory(path_or_dir, ec)) {
+    const fs::path m = path_or_dir / kModelFile, e = path_or_dir / kEmaFile;
+    const bool hm = fs::exists(m, ec), he = fs::exists(e, ec);
+    if (!hm && !he)
+      throw FileError("folder " + detail::quote(path_or_dir) + " has neither " + kModelFile + " nor " + kEmaFile +
+                      " (is it a checkpoint folder?)");
+    rep.weights_file = hm ? m : e;
+    rep.ema_file = he ? e : m;
+  } else {
+    rep.weights_file = rep.ema_file = path_or_dir;
+  }
+  const nlohmann::json cfg = net.config_json();
+  const auto fixed = fixed_tensors(net);
+  const std::vector<T> base = arena.to_host(Role::Param);
+  int64_t step = 0;
+  std::vector<std::string> z2;
+  std::vector<T> w = detail::read_initial<T>(rep.weights_file, arena.layout(), base, cfg, fixed, opt,
+                                             rep.zero_initialised, rep.step);
+  std::vector<T> e = rep.ema_file == rep.weights_file
+                         ? w
+                         : detail::read_initial<T>(rep.ema_file, arena.layout(), base, cfg, fixed, opt, z2, step);
+  arena.from_host(Role::Param, w);
+  arena.from_host(Role::Ema, e);
+  return rep;
 }
 
 }  // namespace shortcut::io
