@@ -54,7 +54,7 @@ template <class T>
 __global__ void ln_modulate_backward_kernel(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const float* mean,
                                             const float* rstd, const T* scale, int mod_stride, int Tn, int D,
                                             int chunks, int rows_per_chunk) {
-  extern __shared__ float sm[];  // [4][rows_per_chunk]: mean, rstd, mean_j(dxh), mean_j(dxh xhat)
+  SHORTCUT_DYNAMIC_SMEM(float, sm);  // [4][rows_per_chunk]: mean, rstd, mean_j(dxh), mean_j(dxh xhat)
   float* s_mean = sm;
   float* s_rstd = sm + rows_per_chunk;
   float* s_a = sm + 2 * rows_per_chunk;
@@ -171,9 +171,7 @@ void ln_modulate_forward(T* out, float* mean, float* rstd, const T* x, const T* 
   const size_t rows = size_t(B) * Tn;
   if (!rows || D <= 0) return;
   const size_t blocks = (rows + kAdaWarps - 1) / kAdaWarps;
-  ln_modulate_forward_kernel<<<unsigned(blocks), kThreads, 0, s>>>(out, mean, rstd, x, shift, scale, mod_stride, rows,
-                                                                   Tn, D, eps);
-  SHORTCUT_CUDA_CHECK_LAUNCH("ln_modulate_forward_kernel");
+  launch("ln_modulate_forward_kernel", ln_modulate_forward_kernel<T>, unsigned(blocks), kThreads, 0, s, out, mean, rstd, x, shift, scale, mod_stride, rows, Tn, D, eps);
 }
 template <class T>
 void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const float* mean, const float* rstd,
@@ -181,25 +179,20 @@ void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x
   if (B <= 0 || Tn <= 0 || D <= 0) return;
   const TokenChunks c = token_chunks(B, Tn, num_sms);
   const size_t smem = 4 * size_t(c.rows_per_chunk) * sizeof(float);
-  ln_modulate_backward_kernel<<<unsigned(size_t(B) * c.chunks), kThreads, smem, s>>>(
-      dx, dshift, dscale, dout, x, mean, rstd, scale, mod_stride, Tn, D, c.chunks, c.rows_per_chunk);
-  SHORTCUT_CUDA_CHECK_LAUNCH("ln_modulate_backward_kernel");
+  launch("ln_modulate_backward_kernel", ln_modulate_backward_kernel<T>, unsigned(size_t(B) * c.chunks), kThreads, smem, s, dx, dshift, dscale, dout, x, mean, rstd, scale, mod_stride, Tn, D, c.chunks, c.rows_per_chunk);
 }
 template <class T>
 void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int B, int Tn, int D, cudaStream_t s) {
   const size_t total = size_t(B) * Tn * D;
   if (!total) return;
-  gated_residual_forward_kernel<<<blocks_for(total), kThreads, 0, s>>>(x, gate, y, mod_stride, Tn, D, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("gated_residual_forward_kernel");
+  launch("gated_residual_forward_kernel", gated_residual_forward_kernel<T>, blocks_for(total), kThreads, 0, s, x, gate, y, mod_stride, Tn, D, total);
 }
 template <class T>
 void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B, int Tn,
                              int D, int num_sms, cudaStream_t s) {
   if (B <= 0 || Tn <= 0 || D <= 0) return;
   const TokenChunks c = token_chunks(B, Tn, num_sms);
-  gated_residual_backward_kernel<<<unsigned(size_t(B) * c.chunks), kThreads, 0, s>>>(
-      dy, dgate, dx, gate, y, mod_stride, Tn, D, c.chunks, c.rows_per_chunk);
-  SHORTCUT_CUDA_CHECK_LAUNCH("gated_residual_backward_kernel");
+  launch("gated_residual_backward_kernel", gated_residual_backward_kernel<T>, unsigned(size_t(B) * c.chunks), kThreads, 0, s, dy, dgate, dx, gate, y, mod_stride, Tn, D, c.chunks, c.rows_per_chunk);
 }
 
 }  // namespace shortcut::kernels

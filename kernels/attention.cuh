@@ -68,7 +68,7 @@ __global__ void __launch_bounds__(kThreads)
     attention_forward_kernel(T* out, float* lse, const T* qkv, int Tn, int H, float scale, int qtiles) {
   static_assert(BR % 16 == 0 && BC % 16 == 0, "tiles are multiples of the 16 x 16 thread grid");
   constexpr int RI = BR / 16, CJ = BC / 16, DJ = (HD + 15) / 16;
-  extern __shared__ float smem[];
+  SHORTCUT_DYNAMIC_SMEM(float, smem);
   float* Qt = smem;                // [HD][BR+1]  queries of this block, transposed
   float* Kt = Qt + HD * (BR + 1);  // [HD][BC+1]  current key tile, transposed
   float* Vs = Kt + HD * (BC + 1);  // [BC][HD]    current value tile
@@ -194,7 +194,7 @@ __global__ void __launch_bounds__(kThreads)
   static_assert(BR % 16 == 0 && BC % 16 == 0, "tiles are multiples of the 16 x 16 thread grid");
   // RI: query rows per thread; CJ: keys per thread as columns of S; CI: keys per thread as rows of dK, dV
   constexpr int RI = BR / 16, CI = BC / 16, CJ = BC / 16, DJ = (HD + 15) / 16, NW = kThreads / 32;
-  extern __shared__ float smem[];
+  SHORTCUT_DYNAMIC_SMEM(float, smem);
   float* Kt = smem;                 // [HD][BC+1]  this block's keys, transposed
   float* Vt = Kt + HD * (BC + 1);   // [HD][BC+1]  this block's values, transposed
   float* Qt = Vt + HD * (BC + 1);   // [HD][BR+1]  current query tile, transposed
@@ -382,8 +382,7 @@ void attention_forward_hd(T* out, float* lse, const T* qkv, int B, int Tn, int H
   auto kernel = attention_forward_kernel<HD, BR, BC, T>;
   attention_allow_smem(kernel, smem);
   const int qtiles = ceil_div(Tn, BR);
-  kernel<<<unsigned(size_t(B) * H * qtiles), kThreads, smem, s>>>(out, lse, qkv, Tn, H, scale, qtiles);
-  SHORTCUT_CUDA_CHECK_LAUNCH("attention_forward_kernel");
+  launch("attention_forward_kernel", kernel, unsigned(size_t(B) * H * qtiles), kThreads, smem, s, out, lse, qkv, Tn, H, scale, qtiles);
 }
 
 template <int HD, class T>
@@ -392,13 +391,11 @@ void attention_backward_hd(T* dqkv, const T* dout, const T* qkv, const T* out, c
   constexpr int BR = AttnTiles<HD>::kBwdBR, BC = AttnTiles<HD>::kBwdBC;
   constexpr size_t smem = kAttnBwdSmemFloats<HD, BR, BC> * sizeof(float);
   const size_t rows = size_t(B) * Tn;
-  zero_q_columns_kernel<<<blocks_for(rows * H * HD), kThreads, 0, s>>>(dqkv, rows, H * HD);
-  SHORTCUT_CUDA_CHECK_LAUNCH("zero_q_columns_kernel");
+  launch("zero_q_columns_kernel", zero_q_columns_kernel<T>, blocks_for(rows * H * HD), kThreads, 0, s, dqkv, rows, H * HD);
   auto kernel = attention_backward_kernel<HD, BR, BC, T>;
   attention_allow_smem(kernel, smem);
   const int ktiles = ceil_div(Tn, BC);
-  kernel<<<unsigned(size_t(B) * H * ktiles), kThreads, smem, s>>>(dqkv, dout, qkv, out, lse, Tn, H, scale, ktiles);
-  SHORTCUT_CUDA_CHECK_LAUNCH("attention_backward_kernel");
+  launch("attention_backward_kernel", kernel, unsigned(size_t(B) * H * ktiles), kThreads, smem, s, dqkv, dout, qkv, out, lse, Tn, H, scale, ktiles);
 }
 
 inline void attention_check_head_dim(int hd) {

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "kernels/launch.cuh"
 #include "shortcut/cuda/check.hpp"
 
 namespace shortcut::kernels {

@@ -85,57 +85,48 @@ __global__ void cfg_combine_kernel(T* out, const T* vc, const T* vu, float w, si
 template <class T>
 void fill(T* p, T v, size_t n, cudaStream_t s) {
   if (!n) return;
-  fill_kernel<<<blocks_for(n), kThreads, 0, s>>>(p, v, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("fill_kernel");
+  launch("fill_kernel", fill_kernel<T>, blocks_for(n), kThreads, 0, s, p, v, n);
 }
 template <class T>
 void gelu_forward(T* out, const T* in, size_t n, cudaStream_t s) {
   if (!n) return;
-  gelu_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, in, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("gelu_forward_kernel");
+  launch("gelu_forward_kernel", gelu_forward_kernel<T>, blocks_for(n), kThreads, 0, s, out, in, n);
 }
 template <class T>
 void gelu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s) {
   if (!n) return;
-  gelu_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(din, dout, in, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("gelu_backward_kernel");
+  launch("gelu_backward_kernel", gelu_backward_kernel<T>, blocks_for(n), kThreads, 0, s, din, dout, in, n);
 }
 template <class T>
 void silu_forward(T* out, const T* in, size_t n, cudaStream_t s) {
   if (!n) return;
-  silu_forward_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, in, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("silu_forward_kernel");
+  launch("silu_forward_kernel", silu_forward_kernel<T>, blocks_for(n), kThreads, 0, s, out, in, n);
 }
 template <class T>
 void silu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s) {
   if (!n) return;
-  silu_backward_kernel<<<blocks_for(n), kThreads, 0, s>>>(din, dout, in, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("silu_backward_kernel");
+  launch("silu_backward_kernel", silu_backward_kernel<T>, blocks_for(n), kThreads, 0, s, din, dout, in, n);
 }
 template <class T>
 void add_inplace(T* y, const T* x, size_t n, cudaStream_t s) {
   if (!n) return;
-  add_inplace_kernel<<<blocks_for(n), kThreads, 0, s>>>(y, x, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("add_inplace_kernel");
+  launch("add_inplace_kernel", add_inplace_kernel<T>, blocks_for(n), kThreads, 0, s, y, x, n);
 }
 template <class T>
 void axpy(T* y, float a, const T* x, size_t n, cudaStream_t s) {
   if (!n) return;
-  axpy_kernel<<<blocks_for(n), kThreads, 0, s>>>(y, a, x, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("axpy_kernel");
+  launch("axpy_kernel", axpy_kernel<T>, blocks_for(n), kThreads, 0, s, y, a, x, n);
 }
 template <class T>
 void add_rows(T* x, const T* row, int B, int R, cudaStream_t s) {
   const size_t total = size_t(B) * size_t(R);
   if (!total) return;
-  add_rows_kernel<<<blocks_for(total), kThreads, 0, s>>>(x, row, total, size_t(R));
-  SHORTCUT_CUDA_CHECK_LAUNCH("add_rows_kernel");
+  launch("add_rows_kernel", add_rows_kernel<T>, blocks_for(total), kThreads, 0, s, x, row, total, size_t(R));
 }
 template <class T>
 void cfg_combine(T* out, const T* vc, const T* vu, float w, size_t n, cudaStream_t s) {
   if (!n) return;
-  cfg_combine_kernel<<<blocks_for(n), kThreads, 0, s>>>(out, vc, vu, w, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("cfg_combine_kernel");
+  launch("cfg_combine_kernel", cfg_combine_kernel<T>, blocks_for(n), kThreads, 0, s, out, vc, vu, w, n);
 }
 
 }  // namespace shortcut::kernels

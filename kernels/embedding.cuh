@@ -89,22 +89,19 @@ template <class T>
 void timestep_embedding(T* out, const T* values, int B, int dim, cudaStream_t s) {
   const size_t total = size_t(B) * (dim / 2);
   if (!total) return;
-  timestep_embedding_kernel<<<blocks_for(total), kThreads, 0, s>>>(out, values, B, dim);
-  SHORTCUT_CUDA_CHECK_LAUNCH("timestep_embedding_kernel");
+  launch("timestep_embedding_kernel", timestep_embedding_kernel<T>, blocks_for(total), kThreads, 0, s, out, values, B, dim);
 }
 template <class T>
 void embedding_forward(T* out, const T* table, const int32_t* ids, int B, int D, cudaStream_t s) {
   const size_t total = size_t(B) * D;
   if (!total) return;
-  embedding_forward_kernel<<<blocks_for(total), kThreads, 0, s>>>(out, table, ids, B, D);
-  SHORTCUT_CUDA_CHECK_LAUNCH("embedding_forward_kernel");
+  launch("embedding_forward_kernel", embedding_forward_kernel<T>, blocks_for(total), kThreads, 0, s, out, table, ids, B, D);
 }
 template <class T>
 void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int B, int D, cudaStream_t s) {
   const size_t total = size_t(B) * D;
   if (!total) return;
-  embedding_backward_kernel<<<blocks_for(total), kThreads, 0, s>>>(dtable, dout, ids, B, D);
-  SHORTCUT_CUDA_CHECK_LAUNCH("embedding_backward_kernel");
+  launch("embedding_backward_kernel", embedding_backward_kernel<T>, blocks_for(total), kThreads, 0, s, dtable, dout, ids, B, D);
 }
 inline PatchGeom patch_geom(int B, int H, int W, int C, int p, bool channel_major) {
   return PatchGeom{B, H, W, C, p, H / p, W / p, channel_major};
@@ -114,16 +111,14 @@ void patch_gather(T* tokens, const T* img, int B, int H, int W, int C, int p, bo
   const PatchGeom g = patch_geom(B, H, W, C, p, channel_major);
   const size_t total = size_t(B) * g.G * g.Gw * p * p * C;
   if (!total) return;
-  patch_gather_kernel<<<blocks_for(total), kThreads, 0, s>>>(tokens, img, g);
-  SHORTCUT_CUDA_CHECK_LAUNCH("patch_gather_kernel");
+  launch("patch_gather_kernel", patch_gather_kernel<T>, blocks_for(total), kThreads, 0, s, tokens, img, g);
 }
 template <class T>
 void patch_scatter(T* img, const T* tokens, int B, int H, int W, int C, int p, bool channel_major, cudaStream_t s) {
   const PatchGeom g = patch_geom(B, H, W, C, p, channel_major);
   const size_t total = size_t(B) * g.G * g.Gw * p * p * C;
   if (!total) return;
-  patch_scatter_kernel<<<blocks_for(total), kThreads, 0, s>>>(img, tokens, g);
-  SHORTCUT_CUDA_CHECK_LAUNCH("patch_scatter_kernel");
+  launch("patch_scatter_kernel", patch_scatter_kernel<T>, blocks_for(total), kThreads, 0, s, img, tokens, g);
 }
 
 }  // namespace shortcut::kernels

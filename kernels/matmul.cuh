@@ -50,8 +50,7 @@ void column_sum_add(T* db, const T* dout, int N, int O, int num_sms, cudaStream_
   int rows = ceil_div(N, slices);
   rows = rows < 32 ? 32 : rows;                                   // not fewer than 32 rows per slice
   slices = ceil_div(N, rows);
-  column_sum_add_kernel<<<dim3(col_blocks, slices), kThreads, 0, s>>>(db, dout, N, O, rows);
-  SHORTCUT_CUDA_CHECK_LAUNCH("column_sum_add_kernel");
+  launch("column_sum_add_kernel", column_sum_add_kernel<T>, dim3(col_blocks, slices), kThreads, 0, s, db, dout, N, O, rows);
 }
 
 // C (column-major m x n, ldc) = alpha op(A) op(B) + beta C, storage T, compute `ct`.

@@ -35,13 +35,11 @@ __global__ void ema_update_kernel(float* ema, const float* p, float tau, size_t 
 inline void adamw_step(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2, float eps,
                        float wd, float c1, float c2, cudaStream_t s) {
   if (!n) return;
-  adamw_step_kernel<<<blocks_for(n), kThreads, 0, s>>>(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2);
-  SHORTCUT_CUDA_CHECK_LAUNCH("adamw_step_kernel");
+  launch("adamw_step_kernel", adamw_step_kernel<>, blocks_for(n), kThreads, 0, s, p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2);
 }
 inline void ema_update(float* ema, const float* p, float tau, size_t n, cudaStream_t s) {
   if (!n) return;
-  ema_update_kernel<<<blocks_for(n), kThreads, 0, s>>>(ema, p, tau, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("ema_update_kernel");
+  launch("ema_update_kernel", ema_update_kernel<>, blocks_for(n), kThreads, 0, s, ema, p, tau, n);
 }
 
 }  // namespace shortcut::kernels

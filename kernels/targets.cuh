@@ -82,38 +82,33 @@ __global__ void mse_loss_kernel(T* grad, float* row_loss, const T* pred, const T
 template <class T>
 void normal(T* x0, size_t n, uint64_t seed, uint64_t rng_stream, cudaStream_t s) {
   if (!n) return;
-  normal_kernel<<<blocks_for(n), kThreads, 0, s>>>(x0, n, seed, rng_stream);
-  SHORTCUT_CUDA_CHECK_LAUNCH("normal_kernel");
+  launch("normal_kernel", normal_kernel<T>, blocks_for(n), kThreads, 0, s, x0, n, seed, rng_stream);
 }
 template <class T>
 void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n, cudaStream_t s) {
   const size_t total = size_t(rows) * n;
   if (!total) return;
-  flow_rows_kernel<<<blocks_for(total), kThreads, 0, s>>>(xt, target, x1, x0, t, rows, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("flow_rows_kernel");
+  launch("flow_rows_kernel", flow_rows_kernel<T>, blocks_for(total), kThreads, 0, s, xt, target, x1, x0, t, rows, n);
 }
 template <class T>
 void bootstrap_half_step(T* x2, T* v1, const T* x, const T* vc, const T* vu, int n_cfg, float w, const T* hd, int rows,
                          int n, float clip, cudaStream_t s) {
   const size_t total = size_t(rows) * n;
   if (!total) return;
-  bootstrap_half_step_kernel<<<blocks_for(total), kThreads, 0, s>>>(x2, v1, x, vc, vu, n_cfg, w, hd, rows, n, clip);
-  SHORTCUT_CUDA_CHECK_LAUNCH("bootstrap_half_step_kernel");
+  launch("bootstrap_half_step_kernel", bootstrap_half_step_kernel<T>, blocks_for(total), kThreads, 0, s, x2, v1, x, vc, vu, n_cfg, w, hd, rows, n, clip);
 }
 template <class T>
 void bootstrap_target(T* target, const T* v1, const T* vc, const T* vu, int n_cfg, float w, int rows, int n, float clip,
                       cudaStream_t s) {
   const size_t total = size_t(rows) * n;
   if (!total) return;
-  bootstrap_target_kernel<<<blocks_for(total), kThreads, 0, s>>>(target, v1, vc, vu, n_cfg, w, rows, n, clip);
-  SHORTCUT_CUDA_CHECK_LAUNCH("bootstrap_target_kernel");
+  launch("bootstrap_target_kernel", bootstrap_target_kernel<T>, blocks_for(total), kThreads, 0, s, target, v1, vc, vu, n_cfg, w, rows, n, clip);
 }
 template <class T>
 void mse_loss(T* grad, float* row_loss, const T* pred, const T* target, int rows, int n, float grad_scale,
               cudaStream_t s) {
   if (rows <= 0 || n <= 0) return;
-  mse_loss_kernel<<<unsigned(rows), kThreads, 0, s>>>(grad, row_loss, pred, target, n, grad_scale);
-  SHORTCUT_CUDA_CHECK_LAUNCH("mse_loss_kernel");
+  launch("mse_loss_kernel", mse_loss_kernel<T>, unsigned(rows), kThreads, 0, s, grad, row_loss, pred, target, n, grad_scale);
 }
 
 }  // namespace shortcut::kernels

@@ -30,6 +30,7 @@
 namespace shortcut::bench::unfused {
 
 using kernels::blocks_for;
+using kernels::launch;
 using kernels::global_thread;
 using kernels::grid_threads;
 using kernels::kThreads;
@@ -216,8 +217,7 @@ __global__ void token_sum_add_kernel(T* dst, const T* a, int mod_stride, int Tn,
 // ==== launch helpers ==============================================================================
 inline void token_sum_add(float* dst, const float* a, int mod_stride, int B, int Tn, int D, cudaStream_t s) {
   const dim3 grid(unsigned(kernels::ceil_div(D, kThreads)), unsigned(B));
-  token_sum_add_kernel<<<grid, kThreads, 0, s>>>(dst, a, mod_stride, Tn, D);
-  SHORTCUT_CUDA_CHECK_LAUNCH("token_sum_add_kernel");
+  launch("token_sum_add_kernel", token_sum_add_kernel<float>, grid, kThreads, 0, s, dst, a, mod_stride, Tn, D);
 }
 
 // C = alpha op(A) op(B) + beta C for `batch` column-major matrices at the given strides (full fp32).
@@ -260,8 +260,7 @@ inline void attention_forward(cublasHandle_t cb, cudaStream_t s, float* out, flo
   const int D = H * hd;
   const size_t rows = size_t(B) * H * Tn;
   attention_logits(cb, work, qkv, scale, B, Tn, H, hd);
-  softmax_rows_kernel<<<warp_row_blocks(rows), kThreads, 0, s>>>(work, lse, rows, Tn);
-  SHORTCUT_CUDA_CHECK_LAUNCH("softmax_rows_kernel");
+  launch("softmax_rows_kernel", softmax_rows_kernel<float>, warp_row_blocks(rows), kThreads, 0, s, work, lse, rows, Tn);
   // O = P V  (O^T = V^T P^T)
   const long long sx = 3LL * Tn * D, sp = (long long)H * Tn * Tn, so = (long long)Tn * D;
   for (int h = 0; h < H; ++h)
@@ -283,8 +282,7 @@ inline void attention_backward(cublasHandle_t cb, cudaStream_t s, float* dqkv, c
   float* d = dS + total;
   const long long sx = 3LL * Tn * D, sp = (long long)H * Tn * Tn, so = (long long)Tn * D;
   attention_logits(cb, P, qkv, scale, B, Tn, H, hd);
-  exp_sub_rows_kernel<<<blocks_for(total), kThreads, 0, s>>>(P, lse, total, Tn);
-  SHORTCUT_CUDA_CHECK_LAUNCH("exp_sub_rows_kernel");
+  launch("exp_sub_rows_kernel", exp_sub_rows_kernel<float>, blocks_for(total), kThreads, 0, s, P, lse, total, Tn);
   for (int h = 0; h < H; ++h) {  // dV = P^T dO  (dV^T = dO^T P)
     const size_t c = size_t(h) * hd;
     gemm_strided(cb, CUBLAS_OP_N, CUBLAS_OP_T, hd, Tn, Tn, 1.f, dout + c, D, so, P + size_t(h) * Tn * Tn, Tn, sp, 0.f,
@@ -295,10 +293,8 @@ inline void attention_backward(cublasHandle_t cb, cudaStream_t s, float* dqkv, c
     gemm_strided(cb, CUBLAS_OP_T, CUBLAS_OP_N, Tn, Tn, hd, 1.f, qkv + 2 * D + c, 3 * D, sx, dout + c, D, so, 0.f,
                  dS + size_t(h) * Tn * Tn, Tn, sp, B);
   }
-  head_row_dot_kernel<<<warp_row_blocks(rows), kThreads, 0, s>>>(d, dout, out, rows, Tn, H, hd);
-  SHORTCUT_CUDA_CHECK_LAUNCH("head_row_dot_kernel");
-  softmax_grad_kernel<<<blocks_for(total), kThreads, 0, s>>>(dS, P, d, total, Tn);
-  SHORTCUT_CUDA_CHECK_LAUNCH("softmax_grad_kernel");
+  launch("head_row_dot_kernel", head_row_dot_kernel<float>, warp_row_blocks(rows), kThreads, 0, s, d, dout, out, rows, Tn, H, hd);
+  launch("softmax_grad_kernel", softmax_grad_kernel<float>, blocks_for(total), kThreads, 0, s, dS, P, d, total, Tn);
   for (int h = 0; h < H; ++h) {  // dQ = scale dS K  (dQ^T = scale K^T dS^T)
     const size_t c = size_t(h) * hd;
     gemm_strided(cb, CUBLAS_OP_N, CUBLAS_OP_N, hd, Tn, Tn, scale, qkv + D + c, 3 * D, sx, dS + size_t(h) * Tn * Tn, Tn,
@@ -326,10 +322,8 @@ inline void ln_modulate_forward(cudaStream_t s, float* out, float* mean, float* 
                                 float eps, float* work) {
   const size_t rows = size_t(B) * Tn, total = rows * D;
   if (!total) return;
-  layernorm_kernel<<<warp_row_blocks(rows), kThreads, 0, s>>>(work, mean, rstd, x, rows, D, eps);
-  SHORTCUT_CUDA_CHECK_LAUNCH("layernorm_kernel");
-  modulate_kernel<<<blocks_for(total), kThreads, 0, s>>>(out, work, shift, scale, mod_stride, Tn, D, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("modulate_kernel");
+  launch("layernorm_kernel", layernorm_kernel<float>, warp_row_blocks(rows), kThreads, 0, s, work, mean, rstd, x, rows, D, eps);
+  launch("modulate_kernel", modulate_kernel<float>, blocks_for(total), kThreads, 0, s, out, work, shift, scale, mod_stride, Tn, D, total);
 }
 
 // dx += d/dx; dshift += sum_t dout; dscale += sum_t dout xhat. Seven kernels: xhat recomputed from
@@ -344,18 +338,13 @@ inline void ln_modulate_backward(cudaStream_t s, float* dx, float* dshift, float
   float* tmp = work + total;
   float* s1 = tmp + total;
   float* s2 = s1 + rows;
-  normalize_kernel<<<blocks_for(total), kThreads, 0, s>>>(xhat, x, mean, rstd, D, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("normalize_kernel");
+  launch("normalize_kernel", normalize_kernel<float>, blocks_for(total), kThreads, 0, s, xhat, x, mean, rstd, D, total);
   token_sum_add(dshift, dout, mod_stride, B, Tn, D, s);
-  mul_kernel<<<blocks_for(total), kThreads, 0, s>>>(tmp, dout, xhat, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("mul_kernel");
+  launch("mul_kernel", mul_kernel<float>, blocks_for(total), kThreads, 0, s, tmp, dout, xhat, total);
   token_sum_add(dscale, tmp, mod_stride, B, Tn, D, s);
-  modulate_grad_kernel<<<blocks_for(total), kThreads, 0, s>>>(tmp, dout, scale, mod_stride, Tn, D, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("modulate_grad_kernel");
-  layernorm_row_sums_kernel<<<warp_row_blocks(rows), kThreads, 0, s>>>(s1, s2, tmp, xhat, rows, D);
-  SHORTCUT_CUDA_CHECK_LAUNCH("layernorm_row_sums_kernel");
-  layernorm_dx_kernel<<<blocks_for(total), kThreads, 0, s>>>(dx, tmp, xhat, rstd, s1, s2, D, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("layernorm_dx_kernel");
+  launch("modulate_grad_kernel", modulate_grad_kernel<float>, blocks_for(total), kThreads, 0, s, tmp, dout, scale, mod_stride, Tn, D, total);
+  launch("layernorm_row_sums_kernel", layernorm_row_sums_kernel<float>, warp_row_blocks(rows), kThreads, 0, s, s1, s2, tmp, xhat, rows, D);
+  launch("layernorm_dx_kernel", layernorm_dx_kernel<float>, blocks_for(total), kThreads, 0, s, dx, tmp, xhat, rstd, s1, s2, D, total);
 }
 
 // workspace floats (forward and backward): one [B,T,D] temporary
@@ -366,10 +355,8 @@ inline void gated_residual_forward(cudaStream_t s, float* x, const float* gate, 
                                    int Tn, int D, float* work) {
   const size_t total = size_t(B) * Tn * D;
   if (!total) return;
-  mul_rows_kernel<<<blocks_for(total), kThreads, 0, s>>>(work, gate, y, mod_stride, Tn, D, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("mul_rows_kernel");
-  add_kernel<<<blocks_for(total), kThreads, 0, s>>>(x, work, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("add_kernel");
+  launch("mul_rows_kernel", mul_rows_kernel<float>, blocks_for(total), kThreads, 0, s, work, gate, y, mod_stride, Tn, D, total);
+  launch("add_kernel", add_kernel<float>, blocks_for(total), kThreads, 0, s, x, work, total);
 }
 
 // dy = gate dx (overwrite); dgate += sum_t dx y: three kernels (gate * dx, dx * y, token sum)
@@ -377,10 +364,8 @@ inline void gated_residual_backward(cudaStream_t s, float* dy, float* dgate, con
                                     const float* y, int mod_stride, int B, int Tn, int D, float* work) {
   const size_t total = size_t(B) * Tn * D;
   if (!total) return;
-  mul_rows_kernel<<<blocks_for(total), kThreads, 0, s>>>(dy, gate, dx, mod_stride, Tn, D, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("mul_rows_kernel");
-  mul_kernel<<<blocks_for(total), kThreads, 0, s>>>(work, dx, y, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("mul_kernel");
+  launch("mul_rows_kernel", mul_rows_kernel<float>, blocks_for(total), kThreads, 0, s, dy, gate, dx, mod_stride, Tn, D, total);
+  launch("mul_kernel", mul_kernel<float>, blocks_for(total), kThreads, 0, s, work, dx, y, total);
   token_sum_add(dgate, work, mod_stride, B, Tn, D, s);
 }
 
@@ -395,16 +380,13 @@ inline void bootstrap_half_step(cudaStream_t s, float* x2, float* v1, const floa
   const size_t total = size_t(rows) * n, guided = size_t(n_cfg) * n;
   if (!total) return;
   if (guided) {
-    cfg_combine_kernel<<<blocks_for(guided), kThreads, 0, s>>>(v1, vc, vu, w, guided);
-    SHORTCUT_CUDA_CHECK_LAUNCH("cfg_combine_kernel");
+    launch("cfg_combine_kernel", cfg_combine_kernel<float>, blocks_for(guided), kThreads, 0, s, v1, vc, vu, w, guided);
   }
   if (total > guided)
     SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(v1 + guided, vc + guided, (total - guided) * sizeof(float),
                                         cudaMemcpyDeviceToDevice, s));
-  row_axpy_kernel<<<blocks_for(total), kThreads, 0, s>>>(x2, x, hd, v1, total, n);
-  SHORTCUT_CUDA_CHECK_LAUNCH("row_axpy_kernel");
-  clamp_kernel<<<blocks_for(total), kThreads, 0, s>>>(x2, clip, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("clamp_kernel");
+  launch("row_axpy_kernel", row_axpy_kernel<float>, blocks_for(total), kThreads, 0, s, x2, x, hd, v1, total, n);
+  launch("clamp_kernel", clamp_kernel<float>, blocks_for(total), kThreads, 0, s, x2, clip, total);
 }
 
 // target = clamp((v1 + guided(vc, vu)) / 2): cfg_combine (or a copy) into target, target =
@@ -414,16 +396,13 @@ inline void bootstrap_target(cudaStream_t s, float* target, const float* v1, con
   const size_t total = size_t(rows) * n, guided = size_t(n_cfg) * n;
   if (!total) return;
   if (guided) {
-    cfg_combine_kernel<<<blocks_for(guided), kThreads, 0, s>>>(target, vc, vu, w, guided);
-    SHORTCUT_CUDA_CHECK_LAUNCH("cfg_combine_kernel");
+    launch("cfg_combine_kernel", cfg_combine_kernel<float>, blocks_for(guided), kThreads, 0, s, target, vc, vu, w, guided);
   }
   if (total > guided)
     SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(target + guided, vc + guided, (total - guided) * sizeof(float),
                                         cudaMemcpyDeviceToDevice, s));
-  axpby_kernel<<<blocks_for(total), kThreads, 0, s>>>(target, 0.5f, 0.5f, v1, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("axpby_kernel");
-  clamp_kernel<<<blocks_for(total), kThreads, 0, s>>>(target, clip, total);
-  SHORTCUT_CUDA_CHECK_LAUNCH("clamp_kernel");
+  launch("axpby_kernel", axpby_kernel<float>, blocks_for(total), kThreads, 0, s, target, 0.5f, 0.5f, v1, total);
+  launch("clamp_kernel", clamp_kernel<float>, blocks_for(total), kThreads, 0, s, target, clip, total);
 }
 
 // ==== optimizer: one launch per parameter tensor ======================================================

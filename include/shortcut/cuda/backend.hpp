@@ -7,8 +7,9 @@
 //   move data between host and device and return once the host memory may be reused / read
 //   (to_device from pageable memory does not wait for the device; to_host always does).
 // - Ops are queued on the backend's own stream and return at once; to_host and synchronize wait.
-//   A fault inside a kernel is therefore reported by the next waiting call (define
-//   SHORTCUT_CUDA_SYNC_CHECK to wait after every launch while debugging).
+//   A fault inside a kernel is therefore reported by a later call, which names the kernels that may
+//   have caused it (define SHORTCUT_CUDA_SYNC_CHECK to wait after every launch and name the one that
+//   did; see shortcut/cuda/check.hpp).
 // - Storage and arithmetic are fp32. Matrix products use full fp32 (CUBLAS_COMPUTE_32F) unless
 //   Options::tf32 asks for the TF32 matrix units (about 3e-4 relative error).
 // - Several ops reduce with atomics (the adaLN and bias gradients over tokens, dQ of attention,
@@ -94,16 +95,20 @@ class Backend {
   void to_host(U* dst, const U* src, size_t n) const {
     if (!n) return;
     SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToHost, stream_));
-    SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    synchronize();
   }
-  // device-to-device (the direction is inferred from the pointers, so host arrays work too)
+  // Device to device only, queued on the stream like a kernel (to_device / to_host move host data:
+  // they know when the host memory may be touched again, which a queued copy would not).
   template <class U>
   void copy(U* dst, const U* src, size_t n) const {
     if (!n) return;
-    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDefault, stream_));
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToDevice, stream_));
   }
   void fill(T* p, T v, size_t n) const { kernels::fill(p, v, n, stream_); }
-  void synchronize() const { SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+  void synchronize() const {
+    SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    note_synchronized();
+  }
 
   // ---- matrix products ----------------------------------------------------------------------
   // out[N,O] = in[N,I] W[O,I]^T + b[O]  (b may be null)

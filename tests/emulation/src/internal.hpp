@@ -1,0 +1,40 @@
+// What the emulator's sources share: a grid to run (scheduler.cpp runs it; runtime.cpp queues it)
+// and the sanitizer hooks of fiber switches.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define EMU_ASAN 1
+#endif
+#if defined(__SANITIZE_THREAD__) || defined(EMU_TSAN_HOOKS)
+#include <sanitizer/tsan_interface.h>
+#define EMU_TSAN 1
+#endif
+
+namespace emu {
+
+struct GridJob {
+  const char* name;
+  std::shared_ptr<const Kernel> kernel;
+  dim3 grid, block;
+  size_t smem;
+  // set by the first block that faults
+  std::atomic<bool> faulted{false};
+  cudaError_t fault_code = cudaSuccess;
+  std::string fault;
+};
+
+// Runs every block of the grid (on the pool of host threads) and returns once all have finished or
+// one has faulted (job.faulted, job.fault_code, job.fault).
+void run_grid(GridJob& job);
+
+// Environment knobs, read once.
+int env_int(const char* name, int fallback);
+
+}  // namespace emu

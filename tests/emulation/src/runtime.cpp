@@ -1,0 +1,496 @@
+// The emulated runtime API: one device (an sm_90 part with 132 multiprocessors, as an H100 SXM), its
+// memory as host allocations in a registry, streams whose work is queued and run when the host
+// waits, events, launch checks, and the error state (the last error, and the sticky fault that a
+// failed kernel leaves).
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "internal.hpp"
+
+namespace emu {
+namespace {
+
+constexpr int kSms = 132;
+constexpr int kStaticSmemLimit = 48 * 1024;         // without opting in
+constexpr int kOptinSmemLimit = 227 * 1024;         // sm_90: 232448 bytes per block with the opt-in
+constexpr size_t kDefaultDeviceMiB = 8192;
+
+struct Alloc {
+  size_t bytes;
+  cudaMemoryType type;
+};
+
+struct State {
+  std::recursive_mutex m;  // API calls; flush() runs work under it
+  std::map<uintptr_t, Alloc> allocs;
+  size_t device_bytes = 0, device_limit = 0;
+  std::set<const Stream*> streams;
+  std::set<const Event*> events;
+  std::map<const void*, int> max_dynamic_smem;
+  std::deque<std::function<void()>> queue;  // work of every stream, in the order it was queued
+  cudaError_t sticky = cudaSuccess;
+  std::string sticky_what;
+  int device = 0;
+};
+State& st() {
+  static State* s = [] {
+    auto* p = new State;  // never destroyed: buffers freed by static destructors still find it
+    p->device_limit = size_t(env_int("SHORTCUT_EMU_DEVICE_MB", int(kDefaultDeviceMiB))) << 20;
+    return p;
+  }();
+  return *s;
+}
+thread_local cudaError_t tl_last = cudaSuccess;
+
+cudaError_t fail(cudaError_t e) {
+  tl_last = e;
+  return e;
+}
+cudaError_t fail(cudaError_t e, const std::string& why) {
+  std::fprintf(stderr, "emulated CUDA: %s\n", why.c_str());
+  return fail(e);
+}
+
+// The allocation that contains [p, p + bytes), or null.
+const Alloc* find(const void* p, size_t bytes, uintptr_t* base = nullptr) {
+  auto& s = st();
+  const auto u = reinterpret_cast<uintptr_t>(p);
+  auto it = s.allocs.upper_bound(u);
+  if (it == s.allocs.begin()) return nullptr;
+  --it;
+  if (u < it->first || u + bytes > it->first + it->second.bytes) return nullptr;
+  if (base) *base = it->first;
+  return &it->second;
+}
+bool is_device(const void* p, size_t bytes) {
+  const Alloc* a = find(p, bytes);
+  return a && a->type == cudaMemoryTypeDevice;
+}
+bool is_pinned(const void* p, size_t bytes) {
+  const Alloc* a = find(p, bytes);
+  return a && a->type == cudaMemoryTypeHost;
+}
+bool device_visible(const void* p) {
+  const Alloc* a = find(p, 0);
+  return a != nullptr;
+}
+
+bool valid_stream(cudaStream_t s) {
+  return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread || st().streams.count(s);
+}
+
+// Runs every queued piece of work, in order. A kernel fault makes the error sticky and drops the
+// rest (a faulted context runs nothing more).
+void flush() {
+  auto& s = st();
+  while (!s.queue.empty()) {
+    auto work = std::move(s.queue.front());
+    s.queue.pop_front();
+    if (s.sticky == cudaSuccess) work();
+  }
+}
+
+void set_sticky(cudaError_t e, const std::string& what) {
+  auto& s = st();
+  if (s.sticky != cudaSuccess) return;
+  s.sticky = e;
+  s.sticky_what = what;
+  std::fprintf(stderr, "emulated CUDA fault (%s): %s\n", cudaGetErrorName(e), what.c_str());
+}
+
+std::string hex(const void* p) {
+  char b[32];
+  std::snprintf(b, sizeof b, "%p", p);
+  return b;
+}
+
+}  // namespace
+
+cudaError_t set_max_dynamic_smem(const void* kernel, int bytes) {
+  std::lock_guard<std::recursive_mutex> l(st().m);
+  if (st().sticky) return fail(st().sticky);
+  if (bytes < 0 || bytes > kOptinSmemLimit)
+    return fail(cudaErrorInvalidValue, "cudaFuncSetAttribute: MaxDynamicSharedMemorySize " + std::to_string(bytes) +
+                                           " bytes is above the sm_90 limit of " + std::to_string(kOptinSmemLimit));
+  st().max_dynamic_smem[kernel] = bytes;
+  return cudaSuccess;
+}
+
+void submit(const LaunchRequest& r, std::shared_ptr<const Kernel> k) {
+  auto& s = st();
+  std::lock_guard<std::recursive_mutex> l(s.m);
+  if (s.sticky) {
+    fail(s.sticky);
+    return;
+  }
+  const dim3 b = r.block, g = r.grid;
+  const uint64_t threads = uint64_t(b.x) * b.y * b.z;
+  auto bad = [&](cudaError_t e, const std::string& why) { fail(e, std::string("launch of ") + r.name + ": " + why); };
+  if (!b.x || !b.y || !b.z || b.x > 1024 || b.y > 1024 || b.z > 64 || threads > 1024)
+    return bad(cudaErrorInvalidConfiguration, "block (" + std::to_string(b.x) + "," + std::to_string(b.y) + "," +
+                                                  std::to_string(b.z) + ") exceeds the limits (x, y <= 1024, z <= 64, " +
+                                                  "at most 1024 threads)");
+  if (!g.x || !g.y || !g.z || g.x > 2147483647u || g.y > 65535 || g.z > 65535)
+    return bad(cudaErrorInvalidConfiguration, "grid (" + std::to_string(g.x) + "," + std::to_string(g.y) + "," +
+                                                  std::to_string(g.z) + ") exceeds the limits (x < 2^31, y, z <= 65535)");
+  if (r.smem > size_t(kStaticSmemLimit)) {
+    auto it = s.max_dynamic_smem.find(r.fn);
+    const int allowed = it == s.max_dynamic_smem.end() ? kStaticSmemLimit : std::max(it->second, kStaticSmemLimit);
+    if (r.smem > size_t(allowed))
+      return bad(cudaErrorInvalidValue, std::to_string(r.smem) + " bytes of dynamic shared memory, but the kernel's " +
+                                            "limit is " + std::to_string(allowed) +
+                                            " (above 48 KB, raise it first with cudaFuncSetAttribute)");
+  }
+  if (!valid_stream(r.stream)) return bad(cudaErrorInvalidResourceHandle, "not a live stream");
+  std::string bad_pointer;
+  for (auto [i, p] : r.pointers)
+    if (p && !device_visible(p) && bad_pointer.empty())
+      bad_pointer = std::string("kernel ") + r.name + ": argument " + std::to_string(i) + " is " + hex(p) +
+                    ", which is not device (or pinned host) memory; on a GPU the kernel faults when it uses it";
+  auto job = std::make_shared<GridJob>();
+  job->name = r.name;
+  job->kernel = std::move(k);
+  job->grid = g;
+  job->block = b;
+  job->smem = r.smem;
+  s.queue.push_back([job, bad_pointer] {
+    if (!bad_pointer.empty()) return set_sticky(cudaErrorIllegalAddress, bad_pointer);
+    run_grid(*job);
+    if (job->faulted) set_sticky(job->fault_code, job->fault);
+  });
+}
+
+}  // namespace emu
+
+using emu::fail;
+using emu::st;
+
+#define EMU_API_BEGIN                               \
+  auto& s = st();                                   \
+  std::lock_guard<std::recursive_mutex> lock_(s.m); \
+  if (s.sticky) return fail(s.sticky)
+
+cudaError_t cudaGetDeviceCount(int* count) {
+  if (!count) return fail(cudaErrorInvalidValue);
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  EMU_API_BEGIN;
+  if (device != 0) return fail(cudaErrorInvalidDevice, "cudaSetDevice: the emulation has one device, 0");
+  s.device = device;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDevice(int* device) {
+  EMU_API_BEGIN;
+  if (!device) return fail(cudaErrorInvalidValue);
+  *device = s.device;
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  EMU_API_BEGIN;
+  if (!value) return fail(cudaErrorInvalidValue);
+  if (device != 0) return fail(cudaErrorInvalidDevice);
+  switch (attr) {
+    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; break;
+    case cudaDevAttrMaxSharedMemoryPerBlock: *value = emu::kStaticSmemLimit; break;
+    case cudaDevAttrWarpSize: *value = 32; break;
+    case cudaDevAttrMultiProcessorCount: *value = emu::env_int("SHORTCUT_EMU_SMS", emu::kSms); break;
+    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = emu::kOptinSmemLimit; break;
+    default: return fail(cudaErrorInvalidValue);
+  }
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize() {
+  EMU_API_BEGIN;
+  emu::flush();
+  return s.sticky ? fail(s.sticky) : cudaSuccess;
+}
+cudaError_t cudaGetLastError() {
+  auto& s = st();
+  std::lock_guard<std::recursive_mutex> l(s.m);
+  const cudaError_t e = emu::tl_last;
+  emu::tl_last = cudaSuccess;
+  return s.sticky ? s.sticky : e;
+}
+cudaError_t cudaPeekAtLastError() {
+  auto& s = st();
+  std::lock_guard<std::recursive_mutex> l(s.m);
+  return s.sticky ? s.sticky : emu::tl_last;
+}
+
+const char* cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+#define EMU_NAME(x) \
+  case x: return #x;
+    EMU_NAME(cudaSuccess)
+    EMU_NAME(cudaErrorInvalidValue)
+    EMU_NAME(cudaErrorMemoryAllocation)
+    EMU_NAME(cudaErrorInitializationError)
+    EMU_NAME(cudaErrorInvalidConfiguration)
+    EMU_NAME(cudaErrorInvalidDevicePointer)
+    EMU_NAME(cudaErrorInvalidMemcpyDirection)
+    EMU_NAME(cudaErrorInvalidDeviceFunction)
+    EMU_NAME(cudaErrorNoDevice)
+    EMU_NAME(cudaErrorInvalidDevice)
+    EMU_NAME(cudaErrorInvalidResourceHandle)
+    EMU_NAME(cudaErrorNotReady)
+    EMU_NAME(cudaErrorIllegalAddress)
+    EMU_NAME(cudaErrorLaunchOutOfResources)
+    EMU_NAME(cudaErrorLaunchTimeout)
+    EMU_NAME(cudaErrorAssert)
+    EMU_NAME(cudaErrorHardwareStackError)
+    EMU_NAME(cudaErrorIllegalInstruction)
+    EMU_NAME(cudaErrorMisalignedAddress)
+    EMU_NAME(cudaErrorInvalidAddressSpace)
+    EMU_NAME(cudaErrorInvalidPc)
+    EMU_NAME(cudaErrorLaunchFailure)
+#undef EMU_NAME
+  }
+  return "cudaErrorUnknown";
+}
+const char* cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+    case cudaSuccess: return "no error";
+    case cudaErrorInvalidValue: return "invalid argument";
+    case cudaErrorMemoryAllocation: return "out of memory";
+    case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorInvalidDevice: return "invalid device ordinal";
+    case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+    case cudaErrorNotReady: return "device not ready";
+    case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
+    case cudaErrorLaunchFailure: return "unspecified launch failure";
+    case cudaErrorIllegalInstruction: return "an illegal instruction was encountered";
+    case cudaErrorAssert: return "device-side assert triggered";
+    default: return cudaGetErrorName(e);
+  }
+}
+
+// ---- memory ------------------------------------------------------------------------------------
+static cudaError_t allocate(void** p, size_t bytes, cudaMemoryType type) {
+  EMU_API_BEGIN;
+  if (!p) return fail(cudaErrorInvalidValue);
+  *p = nullptr;
+  if (!bytes) return cudaSuccess;
+  if (type == cudaMemoryTypeDevice && (bytes > s.device_limit || s.device_bytes + bytes > s.device_limit))
+    return fail(cudaErrorMemoryAllocation);
+  void* q = nullptr;
+  if (posix_memalign(&q, 256, bytes) != 0) return fail(cudaErrorMemoryAllocation);
+  std::memset(q, 0xFF, bytes);  // never-written device memory reads as NaN
+  s.allocs[reinterpret_cast<uintptr_t>(q)] = emu::Alloc{bytes, type};
+  if (type == cudaMemoryTypeDevice) s.device_bytes += bytes;
+  *p = q;
+  return cudaSuccess;
+}
+static cudaError_t release(void* p, cudaMemoryType type, const char* fn) {
+  EMU_API_BEGIN;
+  if (!p) return cudaSuccess;
+  emu::flush();  // freeing waits for the device, as cudaFree does
+  auto it = s.allocs.find(reinterpret_cast<uintptr_t>(p));
+  if (it == s.allocs.end() || it->second.type != type)
+    return fail(cudaErrorInvalidValue, std::string(fn) + "(" + emu::hex(p) + "): not the start of a live " +
+                                           (type == cudaMemoryTypeDevice ? "device" : "pinned host") + " allocation");
+  std::memset(p, 0xFF, it->second.bytes);
+  if (type == cudaMemoryTypeDevice) s.device_bytes -= it->second.bytes;
+  s.allocs.erase(it);
+  std::free(p);
+  return s.sticky ? fail(s.sticky) : cudaSuccess;
+}
+cudaError_t cudaMalloc(void** p, size_t bytes) { return allocate(p, bytes, cudaMemoryTypeDevice); }
+cudaError_t cudaMallocHost(void** p, size_t bytes) { return allocate(p, bytes, cudaMemoryTypeHost); }
+cudaError_t cudaFree(void* p) { return release(p, cudaMemoryTypeDevice, "cudaFree"); }
+cudaError_t cudaFreeHost(void* p) { return release(p, cudaMemoryTypeHost, "cudaFreeHost"); }
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  EMU_API_BEGIN;
+  if (!free_bytes || !total_bytes) return fail(cudaErrorInvalidValue);
+  *total_bytes = s.device_limit;
+  *free_bytes = s.device_limit - s.device_bytes;
+  return cudaSuccess;
+}
+cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* a, const void* p) {
+  EMU_API_BEGIN;
+  if (!a) return fail(cudaErrorInvalidValue);
+  const emu::Alloc* al = emu::find(p, 0);
+  a->type = al ? al->type : cudaMemoryTypeUnregistered;
+  a->device = al ? 0 : -2;
+  a->devicePointer = al ? const_cast<void*>(p) : nullptr;
+  a->hostPointer = al && al->type == cudaMemoryTypeHost ? const_cast<void*>(p) : nullptr;
+  return cudaSuccess;
+}
+
+namespace {
+// Checks a copy's direction against where its pointers lie (with unified addressing the driver
+// knows), and that device ranges lie inside one allocation.
+cudaError_t check_copy(const char* fn, void* dst, const void* src, size_t bytes, cudaMemcpyKind& kind) {
+  using emu::is_device;
+  const bool dd = is_device(dst, bytes), sd = is_device(src, bytes);
+  if (kind == cudaMemcpyDefault)
+    kind = dd ? (sd ? cudaMemcpyDeviceToDevice : cudaMemcpyHostToDevice)
+              : (sd ? cudaMemcpyDeviceToHost : cudaMemcpyHostToHost);
+  const bool want_dd = kind == cudaMemcpyHostToDevice || kind == cudaMemcpyDeviceToDevice;
+  const bool want_sd = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
+  if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault) return fail(cudaErrorInvalidMemcpyDirection);
+  if (want_dd != dd || want_sd != sd) {
+    auto what = [&](const void* p, bool dev) {
+      return std::string(emu::find(p, 0) ? (emu::is_pinned(p, 0) ? "pinned host memory" : "a device range that does not fit its allocation")
+                                         : "host memory") +
+             (dev ? "" : "") + " at " + emu::hex(p);
+    };
+    return fail(cudaErrorInvalidValue, std::string(fn) + " of " + std::to_string(bytes) + " bytes: the kind says " +
+                                           (want_sd ? "device" : "host") + " to " + (want_dd ? "device" : "host") +
+                                           ", but the source is " + (sd ? "device memory" : what(src, sd)) +
+                                           " and the destination " + (dd ? "device memory" : what(dst, dd)));
+  }
+  return cudaSuccess;
+}
+}  // namespace
+
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, cudaStream_t stream) {
+  EMU_API_BEGIN;
+  if (!bytes) return cudaSuccess;
+  if (!dst || !src) return fail(cudaErrorInvalidValue, "cudaMemcpyAsync with a null pointer");
+  if (!emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
+  if (auto e = check_copy("cudaMemcpyAsync", dst, src, bytes, kind)) return e;
+  if (kind == cudaMemcpyHostToDevice && !emu::is_pinned(src, bytes)) {
+    // pageable source: staged now, so the caller may reuse it at once; lands when the stream runs
+    auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
+                                                               static_cast<const unsigned char*>(src) + bytes);
+    s.queue.push_back([dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+    return cudaSuccess;
+  }
+  if ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost) && !emu::is_pinned(dst, bytes)) {
+    // pageable destination: returns once the copy is done, which waits for the stream's earlier work
+    emu::flush();
+    if (s.sticky) return fail(s.sticky);
+    std::memmove(dst, src, bytes);
+    return cudaSuccess;
+  }
+  // device to device, and pinned host memory: the copy happens when the stream gets to it
+  s.queue.push_back([dst, src, bytes] { std::memmove(dst, src, bytes); });
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
+  EMU_API_BEGIN;
+  if (auto e = cudaMemcpyAsync(dst, src, bytes, kind, nullptr)) return e;
+  emu::flush();
+  return s.sticky ? fail(s.sticky) : cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
+  EMU_API_BEGIN;
+  if (!bytes) return cudaSuccess;
+  if (!emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
+  if (!emu::is_device(p, bytes))
+    return fail(cudaErrorInvalidValue, "cudaMemsetAsync of " + std::to_string(bytes) + " bytes at " + emu::hex(p) +
+                                           ": not inside one device allocation");
+  s.queue.push_back([p, value, bytes] { std::memset(p, value, bytes); });
+  return cudaSuccess;
+}
+cudaError_t cudaMemset(void* p, int value, size_t bytes) {
+  EMU_API_BEGIN;
+  if (auto e = cudaMemsetAsync(p, value, bytes, nullptr)) return e;
+  emu::flush();
+  return s.sticky ? fail(s.sticky) : cudaSuccess;
+}
+
+// ---- streams and events ------------------------------------------------------------------------
+namespace emu {
+struct Stream {};
+struct Event {
+  bool recorded = false, done = false;
+  std::chrono::steady_clock::time_point at;
+};
+}  // namespace emu
+
+cudaError_t cudaStreamCreate(cudaStream_t* out) {
+  EMU_API_BEGIN;
+  if (!out) return fail(cudaErrorInvalidValue);
+  *out = new emu::Stream;
+  s.streams.insert(*out);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  EMU_API_BEGIN;
+  if (!s.streams.count(stream)) return fail(cudaErrorInvalidResourceHandle);
+  emu::flush();  // its queued work still runs
+  s.streams.erase(stream);
+  delete stream;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  EMU_API_BEGIN;
+  if (!emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
+  emu::flush();
+  return s.sticky ? fail(s.sticky) : cudaSuccess;
+}
+cudaError_t cudaEventCreate(cudaEvent_t* out) {
+  EMU_API_BEGIN;
+  if (!out) return fail(cudaErrorInvalidValue);
+  *out = new emu::Event;
+  s.events.insert(*out);
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t e) {
+  EMU_API_BEGIN;
+  if (!s.events.count(e)) return fail(cudaErrorInvalidResourceHandle);
+  emu::flush();
+  s.events.erase(e);
+  delete e;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
+  EMU_API_BEGIN;
+  if (!s.events.count(e) || !emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
+  e->recorded = true;
+  e->done = false;
+  s.queue.push_back([e] {
+    e->at = std::chrono::steady_clock::now();
+    e->done = true;
+  });
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+  EMU_API_BEGIN;
+  if (!s.events.count(e)) return fail(cudaErrorInvalidResourceHandle);
+  emu::flush();
+  return s.sticky ? fail(s.sticky) : cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
+  EMU_API_BEGIN;
+  if (!ms || !s.events.count(a) || !s.events.count(b)) return fail(cudaErrorInvalidResourceHandle);
+  if (!a->recorded || !b->recorded) return fail(cudaErrorInvalidResourceHandle);
+  if (!a->done || !b->done) return fail(cudaErrorNotReady);
+  *ms = std::chrono::duration<float, std::milli>(b->at - a->at).count();
+  return cudaSuccess;
+}
+
+namespace emu {
+// For cuBLAS (cublas.cpp): queue work on a stream / check device ranges.
+void enqueue(cudaStream_t, std::function<void()> work) {
+  std::lock_guard<std::recursive_mutex> l(st().m);
+  st().queue.push_back(std::move(work));
+}
+bool device_range(const void* p, size_t bytes) {
+  std::lock_guard<std::recursive_mutex> l(st().m);
+  return is_device(p, bytes);
+}
+bool faulted() {
+  std::lock_guard<std::recursive_mutex> l(st().m);
+  return st().sticky != cudaSuccess;
+}
+void fault(cudaError_t e, const std::string& what) {
+  std::lock_guard<std::recursive_mutex> l(st().m);
+  set_sticky(e, what);
+}
+}  // namespace emu

@@ -1,0 +1,623 @@
+// The emulator's execution engine: every CUDA thread of a block is a fiber (its own stack, switched
+// by a few instructions of assembly), and a block runs on one host thread until each of its threads
+// has exited. A fiber runs until it blocks in __syncthreads or a warp collective, or exits; the
+// scheduler then runs the next runnable one, releases the barrier when every thread has reached it,
+// and reports a divergent barrier or a deadlock as a fault of the launch. Blocks are shared out to
+// a pool of host threads.
+//
+// Under the sanitizers: AddressSanitizer is told of every stack switch; under ThreadSanitizer every
+// fiber is a TSan fiber, switches carry no ordering, and only a barrier (every thread releases
+// before it waits and acquires after) or a warp collective orders the accesses of two threads of a
+// block, so a missing __syncthreads shows as a data race. This file is never instrumented itself.
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "internal.hpp"
+
+#if !defined(__x86_64__)
+#error "the emulator's fiber switch is written for x86-64"
+#endif
+
+extern "C" void shortcut_emu_switch(void** save_sp, void* load_sp);
+extern "C" void shortcut_emu_trampoline();
+
+// Saves the callee-saved registers, MXCSR and the x87 control word on the current stack, stores the
+// stack pointer in *save_sp, loads load_sp and restores the same from there.
+asm(R"(
+.text
+.p2align 4
+.globl shortcut_emu_switch
+.type shortcut_emu_switch,@function
+shortcut_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+.size shortcut_emu_switch,.-shortcut_emu_switch
+.p2align 4
+.globl shortcut_emu_trampoline
+.type shortcut_emu_trampoline,@function
+shortcut_emu_trampoline:
+  movq %r12, %rdi
+  call shortcut_emu_fiber_entry@PLT
+  ud2
+.size shortcut_emu_trampoline,.-shortcut_emu_trampoline
+)");
+
+namespace emu {
+namespace {
+
+struct Fiber {
+  void* sp = nullptr;
+  char* stack = nullptr;  // usable stack [stack, stack + stack_size), a guard page below
+  size_t stack_size = 0;
+  ThreadState ts{};
+  enum State : uint8_t { Runnable, AtBarrier, AtWarp, Exited } state = Exited;
+  unsigned index = 0, lane = 0, warp = 0;
+  void* asan_fake = nullptr;
+  void* tsan_fiber = nullptr;
+  char tsan_sync = 0;  // this thread's exit, for the block's end
+};
+
+struct WarpSlot {
+  uint32_t arrived = 0;
+  WarpOp op[32];
+  unsigned mask[32];
+  uint64_t value[32];
+  int arg[32];
+  int width[32];
+  uint64_t result[32];
+  char tsan_sync = 0;
+};
+
+const char* op_name(WarpOp op) {
+  switch (op) {
+    case WarpOp::Shfl: return "__shfl_sync";
+    case WarpOp::ShflUp: return "__shfl_up_sync";
+    case WarpOp::ShflDown: return "__shfl_down_sync";
+    case WarpOp::ShflXor: return "__shfl_xor_sync";
+    case WarpOp::Ballot: return "__ballot_sync";
+    case WarpOp::Any: return "__any_sync";
+    case WarpOp::All: return "__all_sync";
+    case WarpOp::Sync: return "__syncwarp";
+  }
+  return "?";
+}
+
+size_t stack_bytes() {
+#if defined(EMU_ASAN) || defined(EMU_TSAN)
+  const int kb = env_int("SHORTCUT_EMU_STACK_KB", 512);
+#else
+  const int kb = env_int("SHORTCUT_EMU_STACK_KB", 128);
+#endif
+  return size_t(kb) << 10;
+}
+
+struct Worker {
+  std::vector<std::unique_ptr<Fiber>> fibers;
+  std::vector<WarpSlot> warps;
+  unsigned char* smem = nullptr;
+  size_t smem_cap = 0;
+  void* sched_sp = nullptr;
+  Fiber* current = nullptr;
+  const void* sched_bottom = nullptr;
+  size_t sched_size = 0;
+  void* sched_fake = nullptr;
+  void* tsan_sched = nullptr;
+  char tsan_block_start = 0, tsan_barrier = 0;
+  std::mt19937 rng{unsigned(env_int("SHORTCUT_EMU_SEED", 1))};
+
+  // the block in progress
+  GridJob* job = nullptr;
+  unsigned nthreads = 0;
+  bool faulted = false;
+
+  ~Worker() {
+    for (auto& f : fibers) {
+      if (f->stack) munmap(f->stack - page(), f->stack_size + page());
+#if defined(EMU_TSAN)
+      if (f->tsan_fiber) __tsan_destroy_fiber(f->tsan_fiber);
+#endif
+    }
+    std::free(smem);
+  }
+  static size_t page() { return size_t(sysconf(_SC_PAGESIZE)); }
+
+  Fiber& fiber(unsigned i) {
+    while (fibers.size() <= i) {
+      auto f = std::make_unique<Fiber>();
+      f->stack_size = stack_bytes();
+      void* m = mmap(nullptr, f->stack_size + page(), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                     -1, 0);
+      if (m == MAP_FAILED) {
+        std::fprintf(stderr, "emulation: cannot map a fiber stack\n");
+        std::abort();
+      }
+      mprotect(m, page(), PROT_NONE);  // a stack overflow faults instead of corrupting the next stack
+      f->stack = static_cast<char*>(m) + page();
+#if defined(EMU_TSAN)
+      f->tsan_fiber = __tsan_create_fiber(0);
+#endif
+      f->index = unsigned(fibers.size());
+      fibers.push_back(std::move(f));
+    }
+    return *fibers[i];
+  }
+};
+
+thread_local Worker* tl_worker = nullptr;
+thread_local const ThreadState* tl_self = nullptr;
+
+Worker& worker() {
+  static thread_local std::unique_ptr<Worker> w;
+  if (!w) {
+    w = std::make_unique<Worker>();
+    tl_worker = w.get();
+#if defined(EMU_TSAN)
+    w->tsan_sched = __tsan_get_current_fiber();
+#endif
+  }
+  return *w;
+}
+
+Worker& on_fiber(const char* what) {
+  Worker* w = tl_worker;
+  if (!w || !w->current) {
+    std::fprintf(stderr, "emulation: %s called outside a kernel\n", what);
+    std::abort();
+  }
+  return *w;
+}
+
+uint64_t csr_word() {
+  uint32_t mxcsr;
+  uint16_t cw;
+  asm volatile("stmxcsr %0" : "=m"(mxcsr));
+  asm volatile("fnstcw %0" : "=m"(cw));
+  return uint64_t(mxcsr) | (uint64_t(cw) << 32);
+}
+
+// A fresh start for fiber f: the frame that shortcut_emu_switch pops, returning into the trampoline.
+void reset_fiber(Fiber& f) {
+#if defined(EMU_ASAN)
+  __asan_unpoison_memory_region(f.stack, f.stack_size);  // frames left by an abandoned block
+#endif
+  auto* sp = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(f.stack) + f.stack_size) & ~uintptr_t(15));
+  *--sp = reinterpret_cast<uint64_t>(&shortcut_emu_trampoline);
+  *--sp = 0;                                  // rbp
+  *--sp = 0;                                  // rbx
+  *--sp = reinterpret_cast<uint64_t>(&f);     // r12: the trampoline's argument
+  *--sp = 0;                                  // r13
+  *--sp = 0;                                  // r14
+  *--sp = 0;                                  // r15
+  *--sp = csr_word();
+  f.sp = sp;
+  f.asan_fake = nullptr;
+}
+
+// fiber -> scheduler. `leaving`: the fiber will not be resumed in this block.
+void to_scheduler(Worker& w, Fiber& f, bool leaving) {
+#if defined(EMU_TSAN)
+  __tsan_switch_to_fiber(w.tsan_sched, __tsan_switch_to_fiber_no_sync);
+#endif
+#if defined(EMU_ASAN)
+  __sanitizer_start_switch_fiber(leaving ? nullptr : &f.asan_fake, w.sched_bottom, w.sched_size);
+#else
+  (void)leaving;
+#endif
+  shortcut_emu_switch(&f.sp, w.sched_sp);
+#if defined(EMU_ASAN)
+  __sanitizer_finish_switch_fiber(f.asan_fake, &w.sched_bottom, &w.sched_size);
+#endif
+}
+
+// scheduler -> fiber, back when the fiber blocks or exits
+void run_fiber(Worker& w, Fiber& f) {
+  w.current = &f;
+  tl_self = &f.ts;
+#if defined(EMU_TSAN)
+  __tsan_switch_to_fiber(f.tsan_fiber, __tsan_switch_to_fiber_no_sync);
+#endif
+#if defined(EMU_ASAN)
+  __sanitizer_start_switch_fiber(&w.sched_fake, f.stack, f.stack_size);
+#endif
+  shortcut_emu_switch(&w.sched_sp, f.sp);
+#if defined(EMU_ASAN)
+  __sanitizer_finish_switch_fiber(w.sched_fake, nullptr, nullptr);
+#endif
+  w.current = nullptr;
+  tl_self = nullptr;
+}
+
+std::string where(const Worker& w, const Fiber& f) {
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "kernel %s, block (%u,%u,%u), thread (%u,%u,%u)", w.job->name, f.ts.bid.x, f.ts.bid.y,
+                f.ts.bid.z, f.ts.tid.x, f.ts.tid.y, f.ts.tid.z);
+  return buf;
+}
+
+// Marks the block (and the grid) faulted; the first fault of a grid is the one reported.
+void fault(Worker& w, cudaError_t code, const std::string& what) {
+  w.faulted = true;
+  bool expected = false;
+  if (w.job->faulted.compare_exchange_strong(expected, true)) {
+    w.job->fault_code = code;
+    w.job->fault = what;
+  }
+}
+
+[[noreturn]] void fault_from_fiber(Worker& w, Fiber& f, cudaError_t code, const std::string& what) {
+  fault(w, code, where(w, f) + ": " + what);
+  to_scheduler(w, f, true);
+  std::abort();  // a faulted block is never resumed
+}
+
+std::string describe_waits(const Worker& w) {
+  std::string s;
+  unsigned barrier = 0, exited = 0;
+  for (unsigned i = 0; i < w.nthreads; ++i) {
+    const Fiber& f = *w.fibers[i];
+    if (f.state == Fiber::AtBarrier) ++barrier;
+    if (f.state == Fiber::Exited) ++exited;
+  }
+  s += std::to_string(barrier) + " thread(s) wait in __syncthreads, " + std::to_string(exited) + " exited";
+  for (size_t k = 0; k < w.warps.size() && k * 32 < w.nthreads; ++k) {
+    const WarpSlot& ws = w.warps[k];
+    if (!ws.arrived) continue;
+    const int l = __builtin_ctz(ws.arrived);
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "; warp %zu: lanes 0x%08x wait in %s(mask 0x%08x)", k, ws.arrived,
+                  op_name(ws.op[l]), ws.mask[l]);
+    s += buf;
+  }
+  return s;
+}
+
+std::string block_str(uint3 b) {
+  return "(" + std::to_string(b.x) + "," + std::to_string(b.y) + "," + std::to_string(b.z) + ")";
+}
+
+void run_block(Worker& w, GridJob& job, uint3 bid) {
+  const unsigned n = job.block.x * job.block.y * job.block.z;
+  w.job = &job;
+  w.nthreads = n;
+  w.faulted = false;
+  const unsigned nwarps = (n + 31) / 32;
+  if (w.warps.size() < nwarps) w.warps.resize(nwarps);
+  for (unsigned k = 0; k < nwarps; ++k) w.warps[k].arrived = 0;
+  if (job.smem) {
+    if (w.smem_cap < job.smem) {
+      std::free(w.smem);
+      w.smem = static_cast<unsigned char*>(std::aligned_alloc(128, (job.smem + 127) / 128 * 128));
+      w.smem_cap = job.smem;
+    }
+    std::memset(w.smem, 0xFF, job.smem);  // NaN in fp32 and bf16: an unwritten value shows
+  }
+  for (unsigned i = 0; i < n; ++i) {
+    Fiber& f = w.fiber(i);
+    f.ts.tid = uint3{i % job.block.x, (i / job.block.x) % job.block.y, i / (job.block.x * job.block.y)};
+    f.ts.bid = bid;
+    f.ts.bdim = job.block;
+    f.ts.gdim = job.grid;
+    f.lane = i % 32;
+    f.warp = i / 32;
+    f.state = Fiber::Runnable;
+    reset_fiber(f);
+  }
+#if defined(EMU_TSAN)
+  __tsan_release(&w.tsan_block_start);  // the launch's arguments, the previous blocks of this host thread
+#endif
+
+  static const int order = [] {
+    const char* e = std::getenv("SHORTCUT_EMU_ORDER");
+    if (!e || !*e || std::string(e) == "forward") return 0;
+    if (std::string(e) == "reverse") return 1;
+    if (std::string(e) == "random") return 2;
+    std::fprintf(stderr, "emulation: SHORTCUT_EMU_ORDER=%s is not forward, reverse or random\n", e);
+    std::abort();
+  }();
+  std::vector<unsigned> seq(n);
+  for (unsigned i = 0; i < n; ++i) seq[i] = order == 1 ? n - 1 - i : i;
+
+  for (;;) {
+    if (order == 2) std::shuffle(seq.begin(), seq.end(), w.rng);
+    bool ran = false;
+    for (unsigned i : seq) {
+      Fiber& f = *w.fibers[i];
+      if (f.state != Fiber::Runnable) continue;
+      run_fiber(w, f);
+      ran = true;
+      if (w.faulted) return;
+    }
+    if (ran) continue;
+    unsigned at_barrier = 0, exited = 0;
+    for (unsigned i = 0; i < n; ++i) {
+      at_barrier += w.fibers[i]->state == Fiber::AtBarrier;
+      exited += w.fibers[i]->state == Fiber::Exited;
+    }
+    if (exited == n) break;
+    if (at_barrier + exited == n) {
+      if (exited) {
+        fault(w, cudaErrorLaunchFailure,
+              std::string("kernel ") + job.name + ": divergent __syncthreads in block " + block_str(bid) + ": " +
+                  describe_waits(w) + " (every thread of a block must reach the barrier)");
+        return;
+      }
+      for (unsigned i = 0; i < n; ++i) w.fibers[i]->state = Fiber::Runnable;
+      continue;
+    }
+    fault(w, cudaErrorLaunchFailure,
+          std::string("kernel ") + job.name + ": deadlock in block " + block_str(bid) + ": " + describe_waits(w));
+    return;
+  }
+#if defined(EMU_TSAN)
+  for (unsigned i = 0; i < n; ++i) __tsan_acquire(&w.fibers[i]->tsan_sync);  // the block's writes, for the host
+#endif
+}
+
+// ---- the pool of host threads that share out a grid's blocks ------------------------------------
+class Pool {
+ public:
+  Pool() {
+    int n = env_int("SHORTCUT_EMU_THREADS", int(std::thread::hardware_concurrency()));
+    for (int i = 1; i < std::max(n, 1); ++i) threads_.emplace_back([this] { loop(); });
+  }
+  void run(GridJob& job) {
+    const uint64_t total = uint64_t(job.grid.x) * job.grid.y * job.grid.z;
+    std::atomic<uint64_t> next{0};
+    if (total > 1 && !threads_.empty()) {
+      {
+        std::lock_guard<std::mutex> l(m_);
+        job_ = &job;
+        next_ = &next;
+        active_ = int(threads_.size());
+        ++gen_;
+      }
+      cv_.notify_all();
+      work(job, next);
+      std::unique_lock<std::mutex> l(m_);
+      done_.wait(l, [&] { return active_ == 0; });
+      job_ = nullptr;
+    } else {
+      work(job, next);
+    }
+  }
+
+ private:
+  std::vector<std::thread> threads_;
+  std::mutex m_;
+  std::condition_variable cv_, done_;
+  GridJob* job_ = nullptr;
+  std::atomic<uint64_t>* next_ = nullptr;
+  uint64_t gen_ = 0;
+  int active_ = 0;
+
+  static void work(GridJob& job, std::atomic<uint64_t>& next) {
+    Worker& w = worker();
+    const uint64_t total = uint64_t(job.grid.x) * job.grid.y * job.grid.z;
+    for (uint64_t b; !job.faulted.load() && (b = next.fetch_add(1)) < total;) {
+      const uint3 bid{unsigned(b % job.grid.x), unsigned((b / job.grid.x) % job.grid.y),
+                      unsigned(b / (uint64_t(job.grid.x) * job.grid.y))};
+      run_block(w, job, bid);
+    }
+  }
+  void loop() {
+    uint64_t seen = 0;
+    for (;;) {
+      GridJob* job;
+      std::atomic<uint64_t>* next;
+      {
+        std::unique_lock<std::mutex> l(m_);
+        cv_.wait(l, [&] { return gen_ != seen; });
+        seen = gen_;
+        job = job_;
+        next = next_;
+      }
+      work(*job, *next);
+      std::lock_guard<std::mutex> l(m_);
+      if (--active_ == 0) done_.notify_all();
+    }
+  }
+};
+
+}  // namespace
+
+// ---- what device code calls --------------------------------------------------------------------
+const ThreadState& self() {
+  if (!tl_self) {
+    std::fprintf(stderr, "emulation: threadIdx/blockIdx read outside a kernel\n");
+    std::abort();
+  }
+  return *tl_self;
+}
+
+void* dynamic_smem_ptr() { return on_fiber("dynamic shared memory").smem; }
+
+void syncthreads() {
+  Worker& w = on_fiber("__syncthreads");
+  Fiber& f = *w.current;
+#if defined(EMU_TSAN)
+  __tsan_release(&w.tsan_barrier);
+#endif
+  f.state = Fiber::AtBarrier;
+  to_scheduler(w, f, false);
+#if defined(EMU_TSAN)
+  __tsan_acquire(&w.tsan_barrier);
+#endif
+}
+
+uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width) {
+  Worker& w = on_fiber(op_name(op));
+  Fiber& f = *w.current;
+  WarpSlot& s = w.warps[f.warp];
+  const unsigned lane = f.lane;
+  const unsigned first = f.warp * 32;
+  const unsigned count = std::min(32u, w.nthreads - first);
+  const unsigned exists = count == 32 ? 0xffffffffu : ((1u << count) - 1);
+  char buf[200];
+  if (!((mask >> lane) & 1u)) {
+    std::snprintf(buf, sizeof buf, "%s with mask 0x%08x that leaves out the calling lane %u", op_name(op), mask, lane);
+    fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
+  }
+  if (mask & ~exists) {
+    std::snprintf(buf, sizeof buf, "%s with mask 0x%08x names lanes that do not exist (this warp has %u)", op_name(op),
+                  mask, count);
+    fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
+  }
+  if (op <= WarpOp::ShflXor && (width < 1 || width > 32 || (width & (width - 1)))) {
+    std::snprintf(buf, sizeof buf, "%s with width %d (a power of two up to 32)", op_name(op), width);
+    fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
+  }
+  for (unsigned l = 0; l < 32; ++l) {
+    if (!((mask >> l) & 1u)) continue;
+    if (w.fibers[first + l]->state == Fiber::Exited) {
+      std::snprintf(buf, sizeof buf, "%s(mask 0x%08x) waits for lane %u, which has exited", op_name(op), mask, l);
+      fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
+    }
+    if (((s.arrived >> l) & 1u) && (s.op[l] != op || s.mask[l] != mask)) {
+      std::snprintf(buf, sizeof buf, "%s(mask 0x%08x) while lane %u waits in %s(mask 0x%08x)", op_name(op), mask, l,
+                    op_name(s.op[l]), s.mask[l]);
+      fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
+    }
+  }
+#if defined(EMU_TSAN)
+  __tsan_release(&s.tsan_sync);
+#endif
+  s.op[lane] = op;
+  s.mask[lane] = mask;
+  s.value[lane] = value;
+  s.arg[lane] = arg;
+  s.width[lane] = width;
+  s.arrived |= 1u << lane;
+  if ((s.arrived & mask) != mask) {
+    f.state = Fiber::AtWarp;
+    to_scheduler(w, f, false);
+#if defined(EMU_TSAN)
+    __tsan_acquire(&s.tsan_sync);
+#endif
+    return s.result[lane];
+  }
+  // the last lane of the mask: every lane's result, then wake the others
+  constexpr uint64_t kUndefined = ~uint64_t(0);  // a source lane outside the mask: NaN, so it shows
+  uint32_t pred = 0;
+  for (unsigned l = 0; l < 32; ++l)
+    if (((mask >> l) & 1u) && s.value[l]) pred |= 1u << l;
+  for (unsigned l = 0; l < 32; ++l) {
+    if (!((mask >> l) & 1u)) continue;
+    const int wd = s.width[l];
+    const unsigned base = l & ~unsigned(wd - 1);
+    long src = l;
+    switch (op) {
+      case WarpOp::Shfl: src = base + (unsigned(s.arg[l]) & unsigned(wd - 1)); break;
+      case WarpOp::ShflUp: src = (l - base) >= unsigned(s.arg[l]) ? long(l) - s.arg[l] : long(l); break;
+      case WarpOp::ShflDown: src = (l - base) + unsigned(s.arg[l]) < unsigned(wd) ? long(l) + s.arg[l] : long(l); break;
+      case WarpOp::ShflXor: {
+        const unsigned x = l ^ unsigned(s.arg[l]);
+        src = (x / unsigned(wd) == l / unsigned(wd)) && x < 32 ? long(x) : long(l);
+        break;
+      }
+      default: break;
+    }
+    switch (op) {
+      case WarpOp::Ballot: s.result[l] = pred; break;
+      case WarpOp::Any: s.result[l] = pred != 0; break;
+      case WarpOp::All: s.result[l] = pred == mask; break;
+      case WarpOp::Sync: s.result[l] = 0; break;
+      default: s.result[l] = ((mask >> src) & 1u) ? s.value[src] : kUndefined; break;
+    }
+    if (l != lane) w.fibers[first + l]->state = Fiber::Runnable;
+  }
+  s.arrived &= ~mask;
+#if defined(EMU_TSAN)
+  __tsan_release(&s.tsan_sync);
+  __tsan_acquire(&s.tsan_sync);
+#endif
+  return s.result[lane];
+}
+
+void trap(const char* why) {
+  Worker& w = on_fiber("__trap");
+  fault_from_fiber(w, *w.current, cudaErrorLaunchFailure, why);
+}
+
+void run_grid(GridJob& job) {
+  static Pool* pool = new Pool;  // never destroyed: host threads may still launch while statics die
+  pool->run(job);
+}
+
+int env_int(const char* name, int fallback) {
+  const char* e = std::getenv(name);
+  if (!e || !*e) return fallback;
+  char* end = nullptr;
+  const long v = std::strtol(e, &end, 10);
+  if (*end || v <= 0 || v > (1 << 24)) {
+    std::fprintf(stderr, "emulation: %s=%s is not a positive integer\n", name, e);
+    std::abort();
+  }
+  return int(v);
+}
+
+}  // namespace emu
+
+// The first code a fiber runs (from the trampoline, on its own stack).
+extern "C" [[noreturn]] void shortcut_emu_fiber_entry(void* arg) {
+  using namespace emu;
+  Fiber& f = *static_cast<Fiber*>(arg);
+  Worker& w = *tl_worker;
+#if defined(EMU_ASAN)
+  __sanitizer_finish_switch_fiber(nullptr, &w.sched_bottom, &w.sched_size);
+#endif
+#if defined(EMU_TSAN)
+  __tsan_acquire(&w.tsan_block_start);
+#endif
+  std::string thrown;  // faulted outside the handler: a fiber must not switch away inside a catch block
+  try {
+    w.job->kernel->run_thread();
+  } catch (const std::exception& e) {
+    thrown = std::string("exception in device code: ") + e.what();
+  } catch (...) {
+    thrown = "exception in device code";
+  }
+  if (!thrown.empty()) fault_from_fiber(w, f, cudaErrorLaunchFailure, thrown);
+  // lanes of this warp that wait for this one in a collective would wait forever
+  const WarpSlot& s = w.warps[f.warp];
+  for (unsigned l = 0; l < 32; ++l)
+    if (((s.arrived >> l) & 1u) && ((s.mask[l] >> f.lane) & 1u)) {
+      char buf[160];
+      std::snprintf(buf, sizeof buf, "exits while lane %u waits for it in %s(mask 0x%08x)", l, op_name(s.op[l]),
+                    s.mask[l]);
+      fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
+    }
+  f.state = Fiber::Exited;
+#if defined(EMU_TSAN)
+  __tsan_release(&f.tsan_sync);
+#endif
+  to_scheduler(w, f, true);
+  std::abort();
+}

@@ -1,0 +1,2 @@
+// placeholder
+#include "gpu_test_util.hpp"
