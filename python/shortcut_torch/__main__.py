@@ -14,9 +14,10 @@ def main(argv=None):
     c.add_argument("--heads", type=int, help="attention heads (inferred for DiT-S/B/L/XL)")
     c.add_argument("--image", type=int, help="image (latent) size (inferred from pos_embed)")
     c.add_argument("--weights", default="ema", choices=["ema", "model"], help="which set of a train.py checkpoint")
+    c.add_argument("--trusted", action="store_true", help="unpickle any object (only for files you trust)")
     a = ap.parse_args(argv)
     try:
-        _, cfg = convert_dit(a.pt_file, a.out, heads=a.heads, image=a.image, weights=a.weights)
+        _, cfg = convert_dit(a.pt_file, a.out, heads=a.heads, image=a.image, weights=a.weights, trusted=a.trusted)
     except ConversionError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -23,18 +23,27 @@ class ConversionError(ValueError):
     """A file that is not a readable facebookresearch/DiT checkpoint (the message says why)."""
 
 
-def _read_pt(path):
+def _read_pt(path, trusted=False):
     if not os.path.isfile(path):
         raise ConversionError(f"'{path}': " + ("is a folder, not a .pt file" if os.path.isdir(path) else "no such file"))
     try:
+        if trusted:
+            return torch.load(path, map_location="cpu")
         try:
             return torch.load(path, map_location="cpu", weights_only=True)
         except TypeError:  # torch without weights_only
             return torch.load(path, map_location="cpu")
+        except pickle.UnpicklingError as e:
+            if "Unsupported class" in str(e):
+                raise ConversionError(f"'{path}' holds Python objects besides tensors (e.g. the 'args' of a DiT "
+                                      "train.py checkpoint), which are not loaded unless you trust the file: pass "
+                                      "trusted=True (--trusted)") from None
+            raise
     except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, KeyError,
             AttributeError, ImportError, IndexError, OSError) as e:
+        msg = str(e).split("WeightsUnpickler error:")[-1].strip()
         raise ConversionError(f"'{path}' is not a readable PyTorch checkpoint (damaged, truncated, or not a "
-                              f".pt file): {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+                              f".pt file): {type(e).__name__}: {msg.splitlines()[0] if msg else ''}") from None
 
 
 def dit_state_dict(obj, path="<state_dict>", weights="ema"):
@@ -99,7 +108,7 @@ def dit_config(sd, path="<state_dict>", heads=None, image=None):
     return cfg, learned_sigma
 
 
-def convert_dit(pt_file, out, heads=None, image=None, weights="ema", seed=0, dtype=torch.float32):
+def convert_dit(pt_file, out, heads=None, image=None, weights="ema", seed=0, dtype=torch.float32, trusted=False):
     """Converts a facebookresearch/DiT checkpoint (`torch.save` of its state_dict, or a train.py checkpoint
     with 'model' / 'ema') into the library's format. `out` ending in .safetensors: one weights file;
     otherwise a folder with ema.safetensors and model.safetensors (the same weights), which
@@ -109,7 +118,7 @@ def convert_dit(pt_file, out, heads=None, image=None, weights="ema", seed=0, dty
     (the last is the null label), and d_embedder gets a N(0, 0.02) first layer (drawn from `seed`) and a
     zero output layer."""
     pt_file = os.fspath(pt_file)
-    sd = dit_state_dict(_read_pt(pt_file), pt_file, weights)
+    sd = dit_state_dict(_read_pt(pt_file, trusted), pt_file, weights)
     cfg, learned_sigma = dit_config(sd, pt_file, heads, image)
     sd = dict(sd)
     if learned_sigma:  # outputs per token are (patch row, patch col, channel) over 2C channels: keep the first C

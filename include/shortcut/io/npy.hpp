@@ -211,7 +211,7 @@ inline NpyArray read_npy(const std::filesystem::path& path) {
   const uint64_t avail = b.size() - start - hlen;
   uint64_t numel = 1;
   for (auto d : a.shape) {
-    if (d && numel > avail / uint64_t(d) + 1)
+    if (d && numel > (uint64_t(1) << 60) / uint64_t(d))
       npy_fail(path, cat("shape ", shape_str(a.shape), " describes far more data than the file holds (", avail, " bytes)"));
     numel *= uint64_t(d);
   }

@@ -1,0 +1,83 @@
+"""PyTorch <-> C++ checkpoints.
+  interop_test.py cpp-to-torch TOOL WORK   C++ training writes checkpoints; shortcut_torch.load (strict, both
+                                           weight sets) reproduces our forward and our N-step samples
+  interop_test.py torch-to-cpp TOOL SAMPLE_IMAGES WORK
+                                           shortcut_torch.save writes a folder; C++ reproduces PyTorch's
+                                           forward, sample_images its samples from the same noise"""
+import os
+import sys
+
+import numpy as np
+import torch
+
+from common import check, close, finish, nchw, nhwc, randomize, run, st
+
+
+def cpp_to_torch(tool, work):
+    run([tool, "export", work], what="C++ export: training, checkpoints, forward and samples")
+    for name in ("a", "b"):
+        ck = os.path.join(work, name, "checkpoints", "last")
+        io, _ = st.read_safetensors(os.path.join(work, name, "io.safetensors"))
+        ema, raw = st.load(ck, "ema"), st.load(ck, "model")  # strict loading
+        check(ema.training_config is not None and ema.step == 3, f"{name}: config, training metadata and step read")
+        x, t, k, y = nchw(io["x"]), io["t"], io["k"], io["y"].long()
+        with torch.no_grad():
+            close(nhwc(ema(x, t, k, y)), io["out_ema"], f"{name} ({ema.config['attn_scale']}): forward, EMA weights")
+            close(nhwc(raw(x, t, k, y)), io["out_model"], f"{name}: forward, raw weights")
+        opt, _ = st.read_safetensors(os.path.join(ck, "optimizer.safetensors"))
+        params = {n for n, _ in raw.named_parameters()}
+        check({n[len("exp_avg."):] for n in opt if n.startswith("exp_avg.")} == params,
+              f"{name}: optimizer moments named by the parameters")
+        for N in (1, 2, 4):
+            for g in ("1", "1.5"):
+                s = st.sample(ema, io["labels"].long(), N, float(g), noise=nchw(io["noise"]))
+                close(nhwc(s), io[f"sample_{N}_{g}"], f"{name}: {N}-step samples, guidance {g}, same noise")
+
+
+def torch_to_cpp(tool, sample_images, work):
+    cfg = st.default_config(image=8, channels=3, patch=2, hidden=48, depth=2, heads=3, classes=4,
+                            attn_scale="1/sqrt(head_dim)", mlp_ratio=3.0)
+    torch.manual_seed(0)
+    model, ema = randomize(st.DiT(cfg), 1), randomize(st.DiT(cfg), 2)
+    for folder, opt in (("plain", None), ("with_optimizer", torch.optim.AdamW(model.parameters(), lr=1e-3))):
+        d = os.path.join(work, folder)
+        if opt is not None:  # one real step, so the moments are not zero; the weights are reset after
+            state = {k: v.clone() for k, v in model.state_dict().items()}
+            model(torch.randn(2, 3, 8, 8), torch.rand(2), torch.zeros(2), torch.tensor([0, 1])).square().mean().backward()
+            opt.step()
+            model.load_state_dict(state)
+        st.save(model, d, cfg, ema=ema, optimizer=opt, step=5 if opt else 0)
+        g = torch.Generator().manual_seed(3)
+        x, t = torch.randn(4, 3, 8, 8, generator=g), torch.tensor([0.0, 0.125, 0.5, 0.75])
+        k, y = torch.tensor([0.0, 2.0, 5.0, 7.0]), torch.tensor([0, 1, 3, 4])
+        st.write_safetensors(os.path.join(work, "in.safetensors"),
+                             {"x": nhwc(x), "t": t, "k": k, "y": y.float()})
+        out_file = os.path.join(work, f"out_{folder}.safetensors")
+        run([tool, "forward", d, os.path.join(work, "in.safetensors"), out_file],
+            words=("resumable checkpoint at step 5",) if opt else (),
+            what=f"C++ loads the folder written by shortcut_torch.save ({folder})")
+        out, _ = st.read_safetensors(out_file)
+        with torch.no_grad():
+            close(out["out_ema"], nhwc(ema(x, t, k, y)), f"C++ forward = PyTorch forward, EMA weights ({folder})")
+            close(out["out_model"], nhwc(model(x, t, k, y)), f"C++ forward = PyTorch forward, raw weights ({folder})")
+    if sample_images:
+        noise = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(4))
+        np.save(os.path.join(work, "noise.npy"), nhwc(noise).contiguous().numpy())
+        raw = os.path.join(work, "samples.raw")
+        run([sample_images, os.path.join(work, "plain"), "--noise", os.path.join(work, "noise.npy"), "--labels",
+             "0,1,2,3,4", "--steps", "4", "--guidance", "1.5", "-q", "-o", os.path.join(work, "s.png"), "--raw", raw],
+            what="sample_images on a folder written by shortcut_torch.save, --noise from numpy")
+        ours = torch.from_numpy(np.fromfile(raw, dtype=np.float32).reshape(5, 8, 8, 3))
+        mine = st.sample(st.load(os.path.join(work, "plain")), [0, 1, 2, 3, 4], 4, 1.5, noise=noise)
+        close(ours, nhwc(mine), "sample_images = shortcut_torch.sample (4 steps, guidance 1.5, same noise)")
+
+
+if __name__ == "__main__":
+    mode = sys.argv[1]
+    if mode == "cpp-to-torch":
+        cpp_to_torch(sys.argv[2], sys.argv[3])
+    elif mode == "torch-to-cpp":
+        torch_to_cpp(sys.argv[2], sys.argv[3] if len(sys.argv) > 4 else None, sys.argv[-1])
+    else:
+        sys.exit(f"unknown mode {mode}")
+    finish()

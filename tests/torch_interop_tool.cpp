@@ -1,0 +1,148 @@
+// The C++ half of the PyTorch interoperability tests (tests/python/*.py drive it):
+//   torch_interop_tool export DIR   trains two tiny DiTs a few steps (checkpoints DIR/<name>/checkpoints/last)
+//                                   and writes DIR/<name>/io.safetensors: forward inputs, our outputs with
+//                                   both weight sets, noise and our N-step samples from that noise
+//   torch_interop_tool forward CKPT IO OUT
+//                                   loads CKPT as sample_images does (and, for a folder with an optimizer
+//                                   file, as --resume does), runs the forward on IO's x, t, k, y and
+//                                   writes out_ema (and out_model for a folder) to OUT
+#include <cstdio>
+#include <filesystem>
+#include <shortcut/shortcut.hpp>
+#include <string>
+#include <vector>
+
+using namespace shortcut;
+namespace fs = std::filesystem;
+using Be = cpu::Backend<float>;
+using Model = ShortcutModel<nn::DiT<Be>>;
+
+static std::vector<float> normal(size_t n, uint64_t stream, double scale = 1.0) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = float(scale * philox_normal(1234, stream, i));
+  return v;
+}
+
+struct Inputs {
+  int B = 0;
+  std::vector<float> x, t, k;
+  std::vector<int32_t> y;
+};
+
+static std::vector<float> forward(Model& m, const Inputs& in, Role role) {
+  std::vector<float> out(in.x.size());
+  m.velocity(out.data(), in.x.data(), in.t.data(), in.k.data(), in.y.data(), in.B, 1.0f, role);
+  return out;
+}
+
+static int export_dir(const fs::path& dir) {
+  struct Case {
+    const char* name;
+    nn::DiTConfig cfg;
+  };
+  nn::DiTConfig a;  // 1/head_dim (the default), two channels, patch 2
+  a.image = 8; a.channels = 2; a.patch = 2; a.hidden = 32; a.depth = 2; a.heads = 2; a.mlp_ratio = 4; a.classes = 3;
+  nn::DiTConfig b = a;  // 1/sqrt(head_dim), one channel, patch 4, mlp ratio 2
+  b.channels = 1; b.patch = 4; b.hidden = 48; b.heads = 3; b.mlp_ratio = 2; b.classes = 2;
+  b.attn_scale = nn::AttnScale::InvSqrtHeadDim;
+  for (const Case& c : {Case{"a", a}, Case{"b", b}}) {
+    Be be;
+    Model model(be, c.cfg, 7);
+    // weights of size 0.2 everywhere (the zero-initialised final layers too), so outputs are O(1)
+    model.arena().from_host(Role::Param, normal(model.arena().size(), 1, 0.2));
+    model.arena().copy_role(Role::Ema, Role::Param);
+    ShortcutConfig sc;
+    AdamWConfig oc;
+    oc.lr = 1e-2;
+    oc.warmup_steps = 0;
+    TrainerConfig tc;
+    tc.steps = 3;
+    tc.batch = 32;
+    tc.ema_tau = 0.5;  // EMA and raw weights differ visibly
+    tc.log_every = 0;
+    tc.progress = false;
+    tc.out_dir = (dir / c.name).string();
+    Trainer<Model> trainer(model, sc, oc, tc);
+    const int64_t n = model.sample_size();
+    trainer.run([&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
+      x = normal(size_t(B) * n, 100 + rng.position());
+      y.assign(size_t(B), 0);
+      for (int i = 0; i < B; ++i) y[i] = i % c.cfg.classes;
+      (void)rng.next_stream();
+    });
+    Inputs in;
+    in.B = 4;
+    in.x = normal(size_t(in.B) * n, 2);
+    in.t = {0.0f, 0.25f, 0.5f, 0.875f};
+    in.k = {0.0f, 1.0f, 3.0f, 7.0f};
+    in.y = {0, 1, int32_t(c.cfg.classes - 1), int32_t(c.cfg.classes)};
+    auto oe = forward(model, in, Role::Ema), om = forward(model, in, Role::Param);
+    std::vector<float> yf(in.y.begin(), in.y.end());
+    std::vector<int32_t> labels = {0, 1, int32_t(c.cfg.classes - 1), 0};
+    std::vector<float> lf(labels.begin(), labels.end());
+    auto noise = normal(size_t(in.B) * n, 3);
+    const std::vector<int64_t> img = {in.B, c.cfg.image, c.cfg.image, c.cfg.channels};
+    io::SafetensorsWriter w;
+    w.add("x", img, in.x.data());
+    w.add("t", {in.B}, in.t.data());
+    w.add("k", {in.B}, in.k.data());
+    w.add("y", {in.B}, yf.data());
+    w.add("out_ema", img, oe.data());
+    w.add("out_model", img, om.data());
+    w.add("noise", img, noise.data());
+    w.add("labels", {in.B}, lf.data());
+    std::vector<std::vector<float>> samples;
+    samples.reserve(6);
+    for (int N : {1, 2, 4})
+      for (double g : {1.0, 1.5}) {
+        samples.push_back(generate(model, sc, labels, SamplerConfig{N, g, true}, 0, 0, 256, &noise));
+        w.add(cat("sample_", N, "_", g == 1.0 ? "1" : "1.5"), img, samples.back().data());
+      }
+    w.write(dir / c.name / "io.safetensors");
+    std::printf("exported %s\n", (dir / c.name).c_str());
+  }
+  return 0;
+}
+
+static int forward_cmd(const fs::path& ckpt, const fs::path& io_file, const fs::path& out_file) {
+  Be be;
+  Model model(be, nn::DiTConfig::from_json(io::read_config(ckpt)), 0);
+  io::load_sampling_weights(ckpt, model.net(), model.arena());  // as sample_images / evaluate_images
+  const bool folder = fs::is_directory(ckpt);
+  if (folder && fs::exists(ckpt / io::kOptimizerFile)) {
+    io::TrainState st = io::load_checkpoint(ckpt, model.net(), model.arena());  // as train_images --resume
+    std::printf("resumable checkpoint at step %lld\n", (long long)st.step);
+  } else if (folder && fs::exists(ckpt / io::kModelFile)) {
+    io::load_sampling_weights(ckpt / io::kModelFile, model.net(), model.arena(), Role::Param);
+  }
+  io::SafetensorsReader r(io_file);
+  Inputs in;
+  in.x = r.read<float>("x");
+  in.t = r.read<float>("t");
+  in.k = r.read<float>("k");
+  for (float v : r.read<float>("y")) in.y.push_back(int32_t(v));
+  in.B = int(in.t.size());
+  auto oe = forward(model, in, Role::Ema);
+  io::SafetensorsWriter w;
+  w.add("out_ema", r.info("x").shape, oe.data());
+  std::vector<float> om;
+  if (folder && fs::exists(ckpt / io::kModelFile)) {
+    om = forward(model, in, Role::Param);
+    w.add("out_model", r.info("x").shape, om.data());
+  }
+  w.write(out_file);
+  return 0;
+}
+
+int main(int argc, char** argv) {
+  try {
+    std::string cmd = argc > 1 ? argv[1] : "";
+    if (cmd == "export" && argc == 3) return export_dir(argv[2]);
+    if (cmd == "forward" && argc == 5) return forward_cmd(argv[2], argv[3], argv[4]);
+    std::fprintf(stderr, "usage: torch_interop_tool export DIR | forward CKPT IO OUT\n");
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}
