@@ -2,7 +2,7 @@
 label table) written by this test: the converted model at d-embedding zero equals a reference DiT
 forward (written here, after facebookresearch/DiT models.py) on the first C channels, in PyTorch and,
 through torch_interop_tool, in C++; damaged and foreign .pt files give clear errors.
-  convert_test.py TOOL WORK"""
+  convert_test.py TOOL WORK [TRAIN_IMAGES]   (with train_images: fine-tuning starts from the converted folder)"""
 import math
 import os
 import sys
@@ -71,7 +71,7 @@ def reference_dit(sd, x, t, y):
     return torch.einsum("nhwpqc->nchpwq", h).reshape(N, 2 * C, G * P, G * P)
 
 
-def main(tool, work):
+def main(tool, work, train=None):
     os.makedirs(work, exist_ok=True)
     sd = random_dit_state_dict(0)
     pt = os.path.join(work, "dit.pt")
@@ -97,6 +97,16 @@ def main(tool, work):
     if os.path.exists(os.path.join(work, "out.safetensors")):
         o, _ = st.read_safetensors(os.path.join(work, "out.safetensors"))
         close(o["out_ema"], nhwc(ref[:, :C]), "converted (C++) = reference DiT, first C channels")
+    if train:  # fine-tuning from the converted weights on 8x8x4 "latents" with labels among 1000 classes
+        import numpy as np
+        np.save(os.path.join(work, "lat.npy"), torch.randn(32, 8, 8, 4, generator=g).numpy())
+        np.save(os.path.join(work, "lab.npy"), (np.arange(32) * 31 % 1000).astype(np.int64))
+        run([train, "--data-file", os.path.join(work, "lat.npy"), "--labels-file", os.path.join(work, "lab.npy"),
+             "--init", out, "--steps", "1", "--batch", "28", "--sample-every", "0", "--checkpoint-every", "0", "-q",
+             "-o", os.path.join(work, "tuned")], words=("initial weights", "its network", "1000 classes"),
+            what="train_images --init on the converted folder (latents 8x8x4, 1000 classes)")
+        tuned = st.load(os.path.join(work, "tuned", "checkpoints", "last"), "model")
+        check(tuned.config == cfg, "the fine-tuned checkpoint keeps the converted DiT's config")
     # a train.py checkpoint {"model", "ema", "opt"} and a DataParallel prefix
     torch.save({"model": {"module." + k: v for k, v in random_dit_state_dict(5).items()}, "ema": sd, "opt": {}},
                os.path.join(work, "train_ckpt.pt"))
@@ -132,5 +142,5 @@ def main(tool, work):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
     finish()

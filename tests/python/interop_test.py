@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import torch
 
-from common import check, close, finish, nchw, nhwc, randomize, run, st
+from common import check, close, finish, nchw, nhwc, raises, randomize, run, st
 
 
 def cpp_to_torch(tool, work):
@@ -60,6 +60,24 @@ def torch_to_cpp(tool, sample_images, work):
         with torch.no_grad():
             close(out["out_ema"], nhwc(ema(x, t, k, y)), f"C++ forward = PyTorch forward, EMA weights ({folder})")
             close(out["out_model"], nhwc(model(x, t, k, y)), f"C++ forward = PyTorch forward, raw weights ({folder})")
+    # damaged and mismatched files: clear errors from the Python side too
+    f = os.path.join(work, "plain", "ema.safetensors")
+    raw = open(f, "rb").read()
+    for name, data, words in (("trunc.safetensors", raw[:-7], ["truncated"]), ("tiny.safetensors", raw[:5], ["8-byte"]),
+                              ("hdr.safetensors", raw[:8] + b"[" + raw[9:], ["not valid JSON"])):
+        with open(os.path.join(work, name), "wb") as fh:
+            fh.write(data)
+        raises(lambda n=name: st.load(os.path.join(work, n)), st.SafetensorsError, words, f"load: damaged file ({name})")
+    sd, meta = st.read_safetensors(f)
+    st.write_safetensors(os.path.join(work, "shape.safetensors"), dict(sd, **{"y_embedder.embedding_table.weight":
+                                                                            torch.zeros(3, 48)}), meta)
+    raises(lambda: st.load(os.path.join(work, "shape.safetensors")), st.CheckpointError,
+           ["wrong shape for tensor 'y_embedder.embedding_table.weight'"], "load: wrong shape")
+    st.write_safetensors(os.path.join(work, "less.safetensors"),
+                         {k: v for k, v in sd.items() if not k.startswith("d_embedder")}, meta)
+    raises(lambda: st.load(os.path.join(work, "less.safetensors")), st.CheckpointError,
+           ["missing tensors", "d_embedder.mlp.0.weight"], "load: missing tensors (strict)")
+    raises(lambda: st.load(os.path.join(work, "nowhere")), st.CheckpointError, ["does not exist"], "load: no such folder")
     if sample_images:
         noise = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(4))
         np.save(os.path.join(work, "noise.npy"), nhwc(noise).contiguous().numpy())
