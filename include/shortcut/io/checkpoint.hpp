@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include <charconv>
+#include <concepts>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -23,7 +24,6 @@
 #include <vector>
 
 #include "shortcut/core/arena.hpp"
-#include "shortcut/core/concepts.hpp"
 #include "shortcut/io/safetensors.hpp"
 
 namespace shortcut::io {
@@ -387,7 +387,11 @@ TrainState load_checkpoint(const std::filesystem::path& dir, ParamArena<Be>& are
 
 // ---- network-level conveniences -----------------------------------------------------------------
 
-// The functions below take any shortcut::NamedNetwork (core/concepts.hpp): layout() and config_json().
+template <class Net>
+concept NamedNetwork = requires(const Net& n) {
+  { n.layout() } -> std::convertible_to<const ParamLayout&>;
+  { n.config_json() } -> std::convertible_to<nlohmann::json>;
+};
 
 // The fixed tensors a network writes beside its weights: the DiT's pos_embed [1, T, D]; none for
 // networks without one.
