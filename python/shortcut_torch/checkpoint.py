@@ -41,9 +41,10 @@ def _json_meta(meta, key, path):
         raise CheckpointError(f"'{path}': __metadata__ '{key}' is not valid JSON: {e}") from None
 
 
-def load_state(path, model):
-    """Loads a weights file into `model` with strict name and shape checks; returns the file's metadata."""
-    sd, meta = read_safetensors(path)
+def load_state(path, model, contents=None):
+    """Loads a weights file into `model` with strict name and shape checks; returns the file's metadata.
+    `contents`: the file's (tensors, metadata) when already read."""
+    sd, meta = contents if contents is not None else read_safetensors(path)
     own = model.state_dict()
     missing = [k for k in own if k not in sd]
     unexpected = [k for k in sd if k not in own]
@@ -76,14 +77,15 @@ def load(checkpoint, weights="ema", config=None):
     files without one). Sets model.training_config (the 'training' metadata: objective,
     denoise_timesteps, ...; None when absent) and model.step."""
     path = weights_file(checkpoint, weights)
-    _, meta = read_safetensors(path)
+    contents = read_safetensors(path)
+    meta = contents[1]
     cfg = _json_meta(meta, "config", path)
     if cfg is None:
         if config is None:
             raise CheckpointError(f"'{path}' has no model config in its metadata ('config'); pass config=")
         cfg = config
     model = DiT(cfg)
-    load_state(path, model)
+    load_state(path, model, contents)
     model.training_config = _json_meta(meta, "training", path)
     step = meta.get("step", "0")
     model.step = int(step) if step.isdigit() else 0

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -21,12 +22,19 @@ namespace shortcut::data {
 
 namespace detail {
 
-// A tensor as read from either format: its dtype, shape and a way to get its values.
+// A tensor of either format: its dtype and shape, and its values converted on demand (so that a large
+// file is held once as bytes and once as the floats the data set keeps, never as doubles).
 struct LoadedTensor {
   std::string where;  // "npy file 'x.npy'" or "tensor 'images' of safetensors file 'x.safetensors'"
   io::DType dtype = io::DType::F32;
   std::vector<int64_t> shape;
-  std::vector<double> values;
+  std::shared_ptr<io::NpyArray> npy;
+  std::shared_ptr<io::SafetensorsReader> st;
+  std::string name;
+  template <class T>
+  std::vector<T> values() const {
+    return npy ? npy->values<T>() : st->read<T>(name);
+  }
 };
 
 inline bool is_npy_file(const std::filesystem::path& p) {
@@ -37,16 +45,16 @@ inline bool is_npy_file(const std::filesystem::path& p) {
 }
 
 inline LoadedTensor from_npy(const std::filesystem::path& p) {
-  io::NpyArray a = io::read_npy(p);
-  return {"npy file '" + p.string() + "'", a.dtype, a.shape, a.values<double>()};
+  auto a = std::make_shared<io::NpyArray>(io::read_npy(p));
+  return {"npy file '" + p.string() + "'", a->dtype, a->shape, a, nullptr, ""};
 }
 
-inline LoadedTensor from_safetensors(const io::SafetensorsReader& r, const std::string& name) {
-  const io::TensorInfo& t = r.info(name);
-  LoadedTensor out{"tensor '" + name + "' of safetensors file '" + r.path().string() + "'", t.dtype, t.shape, {}};
+inline LoadedTensor from_safetensors(const std::shared_ptr<io::SafetensorsReader>& r, const std::string& name) {
+  const io::TensorInfo& t = r->info(name);
+  LoadedTensor out{"tensor '" + name + "' of safetensors file '" + r->path().string() + "'", t.dtype, t.shape,
+                   nullptr, r, name};
   if (t.dtype == io::DType::F8_E4M3 || t.dtype == io::DType::F8_E5M2)
     throw FileError(out.where + ": dtype " + io::dtype_name(t.dtype) + " is not supported");
-  out.values = r.read<double>(name);
   return out;
 }
 
@@ -75,7 +83,8 @@ inline ImageDataset load_tensor_dataset(const std::filesystem::path& file, const
   if (detail::is_npy_file(file)) {
     images = detail::from_npy(file);
   } else {
-    io::SafetensorsReader r(file);
+    auto rp = std::make_shared<io::SafetensorsReader>(file);
+    const io::SafetensorsReader& r = *rp;
     auto pick = [&](const std::string& name, size_t rank, const char* what) -> std::string {
       if (r.contains(name)) return name;
       std::vector<std::string> c;
@@ -93,11 +102,11 @@ inline ImageDataset load_tensor_dataset(const std::filesystem::path& file, const
       throw FileError("safetensors file '" + file.string() + "' has no tensor 'images' and no tensor of rank 4 [N, H, W, C]" +
                       (have.empty() ? std::string(" (it holds no tensors)") : " (it holds " + have + ")"));
     }
-    images = detail::from_safetensors(r, in);
+    images = detail::from_safetensors(rp, in);
     if (labels_file.empty()) {
       const std::string ln = pick("labels", 1, "label");
       if (!ln.empty()) {
-        labels = detail::from_safetensors(r, ln);
+        labels = detail::from_safetensors(rp, ln);
         have_labels = true;
       }
     }
@@ -107,10 +116,10 @@ inline ImageDataset load_tensor_dataset(const std::filesystem::path& file, const
     if (detail::is_npy_file(labels_file)) {
       labels = detail::from_npy(labels_file);
     } else {
-      io::SafetensorsReader r(labels_file);
-      std::string ln = r.contains("labels") ? "labels" : "";
+      auto r = std::make_shared<io::SafetensorsReader>(labels_file);
+      std::string ln = r->contains("labels") ? "labels" : "";
       if (ln.empty())
-        for (auto& t : r.tensors())
+        for (auto& t : r->tensors())
           if (t.shape.size() == 1) ln = t.name;
       if (ln.empty()) throw FileError("labels file '" + labels_file.string() + "' has no rank-1 tensor of labels");
       labels = detail::from_safetensors(r, ln);
@@ -148,26 +157,29 @@ inline ImageDataset load_tensor_dataset(const std::filesystem::path& file, const
   d.w = int(W);
   d.c = int(C);
   d.labels.resize(size_t(N));
-  double lo = 0, hi = -1;
+  const std::vector<int64_t> lv = labels.values<int64_t>();
+  int64_t hi = -1;
   for (int64_t i = 0; i < N; ++i) {
-    const double v = labels.values[size_t(i)];
-    if (v < 0) throw FileError(cat(labels.where, ": label ", int64_t(v), " at index ", i, " is negative"));
+    const int64_t v = lv[size_t(i)];
+    if (v < 0) throw FileError(cat(labels.where, ": label ", v, " at index ", i, " is negative"));
     if (classes > 0 && v >= classes)
-      throw FileError(cat(labels.where, ": label ", int64_t(v), " at index ", i, " is out of range for ", classes,
+      throw FileError(cat(labels.where, ": label ", v, " at index ", i, " is out of range for ", classes,
                           " classes (labels must lie in [0, ", classes, "))"));
-    if (v > 1e7) throw FileError(cat(labels.where, ": label ", int64_t(v), " at index ", i, " is absurdly large"));
+    if (v >= (int64_t(1) << 24))
+      throw FileError(cat(labels.where, ": label ", v, " at index ", i, " is absurdly large (more than 2^24 classes)"));
     d.labels[size_t(i)] = int32_t(v);
     hi = std::max(hi, v);
   }
-  (void)lo;
   d.classes = classes > 0 ? classes : int(hi) + 1;
-  d.images.resize(images.values.size());
+  d.images = images.values<float>();
   const bool u8 = images.dtype == io::DType::U8;
-  for (size_t i = 0; i < images.values.size(); ++i) {
-    const double v = images.values[i];
-    if (!std::isfinite(v))
+  for (size_t i = 0; i < d.images.size(); ++i) {
+    float& v = d.images[i];
+    if (u8) {
+      v = idx_pixel_to_float(uint8_t(v));
+    } else if (!std::isfinite(v)) {
       throw FileError(cat(images.where, ": a non-finite value (", v, ") at element ", i));
-    d.images[i] = u8 ? idx_pixel_to_float(uint8_t(v)) : float(v);
+    }
   }
   return d;
 }
