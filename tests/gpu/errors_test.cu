@@ -1,2 +1,221 @@
-// placeholder
+// What a user meets when a launch or a library call is wrong: the launch checks (block size, dynamic
+// shared memory above 48 KB without the opt-in, above the sm_90 limit), cuBLAS's argument checks,
+// and how a fault inside a kernel is reported (late, naming the kernels that may have caused it).
+// The cases in the first half hold on a GPU as in the emulation. Those tagged [emulation] test the
+// emulator's own checks (a barrier not reached by every thread, a warp collective with a bad mask,
+// a host pointer passed to a kernel, reading never-written memory, a copy read before its stream was
+// waited for); those tagged [.fault] leave the device faulted (sticky), so each runs in a process of
+// its own (tests/gpu/CMakeLists.txt registers them one by one).
+#include <cstring>
+
 #include "gpu_test_util.hpp"
+
+using namespace shortcut;
+using namespace gputest;
+
+namespace errtest {
+
+template <class T>
+__global__ void write_index_kernel(T* out, int n) {
+  const int i = int(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < n) out[i] = T(i);
+}
+
+// Every thread writes its slot of dynamic shared memory, then (after the barrier) reads its neighbour's.
+template <class T>
+__global__ void smem_rotate_kernel(T* out, int n) {
+  SHORTCUT_DYNAMIC_SMEM(float, s);
+  const int t = int(threadIdx.x);
+  s[t] = float(t);
+  __syncthreads();
+  if (t < n) out[t] = T(s[(t + 1) % blockDim.x]);
+}
+
+template <class T>
+__global__ void trap_kernel(T* out) {
+  if (threadIdx.x == 3) __trap();
+  out[threadIdx.x] = T(1);
+}
+
+// Threads 0..15 return early; the others wait at a barrier they can never pass together.
+template <class T>
+__global__ void divergent_barrier_kernel(T* out) {
+  if (threadIdx.x < 16) return;
+  __syncthreads();
+  out[threadIdx.x] = T(1);
+}
+
+// A full-warp shuffle in a block of 48 threads: the second warp has 16 lanes.
+template <class T>
+__global__ void partial_warp_shuffle_kernel(T* out) {
+  out[threadIdx.x] = T(__shfl_xor_sync(0xffffffffu, float(threadIdx.x), 1));
+}
+
+template <class T>
+__global__ void warp_sum_kernel(T* out) {
+  out[threadIdx.x] = T(kernels::warp_sum(float(threadIdx.x)));
+}
+
+template <class Fn>
+std::string error_of(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace errtest
+
+using namespace errtest;
+
+TEST_CASE("a launch with more than 1024 threads per block fails at once, named", "[errors]") {
+  auto& be = gpu();
+  cuda::DeviceBuffer<float> out(2048);
+  const std::string msg = error_of([&] {
+    kernels::launch("write_index_kernel", write_index_kernel<float>, 1, 2048, 0, be.stream(), out.data(), 2048);
+  });
+  INFO(msg);
+  CHECK(msg.find("launch of write_index_kernel failed") != std::string::npos);
+  CHECK(msg.find("cudaErrorInvalidConfiguration") != std::string::npos);
+  // the error is not sticky: the device still works
+  kernels::launch("write_index_kernel", write_index_kernel<float>, 2, 1024, 0, be.stream(), out.data(), 2048);
+  std::vector<float> h(2048);
+  be.to_host(h.data(), out.data(), h.size());
+  CHECK(h[2047] == 2047.f);
+}
+
+TEST_CASE("dynamic shared memory above 48 KB needs the opt-in and stays under the device limit", "[errors]") {
+  auto& be = gpu();
+  cuda::DeviceBuffer<float> out(256);
+  const size_t big = 64 * 1024;
+  auto k = smem_rotate_kernel<float>;
+  // without cudaFuncSetAttribute the launch is refused
+  const std::string msg = error_of([&] { kernels::launch("smem_rotate_kernel", k, 1, 256, big, be.stream(), out.data(), 256); });
+  INFO(msg);
+  CHECK(msg.find("launch of smem_rotate_kernel failed") != std::string::npos);
+  // opted in, it runs, and the barrier makes every neighbour's value visible
+  SHORTCUT_CUDA_CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, int(big)));
+  kernels::launch("smem_rotate_kernel", k, 1, 256, big, be.stream(), out.data(), 256);
+  std::vector<float> h(256);
+  be.to_host(h.data(), out.data(), h.size());
+  for (int t = 0; t < 256; ++t) CHECK(h[t] == float((t + 1) % 256));
+  // above what an sm_90 block can have, even the opt-in fails
+  CHECK(cudaFuncSetAttribute(k, cudaFuncAttributeMaxDynamicSharedMemorySize, 300 * 1024) != cudaSuccess);
+  cudaGetLastError();
+}
+
+TEST_CASE("cuBLAS refuses a leading dimension smaller than the matrix", "[errors]") {
+  auto& be = gpu();
+  cuda::DeviceBuffer<float> a(64), b(64), c(64);
+  const float one = 1.f, zero = 0.f;
+  // A is 8 x 8 column-major (op N): lda must be at least 8
+  CHECK(cublasGemmEx(be.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, 8, 8, 8, &one, a.data(), CUDA_R_32F, 4, b.data(),
+                     CUDA_R_32F, 8, &zero, c.data(), CUDA_R_32F, 8, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_INVALID_VALUE);
+  // and a correct call goes through
+  CHECK(cublasGemmEx(be.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, 8, 8, 8, &one, a.data(), CUDA_R_32F, 8, b.data(),
+                     CUDA_R_32F, 8, &zero, c.data(), CUDA_R_32F, 8, CUBLAS_COMPUTE_32F,
+                     CUBLAS_GEMM_DEFAULT) == CUBLAS_STATUS_SUCCESS);
+  be.synchronize();
+}
+
+TEST_CASE("warp sums see every lane", "[errors]") {
+  auto& be = gpu();
+  cuda::DeviceBuffer<float> out(64);
+  kernels::launch("warp_sum_kernel", warp_sum_kernel<float>, 1, 64, 0, be.stream(), out.data());
+  std::vector<float> h(64);
+  be.to_host(h.data(), out.data(), h.size());
+  for (int t = 0; t < 32; ++t) CHECK(h[t] == 496.f);       // 0 + ... + 31
+  for (int t = 32; t < 64; ++t) CHECK(h[t] == 1520.f);     // 32 + ... + 63
+}
+
+#if defined(SHORTCUT_CUDA_EMULATION)
+// ---- the emulator's own checks ------------------------------------------------------------------
+
+TEST_CASE("emulation: never-written device memory reads as NaN", "[emulation]") {
+  auto& be = gpu();
+  float* p = nullptr;
+  SHORTCUT_CUDA_CHECK(cudaMalloc(&p, 16 * sizeof(float)));
+  std::vector<float> h(16, 0.f);
+  be.to_host(h.data(), p, h.size());
+  for (float v : h) CHECK(std::isnan(v));
+  SHORTCUT_CUDA_CHECK(cudaFree(p));
+}
+
+TEST_CASE("emulation: a copy into pinned memory lands only when its stream is waited for", "[emulation]") {
+  auto& be = gpu();
+  cuda::DeviceBuffer<float> d(8);
+  be.fill(d.data(), 7.f, 8);
+  float* pinned = nullptr;
+  SHORTCUT_CUDA_CHECK(cudaMallocHost(&pinned, 8 * sizeof(float)));
+  std::fill(pinned, pinned + 8, 0.f);
+  SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(pinned, d.data(), 8 * sizeof(float), cudaMemcpyDeviceToHost, be.stream()));
+  CHECK(pinned[0] == 0.f);  // not waited for: a host that reads now reads stale data
+  be.synchronize();
+  CHECK(pinned[0] == 7.f);
+  SHORTCUT_CUDA_CHECK(cudaFreeHost(pinned));
+}
+
+TEST_CASE("emulation: a device-to-device copy from host memory is refused", "[emulation]") {
+  auto& be = gpu();
+  cuda::DeviceBuffer<float> d(8);
+  std::vector<float> h(8, 1.f);
+  const std::string msg = error_of([&] { be.copy(d.data(), h.data(), 8); });
+  INFO(msg);
+  CHECK(msg.find("cudaErrorInvalidValue") != std::string::npos);
+}
+
+TEST_CASE("emulation: a kernel fault is reported late and names the kernels that may have caused it", "[.fault][emulation]") {
+  auto& be = gpu();
+  cuda::DeviceBuffer<float> out(64);
+  be.synchronize();
+  kernels::launch("write_index_kernel", write_index_kernel<float>, 1, 64, 0, be.stream(), out.data(), 64);
+  kernels::launch("trap_kernel", trap_kernel<float>, 1, 32, 0, be.stream(), out.data());
+  kernels::launch("warp_sum_kernel", warp_sum_kernel<float>, 1, 32, 0, be.stream(), out.data());
+  const std::string msg = error_of([&] { be.synchronize(); });
+  INFO(msg);
+  CHECK(msg.find("cudaErrorLaunchFailure") != std::string::npos);
+  CHECK(msg.find("fault inside a kernel") != std::string::npos);
+  CHECK(msg.find("write_index_kernel, trap_kernel, warp_sum_kernel") != std::string::npos);
+  CHECK(msg.find("SHORTCUT_CUDA_SYNC_CHECK") != std::string::npos);
+  // sticky: the next launch fails too, and says the fault is older than it
+  const std::string next = error_of(
+      [&] { kernels::launch("write_index_kernel", write_index_kernel<float>, 1, 64, 0, be.stream(), out.data(), 64); });
+  INFO(next);
+  CHECK(next.find("found at the launch of write_index_kernel") != std::string::npos);
+  CHECK(next.find("one of the kernels launched before") != std::string::npos);
+}
+
+TEST_CASE("emulation: a barrier that some threads never reach is a fault", "[.fault][emulation]") {
+  auto& be = gpu();
+  cuda::DeviceBuffer<float> out(64);
+  kernels::launch("divergent_barrier_kernel", divergent_barrier_kernel<float>, 1, 64, 0, be.stream(), out.data());
+  const std::string msg = error_of([&] { be.synchronize(); });
+  INFO(msg);
+  CHECK(msg.find("cudaErrorLaunchFailure") != std::string::npos);
+  CHECK(msg.find("divergent_barrier_kernel") != std::string::npos);
+}
+
+TEST_CASE("emulation: a full-warp shuffle in a partial warp is a fault", "[.fault][emulation]") {
+  auto& be = gpu();
+  cuda::DeviceBuffer<float> out(48);
+  kernels::launch("partial_warp_shuffle_kernel", partial_warp_shuffle_kernel<float>, 1, 48, 0, be.stream(),
+                  out.data());
+  const std::string msg = error_of([&] { be.synchronize(); });
+  INFO(msg);
+  CHECK(msg.find("cudaErrorIllegalInstruction") != std::string::npos);
+  CHECK(msg.find("partial_warp_shuffle_kernel") != std::string::npos);
+}
+
+TEST_CASE("emulation: a host pointer passed to a kernel is an illegal address", "[.fault][emulation]") {
+  auto& be = gpu();
+  std::vector<float> host(64);
+  kernels::launch("write_index_kernel", write_index_kernel<float>, 1, 64, 0, be.stream(), host.data(), 64);
+  const std::string msg = error_of([&] { be.synchronize(); });
+  INFO(msg);
+  CHECK(msg.find("cudaErrorIllegalAddress") != std::string::npos);
+  CHECK(host[5] == 0.f);  // the kernel did not run
+}
+#endif

@@ -127,19 +127,29 @@ cublasStatus_t gemm(const char* fn, cublasHandle_t h, cublasOperation_t ta, cubl
   enqueue(h->stream, [=] {
     if (!bad.empty())
       return fault(cudaErrorIllegalAddress, f + ": matrix " + bad + " is not (wholly) device memory");
-    std::vector<double> acc(static_cast<size_t>(m));
+    // op(A) as a column-major m x k array and op(B) as k x n, in double (TF32-rounded where asked),
+    // so that the inner loop runs over contiguous memory
+    std::vector<double> a(size_t(m) * k), bm(size_t(k) * n), acc(static_cast<size_t>(m));
     for (int b = 0; b < batch; ++b) {
       const size_t oa = size_t(b) * sA, ob = size_t(b) * sB, oc = size_t(b) * sC;
+      if (al != 0.0) {
+        for (int p = 0; p < k; ++p)
+          for (int i = 0; i < m; ++i) {
+            const double v = load(A, at, oa + (ta == CUBLAS_OP_N ? size_t(p) * lda + i : size_t(i) * lda + p));
+            a[size_t(p) * m + i] = round_tf32 ? tf32(v) : v;
+          }
+        for (int j = 0; j < n; ++j)
+          for (int p = 0; p < k; ++p) {
+            const double v = load(B, bt, ob + (tb == CUBLAS_OP_N ? size_t(j) * ldb + p : size_t(p) * ldb + j));
+            bm[size_t(j) * k + p] = round_tf32 ? tf32(v) : v;
+          }
+      }
       for (int j = 0; j < n; ++j) {
         std::fill(acc.begin(), acc.end(), 0.0);
         for (int p = 0; p < k && al != 0.0; ++p) {
-          double bv = load(B, bt, ob + (tb == CUBLAS_OP_N ? size_t(j) * ldb + p : size_t(p) * ldb + j));
-          if (round_tf32) bv = tf32(bv);
-          for (int i = 0; i < m; ++i) {
-            double av = load(A, at, oa + (ta == CUBLAS_OP_N ? size_t(p) * lda + i : size_t(i) * lda + p));
-            if (round_tf32) av = tf32(av);
-            acc[i] += av * bv;
-          }
+          const double bv = bm[size_t(j) * k + p];
+          const double* ac = a.data() + size_t(p) * m;
+          for (int i = 0; i < m; ++i) acc[i] += ac[i] * bv;
         }
         for (int i = 0; i < m; ++i) {
           const size_t ci = oc + size_t(j) * ldc + i;

@@ -9,6 +9,7 @@
 // fiber is a TSan fiber, switches carry no ordering, and only a barrier (every thread releases
 // before it waits and acquires after) or a warp collective orders the accesses of two threads of a
 // block, so a missing __syncthreads shows as a data race. This file is never instrumented itself.
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -86,7 +87,8 @@ struct Fiber {
 };
 
 struct WarpSlot {
-  uint32_t arrived = 0;
+  uint32_t arrived = 0;  // lanes waiting in the current collective
+  uint32_t exited = 0;   // lanes that have left the kernel
   WarpOp op[32];
   unsigned mask[32];
   uint64_t value[32];
@@ -137,6 +139,9 @@ struct Worker {
   GridJob* job = nullptr;
   unsigned nthreads = 0;
   bool faulted = false;
+  std::vector<unsigned> ready;  // runnable fibers, in the order they run
+  size_t ready_head = 0;
+  unsigned at_barrier = 0, exited = 0;
 
   ~Worker() {
     for (auto& f : fibers) {
@@ -182,6 +187,17 @@ Worker& worker() {
 #if defined(EMU_TSAN)
     w->tsan_sched = __tsan_get_current_fiber();
 #endif
+#if defined(EMU_ASAN)
+    pthread_attr_t attr;
+    void* addr = nullptr;
+    size_t size = 0;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+      pthread_attr_getstack(&attr, &addr, &size);
+      pthread_attr_destroy(&attr);
+    }
+    w->sched_bottom = addr;
+    w->sched_size = size;
+#endif
   }
   return *w;
 }
@@ -204,7 +220,7 @@ uint64_t csr_word() {
 }
 
 // A fresh start for fiber f: the frame that shortcut_emu_switch pops, returning into the trampoline.
-void reset_fiber(Fiber& f) {
+void reset_fiber(Fiber& f, uint64_t csr) {
 #if defined(EMU_ASAN)
   __asan_unpoison_memory_region(f.stack, f.stack_size);  // frames left by an abandoned block
 #endif
@@ -216,24 +232,35 @@ void reset_fiber(Fiber& f) {
   *--sp = 0;                                  // r13
   *--sp = 0;                                  // r14
   *--sp = 0;                                  // r15
-  *--sp = csr_word();
+  *--sp = csr;
   f.sp = sp;
   f.asan_fake = nullptr;
 }
 
-// fiber -> scheduler. `leaving`: the fiber will not be resumed in this block.
-void to_scheduler(Worker& w, Fiber& f, bool leaving) {
+// Fiber f blocks or exits: the next ready fiber runs (a direct switch, which halves the switches of a
+// warp collective), or the scheduler when none is ready or f faulted. `leaving`: f will not be resumed
+// in this block.
+void yield_from(Worker& w, Fiber& f, bool leaving, bool to_scheduler = false) {
+  Fiber* next = nullptr;
+  if (!to_scheduler && w.ready_head < w.ready.size()) next = w.fibers[w.ready[w.ready_head++]].get();
+  void* target = w.sched_sp;
+  if (next) {
+    w.current = next;
+    tl_self = &next->ts;
+    target = next->sp;
+  }
 #if defined(EMU_TSAN)
-  __tsan_switch_to_fiber(w.tsan_sched, __tsan_switch_to_fiber_no_sync);
+  __tsan_switch_to_fiber(next ? next->tsan_fiber : w.tsan_sched, __tsan_switch_to_fiber_no_sync);
 #endif
 #if defined(EMU_ASAN)
-  __sanitizer_start_switch_fiber(leaving ? nullptr : &f.asan_fake, w.sched_bottom, w.sched_size);
+  __sanitizer_start_switch_fiber(leaving ? nullptr : &f.asan_fake, next ? next->stack : w.sched_bottom,
+                                 next ? next->stack_size : w.sched_size);
 #else
   (void)leaving;
 #endif
-  shortcut_emu_switch(&f.sp, w.sched_sp);
+  shortcut_emu_switch(&f.sp, target);
 #if defined(EMU_ASAN)
-  __sanitizer_finish_switch_fiber(f.asan_fake, &w.sched_bottom, &w.sched_size);
+  __sanitizer_finish_switch_fiber(f.asan_fake, nullptr, nullptr);
 #endif
 }
 
@@ -274,7 +301,7 @@ void fault(Worker& w, cudaError_t code, const std::string& what) {
 
 [[noreturn]] void fault_from_fiber(Worker& w, Fiber& f, cudaError_t code, const std::string& what) {
   fault(w, code, where(w, f) + ": " + what);
-  to_scheduler(w, f, true);
+  yield_from(w, f, true, true);
   std::abort();  // a faulted block is never resumed
 }
 
@@ -310,7 +337,7 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
   w.faulted = false;
   const unsigned nwarps = (n + 31) / 32;
   if (w.warps.size() < nwarps) w.warps.resize(nwarps);
-  for (unsigned k = 0; k < nwarps; ++k) w.warps[k].arrived = 0;
+  for (unsigned k = 0; k < nwarps; ++k) w.warps[k].arrived = w.warps[k].exited = 0;
   if (job.smem) {
     if (w.smem_cap < job.smem) {
       std::free(w.smem);
@@ -319,6 +346,7 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
     }
     std::memset(w.smem, 0xFF, job.smem);  // NaN in fp32 and bf16: an unwritten value shows
   }
+  const uint64_t csr = csr_word();
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = w.fiber(i);
     f.ts.tid = uint3{i % job.block.x, (i / job.block.x) % job.block.y, i / (job.block.x * job.block.y)};
@@ -328,7 +356,7 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
     f.lane = i % 32;
     f.warp = i / 32;
     f.state = Fiber::Runnable;
-    reset_fiber(f);
+    reset_fiber(f, csr);
   }
 #if defined(EMU_TSAN)
   __tsan_release(&w.tsan_block_start);  // the launch's arguments, the previous blocks of this host thread
@@ -342,34 +370,35 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
     std::fprintf(stderr, "emulation: SHORTCUT_EMU_ORDER=%s is not forward, reverse or random\n", e);
     std::abort();
   }();
-  std::vector<unsigned> seq(n);
-  for (unsigned i = 0; i < n; ++i) seq[i] = order == 1 ? n - 1 - i : i;
-
+  // every thread, in the order SHORTCUT_EMU_ORDER asks for (also at every barrier release)
+  auto enqueue_all = [&] {
+    const size_t from = w.ready.size();
+    for (unsigned i = 0; i < n; ++i) w.ready.push_back(order == 1 ? n - 1 - i : i);
+    if (order == 2) std::shuffle(w.ready.begin() + long(from), w.ready.end(), w.rng);
+  };
+  w.ready.clear();
+  w.ready_head = 0;
+  w.at_barrier = w.exited = 0;
+  enqueue_all();
   for (;;) {
-    if (order == 2) std::shuffle(seq.begin(), seq.end(), w.rng);
-    bool ran = false;
-    for (unsigned i : seq) {
-      Fiber& f = *w.fibers[i];
-      if (f.state != Fiber::Runnable) continue;
+    while (w.ready_head < w.ready.size()) {
+      Fiber& f = *w.fibers[w.ready[w.ready_head++]];
       run_fiber(w, f);
-      ran = true;
       if (w.faulted) return;
     }
-    if (ran) continue;
-    unsigned at_barrier = 0, exited = 0;
-    for (unsigned i = 0; i < n; ++i) {
-      at_barrier += w.fibers[i]->state == Fiber::AtBarrier;
-      exited += w.fibers[i]->state == Fiber::Exited;
-    }
-    if (exited == n) break;
-    if (at_barrier + exited == n) {
-      if (exited) {
+    w.ready.clear();
+    w.ready_head = 0;
+    if (w.exited == n) break;
+    if (w.at_barrier + w.exited == n) {
+      if (w.exited) {
         fault(w, cudaErrorLaunchFailure,
               std::string("kernel ") + job.name + ": divergent __syncthreads in block " + block_str(bid) + ": " +
                   describe_waits(w) + " (every thread of a block must reach the barrier)");
         return;
       }
+      w.at_barrier = 0;
       for (unsigned i = 0; i < n; ++i) w.fibers[i]->state = Fiber::Runnable;
+      enqueue_all();
       continue;
     }
     fault(w, cudaErrorLaunchFailure,
@@ -466,7 +495,8 @@ void syncthreads() {
   __tsan_release(&w.tsan_barrier);
 #endif
   f.state = Fiber::AtBarrier;
-  to_scheduler(w, f, false);
+  ++w.at_barrier;
+  yield_from(w, f, false);
 #if defined(EMU_TSAN)
   __tsan_acquire(&w.tsan_barrier);
 #endif
@@ -494,13 +524,16 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     std::snprintf(buf, sizeof buf, "%s with width %d (a power of two up to 32)", op_name(op), width);
     fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
   }
-  for (unsigned l = 0; l < 32; ++l) {
-    if (!((mask >> l) & 1u)) continue;
-    if (w.fibers[first + l]->state == Fiber::Exited) {
-      std::snprintf(buf, sizeof buf, "%s(mask 0x%08x) waits for lane %u, which has exited", op_name(op), mask, l);
-      fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
-    }
-    if (((s.arrived >> l) & 1u) && (s.op[l] != op || s.mask[l] != mask)) {
+  if (mask & s.exited) {
+    std::snprintf(buf, sizeof buf, "%s(mask 0x%08x) waits for lane %d, which has exited", op_name(op), mask,
+                  __builtin_ctz(mask & s.exited));
+    fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
+  }
+  // lanes of the mask already waiting must be in this collective (each was checked against the ones
+  // before it, so one comparison covers them all)
+  if (const uint32_t m = mask & s.arrived) {
+    const unsigned l = unsigned(__builtin_ctz(m));
+    if (s.op[l] != op || s.mask[l] != mask) {
       std::snprintf(buf, sizeof buf, "%s(mask 0x%08x) while lane %u waits in %s(mask 0x%08x)", op_name(op), mask, l,
                     op_name(s.op[l]), s.mask[l]);
       fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
@@ -517,7 +550,7 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   s.arrived |= 1u << lane;
   if ((s.arrived & mask) != mask) {
     f.state = Fiber::AtWarp;
-    to_scheduler(w, f, false);
+    yield_from(w, f, false);
 #if defined(EMU_TSAN)
     __tsan_acquire(&s.tsan_sync);
 #endif
@@ -526,10 +559,10 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   // the last lane of the mask: every lane's result, then wake the others
   constexpr uint64_t kUndefined = ~uint64_t(0);  // a source lane outside the mask: NaN, so it shows
   uint32_t pred = 0;
-  for (unsigned l = 0; l < 32; ++l)
-    if (((mask >> l) & 1u) && s.value[l]) pred |= 1u << l;
-  for (unsigned l = 0; l < 32; ++l) {
-    if (!((mask >> l) & 1u)) continue;
+  for (uint32_t m = mask; m; m &= m - 1)
+    if (s.value[__builtin_ctz(m)]) pred |= 1u << __builtin_ctz(m);
+  for (uint32_t m = mask; m; m &= m - 1) {
+    const unsigned l = unsigned(__builtin_ctz(m));
     const int wd = s.width[l];
     const unsigned base = l & ~unsigned(wd - 1);
     long src = l;
@@ -551,7 +584,10 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
       case WarpOp::Sync: s.result[l] = 0; break;
       default: s.result[l] = ((mask >> src) & 1u) ? s.value[src] : kUndefined; break;
     }
-    if (l != lane) w.fibers[first + l]->state = Fiber::Runnable;
+    if (l != lane) {
+      w.fibers[first + l]->state = Fiber::Runnable;
+      w.ready.push_back(first + l);
+    }
   }
   s.arrived &= ~mask;
 #if defined(EMU_TSAN)
@@ -591,7 +627,7 @@ extern "C" [[noreturn]] void shortcut_emu_fiber_entry(void* arg) {
   Fiber& f = *static_cast<Fiber*>(arg);
   Worker& w = *tl_worker;
 #if defined(EMU_ASAN)
-  __sanitizer_finish_switch_fiber(nullptr, &w.sched_bottom, &w.sched_size);
+  __sanitizer_finish_switch_fiber(nullptr, nullptr, nullptr);
 #endif
 #if defined(EMU_TSAN)
   __tsan_acquire(&w.tsan_block_start);
@@ -606,18 +642,20 @@ extern "C" [[noreturn]] void shortcut_emu_fiber_entry(void* arg) {
   }
   if (!thrown.empty()) fault_from_fiber(w, f, cudaErrorLaunchFailure, thrown);
   // lanes of this warp that wait for this one in a collective would wait forever
-  const WarpSlot& s = w.warps[f.warp];
-  for (unsigned l = 0; l < 32; ++l)
-    if (((s.arrived >> l) & 1u) && ((s.mask[l] >> f.lane) & 1u)) {
+  WarpSlot& s = w.warps[f.warp];
+  for (uint32_t m = s.arrived; m; m &= m - 1)
+    if (const unsigned l = unsigned(__builtin_ctz(m)); (s.mask[l] >> f.lane) & 1u) {
       char buf[160];
       std::snprintf(buf, sizeof buf, "exits while lane %u waits for it in %s(mask 0x%08x)", l, op_name(s.op[l]),
                     s.mask[l]);
       fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
     }
   f.state = Fiber::Exited;
+  s.exited |= 1u << f.lane;
+  ++w.exited;
 #if defined(EMU_TSAN)
   __tsan_release(&f.tsan_sync);
 #endif
-  to_scheduler(w, f, true);
+  yield_from(w, f, true);
   std::abort();
 }
