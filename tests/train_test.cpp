@@ -5,7 +5,9 @@
 #include <map>
 
 #include "linear_test_net.hpp"
+#include "shortcut/nn/classifier.hpp"
 #include "shortcut/nn/dit.hpp"
+#include "shortcut/nn/mlp_net.hpp"
 #include "shortcut/train/adamw.hpp"
 #include "shortcut/train/ema.hpp"
 #include "shortcut/train/ode_sampler.hpp"
@@ -15,6 +17,13 @@
 using namespace shortcut;
 using Net = LinearTestNet<double>;
 using Model = ShortcutModel<Net>;
+
+// The contracts (core/concepts.hpp) hold for the networks and models the library ships and tests; the
+// classifier is a NamedNetwork (checkpoint I/O) but no velocity network.
+static_assert(VelocityNetwork<Net> && VelocityModel<Model>);
+static_assert(VelocityNetwork<nn::DiT<cpu::Backend<float>>> && VelocityNetwork<nn::MlpNet<cpu::Backend<double>>>);
+static_assert(VelocityModel<ShortcutModel<nn::MlpNet<cpu::Backend<float>>>>);
+static_assert(NamedNetwork<nn::Classifier<cpu::Backend<float>>> && !VelocityNetwork<nn::Classifier<cpu::Backend<float>>>);
 
 TEST_CASE("batch plan: step-index blocks, t on the grid of d, flow rows", "[train][batch]") {
   ShortcutConfig cfg;  // M = 128, L = 7, fraction 1/4

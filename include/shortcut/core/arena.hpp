@@ -15,6 +15,8 @@ inline const char* role_name(Role r) {
   return n[static_cast<int>(r)];
 }
 
+// Backend: any shortcut::ComputeBackend (only its memory ops are used). Not constrained here, because
+// core/concepts.hpp builds on this header (VelocityModel names ParamArena); its users are constrained.
 template <class Backend>
 class ParamArena {
  public:

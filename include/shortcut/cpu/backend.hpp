@@ -17,6 +17,7 @@
 #include <new>
 #include <vector>
 
+#include "shortcut/core/concepts.hpp"
 #include "shortcut/core/error.hpp"
 #include "shortcut/core/patch_order.hpp"
 #include "shortcut/core/rng.hpp"
@@ -378,4 +379,9 @@ class Backend {
 };
 
 }  // namespace cpu
+
+// The reference offers every op of the contract with exactly its signature (core/concepts.hpp).
+static_assert(ComputeBackend<cpu::Backend<float>>, "cpu::Backend<float> must offer every op of ComputeBackend");
+static_assert(ComputeBackend<cpu::Backend<double>>, "cpu::Backend<double> must offer every op of ComputeBackend");
+
 }  // namespace shortcut

@@ -27,6 +27,7 @@
 #include "kernels/matmul.cuh"
 #include "kernels/optimizer.cuh"
 #include "kernels/targets.cuh"
+#include "shortcut/core/concepts.hpp"
 #include "shortcut/core/patch_order.hpp"
 #include "shortcut/cuda/device_buffer.hpp"
 
@@ -219,5 +220,7 @@ class Backend {
     stream_ = nullptr;
   }
 };
+
+static_assert(shortcut::ComputeBackend<Backend>, "cuda::Backend must offer every op of cpu::Backend, same signatures");
 
 }  // namespace shortcut::cuda

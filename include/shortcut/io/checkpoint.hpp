@@ -15,7 +15,6 @@
 #include <nlohmann/json.hpp>
 
 #include <charconv>
-#include <concepts>
 #include <filesystem>
 #include <map>
 #include <set>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "shortcut/core/arena.hpp"
+#include "shortcut/core/concepts.hpp"
 #include "shortcut/io/safetensors.hpp"
 
 namespace shortcut::io {
@@ -387,11 +387,7 @@ TrainState load_checkpoint(const std::filesystem::path& dir, ParamArena<Be>& are
 
 // ---- network-level conveniences -----------------------------------------------------------------
 
-template <class Net>
-concept NamedNetwork = requires(const Net& n) {
-  { n.layout() } -> std::convertible_to<const ParamLayout&>;
-  { n.config_json() } -> std::convertible_to<nlohmann::json>;
-};
+// The functions below take any shortcut::NamedNetwork (core/concepts.hpp): layout() and config_json().
 
 // The fixed tensors a network writes beside its weights: the DiT's pos_embed [1, T, D]; none for
 // networks without one.

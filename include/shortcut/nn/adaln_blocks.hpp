@@ -3,11 +3,12 @@
 // network for low-dimensional data reuses MlpBranch. shift/scale/gate are rows of the block's adaLN
 // modulation output (stride mod_stride per sample); their gradients accumulate into dmod.
 #pragma once
+#include "shortcut/core/concepts.hpp"
 #include "shortcut/nn/linear.hpp"
 
 namespace shortcut::nn {
 
-template <class Be>
+template <ComputeBackend Be>
 struct MlpBranch {
   using T = typename Be::Scalar;
   using Buf = typename Be::template Buffer<T>;
@@ -45,7 +46,7 @@ struct MlpBranch {
   }
 };
 
-template <class Be>
+template <ComputeBackend Be>
 struct AttentionBranch {
   using T = typename Be::Scalar;
   using Buf = typename Be::template Buffer<T>;
@@ -87,7 +88,7 @@ struct AttentionBranch {
 
 // The DiT's last layer: out = Linear(LN(x) (1 + scale) + shift), (shift, scale) = Linear(SiLU(c)),
 // both linears zero at init so that a new model predicts zero velocity.
-template <class Be>
+template <ComputeBackend Be>
 struct FinalLayer {
   using T = typename Be::Scalar;
   using Buf = typename Be::template Buffer<T>;

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
+#include "shortcut/core/concepts.hpp"
 #include "shortcut/nn/linear.hpp"
 
 namespace shortcut::nn {
@@ -37,7 +38,7 @@ struct ClassifierConfig {
   }
 };
 
-template <class Be>
+template <ComputeBackend Be>
 class Classifier {
  public:
   using Backend = Be;

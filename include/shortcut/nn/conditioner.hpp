@@ -3,13 +3,14 @@
 // E_y is a table of classes + 1 rows whose last row is the null label. The output is SiLU(c), the
 // only form in which c is consumed (every adaLN modulation starts with SiLU).
 #pragma once
+#include "shortcut/core/concepts.hpp"
 #include "shortcut/nn/linear.hpp"
 
 namespace shortcut::nn {
 
 inline constexpr int kFreqDim = 256;
 
-template <class Be>
+template <ComputeBackend Be>
 struct TimestepEmbedder {
   using T = typename Be::Scalar;
   using Buf = typename Be::template Buffer<T>;
@@ -39,7 +40,7 @@ struct TimestepEmbedder {
   }
 };
 
-template <class Be>
+template <ComputeBackend Be>
 struct Conditioner {
   using T = typename Be::Scalar;
   using Buf = typename Be::template Buffer<T>;

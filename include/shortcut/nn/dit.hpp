@@ -2,8 +2,8 @@
 // backward. Parameters live in a flat arena described by layout(); forward/backward take the base
 // pointer of whichever weight set to use (raw or EMA) so that one network object serves both.
 //
-// Net interface (what ShortcutModel<Net> relies on): Backend, Scalar, Context, layout(),
-// sample_shape(), sample_size(), num_classes(), config_json(), forward(), backward().
+// The network interface that ShortcutModel<Net> relies on is the concept shortcut::VelocityNetwork
+// (core/concepts.hpp, the one statement of it); DiT satisfies it for every ComputeBackend.
 #pragma once
 #include <vector>
 
@@ -15,7 +15,7 @@
 
 namespace shortcut::nn {
 
-template <class Be>
+template <ComputeBackend Be>
 class DiT {
  public:
   using Backend = Be;

@@ -4,6 +4,7 @@
 #pragma once
 #include <string>
 
+#include "shortcut/core/concepts.hpp"
 #include "shortcut/core/param_layout.hpp"
 
 namespace shortcut::nn {
@@ -23,11 +24,13 @@ struct Linear {
   }
   // y[N,out] = x[N,in] W^T + b
   template <class Be, class T>
+    requires BackendLinearOps<Be, T>
   void forward(const Be& be, const T* P, T* y, const T* x, int N) const {
     be.linear_forward(y, x, P + w, has_bias ? P + b : nullptr, N, in, out);
   }
   // dx[N,in] (= or +=, null skips); dW, db += into the gradient arena G
   template <class Be, class T>
+    requires BackendLinearOps<Be, T>
   void backward(const Be& be, const T* P, T* G, T* dx, const T* dy, const T* x, int N, bool accumulate = false) const {
     be.linear_backward(dx, G + w, has_bias ? G + b : nullptr, dy, x, P + w, N, in, out, accumulate);
   }

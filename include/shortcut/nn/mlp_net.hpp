@@ -39,7 +39,7 @@ struct MlpNetConfig {
   }
 };
 
-template <class Be>
+template <ComputeBackend Be>
 class MlpNet {
  public:
   using Backend = Be;

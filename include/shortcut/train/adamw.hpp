@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 
 #include "shortcut/core/arena.hpp"
+#include "shortcut/core/concepts.hpp"
 
 namespace shortcut {
 
@@ -45,7 +46,7 @@ class AdamW {
   }
 
   // One update of the arena's parameters from its gradients; the moments live in the arena too.
-  template <class Be>
+  template <ComputeBackend Be>
   void step(ParamArena<Be>& a) {
     using T = typename Be::Scalar;
     a.enable(Role::AdamM);

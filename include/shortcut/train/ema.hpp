@@ -2,6 +2,7 @@
 // optimizer step (DESIGN.md §2). The EMA weights are what sampling and bootstrap targets use.
 #pragma once
 #include "shortcut/core/arena.hpp"
+#include "shortcut/core/concepts.hpp"
 
 namespace shortcut {
 
@@ -12,9 +13,9 @@ class EmaTracker {
   }
   double tau() const { return tau_; }
   // Starts the EMA at the current parameters.
-  template <class Be>
+  template <ComputeBackend Be>
   void reset(ParamArena<Be>& a) const { a.copy_role(Role::Ema, Role::Param); }
-  template <class Be>
+  template <ComputeBackend Be>
   void update(ParamArena<Be>& a) const {
     a.enable(Role::Ema);
     a.backend().ema_update(a.data(Role::Ema), a.data(Role::Param), typename Be::Scalar(tau_), a.size());

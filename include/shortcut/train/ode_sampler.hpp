@@ -17,7 +17,7 @@ struct SamplerConfig {
   bool use_ema = true;
 };
 
-template <class Model>
+template <VelocityModel Model>
 class OdeSampler {
  public:
   using Backend = typename Model::Backend;

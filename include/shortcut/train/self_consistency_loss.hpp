@@ -55,7 +55,7 @@ inline BatchPlan plan_batch(const ShortcutConfig& cfg, const int32_t* labels, in
   return p;
 }
 
-template <class Model>
+template <VelocityModel Model>
 class SelfConsistencyLoss {
  public:
   using Backend = typename Model::Backend;

@@ -1,17 +1,21 @@
 // ShortcutModel<Net>: any velocity network s(x, t, k, y) together with its parameter arena (raw
 // weights, gradients, EMA weights, optimizer moments). Training forward/backward run on the raw
 // weights; velocity() runs without gradient on either weight set, with classifier-free guidance.
+// Net must satisfy shortcut::VelocityNetwork (core/concepts.hpp); the model then satisfies
+// shortcut::VelocityModel, the contract of SelfConsistencyLoss, OdeSampler, generate and Trainer.
 #pragma once
 #include <vector>
 
 #include "shortcut/core/arena.hpp"
+#include "shortcut/core/concepts.hpp"
 #include "shortcut/nn/linear.hpp"
 
 namespace shortcut {
 
-template <class Net>
+template <VelocityNetwork Net>
 class ShortcutModel {
  public:
+  using Network = Net;
   using Backend = typename Net::Backend;
   using T = typename Net::Scalar;
   using Buf = typename Backend::template Buffer<T>;

@@ -31,7 +31,7 @@ struct TrainerConfig {
   double max_seconds = 0;         // stop after the step that passes this much wall time (0: no limit)
 };
 
-template <class Model>
+template <VelocityModel Model>
 class Trainer {
  public:
   using T = typename Model::T;
