@@ -116,12 +116,12 @@ __global__ void ln_modulate_backward_kernel(T* dx, T* dshift, T* dscale, const T
 }
 
 // x[b, t, :] += gate[b] * y[b, t, :]
-template <class T>
+template <class I, class T>
 __global__ void gated_residual_forward_kernel(T* x, const T* gate, const T* y, int mod_stride, int Tn, int D,
-                                              size_t total) {
-  for (size_t i = global_thread(); i < total; i += grid_threads()) {
-    const size_t r = i / D, j = i % D;
-    const float g = to_f32(gate[(r / Tn) * mod_stride + j]);
+                                              I total) {
+  for (I i = I(global_thread()); i < total; i += I(grid_threads())) {
+    const I r = i / I(D), j = i % I(D);
+    const float g = to_f32(gate[size_t(r / I(Tn)) * mod_stride + j]);
     x[i] = from_f32<T>(to_f32(x[i]) + g * to_f32(y[i]));
   }
 }
@@ -185,7 +185,11 @@ template <class T>
 void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int B, int Tn, int D, cudaStream_t s) {
   const size_t total = size_t(B) * Tn * D;
   if (!total) return;
-  launch("gated_residual_forward_kernel", gated_residual_forward_kernel<T>, blocks_for(total), kThreads, 0, s, x, gate, y, mod_stride, Tn, D, total);
+  by_index_width(total, [&](auto i) {
+    using I = decltype(i);
+    launch("gated_residual_forward_kernel", gated_residual_forward_kernel<I, T>, blocks_for(total), kThreads, 0, s, x,
+           gate, y, mod_stride, Tn, D, I(total));
+  });
 }
 template <class T>
 void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B, int Tn,

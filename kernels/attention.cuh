@@ -181,10 +181,10 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 // dqkv[:, :, 0:D] = 0 before the backward's dQ atomics
-template <class T>
-__global__ void zero_q_columns_kernel(T* dqkv, size_t rows, int D) {
-  const size_t total = rows * D;
-  for (size_t i = global_thread(); i < total; i += grid_threads()) dqkv[(i / D) * 3 * D + i % D] = from_f32<T>(0.f);
+template <class I, class T>
+__global__ void zero_q_columns_kernel(T* dqkv, I total, int D) {
+  for (I i = I(global_thread()); i < total; i += I(grid_threads()))
+    dqkv[size_t(i / I(D)) * 3 * D + i % I(D)] = from_f32<T>(0.f);
 }
 
 template <int HD, int BR, int BC, class T>
@@ -391,7 +391,11 @@ void attention_backward_hd(T* dqkv, const T* dout, const T* qkv, const T* out, c
   constexpr int BR = AttnTiles<HD>::kBwdBR, BC = AttnTiles<HD>::kBwdBC;
   constexpr size_t smem = kAttnBwdSmemFloats<HD, BR, BC> * sizeof(float);
   const size_t rows = size_t(B) * Tn;
-  launch("zero_q_columns_kernel", zero_q_columns_kernel<T>, blocks_for(rows * H * HD), kThreads, 0, s, dqkv, rows, H * HD);
+  by_index_width(rows * H * HD, [&](auto i) {
+    using I = decltype(i);
+    launch("zero_q_columns_kernel", zero_q_columns_kernel<I, T>, blocks_for(rows * H * HD), kThreads, 0, s, dqkv,
+           I(rows * H * HD), H * HD);
+  });
   auto kernel = attention_backward_kernel<HD, BR, BC, T>;
   attention_allow_smem(kernel, smem);
   const int ktiles = ceil_div(Tn, BC);

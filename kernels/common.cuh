@@ -27,6 +27,17 @@ inline unsigned blocks_for(size_t n, int threads = kThreads) {
 }
 inline int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
+// The index type of a grid-stride loop that divides its index (row = i / n, column = i % n): on the
+// GPU a 64-bit division is a long software routine, which can make a memory-bound kernel ALU-bound,
+// so such loops run on 32-bit indices whenever the extent (plus one grid's stride, so that the
+// counter cannot wrap) fits. by_index_width(total, f) calls f(uint32_t{}) or f(uint64_t{}).
+inline constexpr size_t kIndex32Max = 0xffffffffu - kMaxBlocks * 1024;
+template <class F>
+void by_index_width(size_t total, F&& f) {
+  if (total <= kIndex32Max) f(uint32_t{});
+  else f(uint64_t{});
+}
+
 // ---- storage <-> fp32 --------------------------------------------------------------------------
 template <class T>
 __device__ __forceinline__ float to_f32(T x) {

@@ -66,9 +66,9 @@ __global__ void add_inplace_kernel(T* y, const T* x, size_t n) {
 }
 
 // x[b, j] += row[j] for x [B, R]
-template <class T>
-__global__ void add_rows_kernel(T* x, const T* row, size_t total, size_t R) {
-  for (size_t i = global_thread(); i < total; i += grid_threads())
+template <class I, class T>
+__global__ void add_rows_kernel(T* x, const T* row, I total, I R) {
+  for (I i = I(global_thread()); i < total; i += I(grid_threads()))
     x[i] = from_f32<T>(to_f32(x[i]) + to_f32(row[i % R]));
 }
 
@@ -121,7 +121,10 @@ template <class T>
 void add_rows(T* x, const T* row, int B, int R, cudaStream_t s) {
   const size_t total = size_t(B) * size_t(R);
   if (!total) return;
-  launch("add_rows_kernel", add_rows_kernel<T>, blocks_for(total), kThreads, 0, s, x, row, total, size_t(R));
+  by_index_width(total, [&](auto i) {
+    using I = decltype(i);
+    launch("add_rows_kernel", add_rows_kernel<I, T>, blocks_for(total), kThreads, 0, s, x, row, I(total), I(R));
+  });
 }
 template <class T>
 void cfg_combine(T* out, const T* vc, const T* vu, float w, size_t n, cudaStream_t s) {

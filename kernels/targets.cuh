@@ -15,12 +15,11 @@ __global__ void normal_kernel(T* x0, size_t n, uint64_t seed, uint64_t rng_strea
 }
 
 // xt = (1 - (1 - 1e-5) t) x0 + t x1; target (if not null) = x1 - (1 - 1e-5) x0   [rows, n]
-template <class T>
-__global__ void flow_rows_kernel(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n) {
+template <class I, class T>
+__global__ void flow_rows_kernel(T* xt, T* target, const T* x1, const T* x0, const T* t, I total, int n) {
   const float a = 1.f - 1e-5f;
-  const size_t total = size_t(rows) * n;
-  for (size_t i = global_thread(); i < total; i += grid_threads()) {
-    const float tr = to_f32(t[i / n]), v0 = to_f32(x0[i]), v1 = to_f32(x1[i]);
+  for (I i = I(global_thread()); i < total; i += I(grid_threads())) {
+    const float tr = to_f32(t[i / I(n)]), v0 = to_f32(x0[i]), v1 = to_f32(x1[i]);
     xt[i] = from_f32<T>((1.f - a * tr) * v0 + tr * v1);
     if (target) target[i] = from_f32<T>(v1 - a * v0);
   }
@@ -28,12 +27,11 @@ __global__ void flow_rows_kernel(T* xt, T* target, const T* x1, const T* x0, con
 
 // v1 = guided velocity (rows < n_cfg: vu + w (vc - vu); others: vc); x2 = clip(x + hd[r] v1)
 // (vu is read only for rows < n_cfg, so it may be null when n_cfg is 0)
-template <class T>
+template <class I, class T>
 __global__ void bootstrap_half_step_kernel(T* x2, T* v1, const T* x, const T* vc, const T* vu, int n_cfg, float w,
-                                           const T* hd, int rows, int n, float clip) {
-  const size_t total = size_t(rows) * n;
-  for (size_t i = global_thread(); i < total; i += grid_threads()) {
-    const int r = int(i / n);
+                                           const T* hd, I total, int n, float clip) {
+  for (I i = I(global_thread()); i < total; i += I(grid_threads())) {
+    const int r = int(i / I(n));
     const float c = to_f32(vc[i]);
     float v = c;
     if (r < n_cfg) {
@@ -46,12 +44,11 @@ __global__ void bootstrap_half_step_kernel(T* x2, T* v1, const T* x, const T* vc
 }
 
 // target = clip((v1 + guided(vc, vu)) / 2)
-template <class T>
-__global__ void bootstrap_target_kernel(T* target, const T* v1, const T* vc, const T* vu, int n_cfg, float w, int rows,
+template <class I, class T>
+__global__ void bootstrap_target_kernel(T* target, const T* v1, const T* vc, const T* vu, int n_cfg, float w, I total,
                                         int n, float clip) {
-  const size_t total = size_t(rows) * n;
-  for (size_t i = global_thread(); i < total; i += grid_threads()) {
-    const int r = int(i / n);
+  for (I i = I(global_thread()); i < total; i += I(grid_threads())) {
+    const int r = int(i / I(n));
     const float c = to_f32(vc[i]);
     float v2 = c;
     if (r < n_cfg) {
@@ -88,21 +85,30 @@ template <class T>
 void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n, cudaStream_t s) {
   const size_t total = size_t(rows) * n;
   if (!total) return;
-  launch("flow_rows_kernel", flow_rows_kernel<T>, blocks_for(total), kThreads, 0, s, xt, target, x1, x0, t, rows, n);
+  by_index_width(total, [&](auto i) {
+    using I = decltype(i);
+    launch("flow_rows_kernel", flow_rows_kernel<I, T>, blocks_for(total), kThreads, 0, s, xt, target, x1, x0, t, I(total), n);
+  });
 }
 template <class T>
 void bootstrap_half_step(T* x2, T* v1, const T* x, const T* vc, const T* vu, int n_cfg, float w, const T* hd, int rows,
                          int n, float clip, cudaStream_t s) {
   const size_t total = size_t(rows) * n;
   if (!total) return;
-  launch("bootstrap_half_step_kernel", bootstrap_half_step_kernel<T>, blocks_for(total), kThreads, 0, s, x2, v1, x, vc, vu, n_cfg, w, hd, rows, n, clip);
+  by_index_width(total, [&](auto i) {
+    using I = decltype(i);
+    launch("bootstrap_half_step_kernel", bootstrap_half_step_kernel<I, T>, blocks_for(total), kThreads, 0, s, x2, v1, x, vc, vu, n_cfg, w, hd, I(total), n, clip);
+  });
 }
 template <class T>
 void bootstrap_target(T* target, const T* v1, const T* vc, const T* vu, int n_cfg, float w, int rows, int n, float clip,
                       cudaStream_t s) {
   const size_t total = size_t(rows) * n;
   if (!total) return;
-  launch("bootstrap_target_kernel", bootstrap_target_kernel<T>, blocks_for(total), kThreads, 0, s, target, v1, vc, vu, n_cfg, w, rows, n, clip);
+  by_index_width(total, [&](auto i) {
+    using I = decltype(i);
+    launch("bootstrap_target_kernel", bootstrap_target_kernel<I, T>, blocks_for(total), kThreads, 0, s, target, v1, vc, vu, n_cfg, w, I(total), n, clip);
+  });
 }
 template <class T>
 void mse_loss(T* grad, float* row_loss, const T* pred, const T* target, int rows, int n, float grad_scale,
