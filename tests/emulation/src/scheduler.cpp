@@ -121,6 +121,9 @@ size_t stack_bytes() {
   return size_t(kb) << 10;
 }
 
+constexpr size_t kSmemGuard = 4096;
+constexpr unsigned char kGuardByte = 0xA5;
+
 struct Worker {
   std::vector<std::unique_ptr<Fiber>> fibers;
   std::vector<WarpSlot> warps;
@@ -220,9 +223,13 @@ uint64_t csr_word() {
 }
 
 // A fresh start for fiber f: the frame that shortcut_emu_switch pops, returning into the trampoline.
-void reset_fiber(Fiber& f, uint64_t csr) {
+void reset_fiber(Fiber& f, uint64_t csr, bool abandoned) {
 #if defined(EMU_ASAN)
-  __asan_unpoison_memory_region(f.stack, f.stack_size);  // frames left by an abandoned block
+  // A fiber that exited left only its entry frame, which the next one overlays exactly; one abandoned
+  // in a faulted block left deeper frames whose redzones are still poisoned.
+  if (abandoned) __asan_unpoison_memory_region(f.stack, f.stack_size);
+#else
+  (void)abandoned;
 #endif
   auto* sp = reinterpret_cast<uint64_t*>((reinterpret_cast<uintptr_t>(f.stack) + f.stack_size) & ~uintptr_t(15));
   *--sp = reinterpret_cast<uint64_t>(&shortcut_emu_trampoline);
@@ -334,18 +341,29 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
   const unsigned n = job.block.x * job.block.y * job.block.z;
   w.job = &job;
   w.nthreads = n;
+  const bool after_fault = w.faulted;
   w.faulted = false;
   const unsigned nwarps = (n + 31) / 32;
   if (w.warps.size() < nwarps) w.warps.resize(nwarps);
   for (unsigned k = 0; k < nwarps; ++k) w.warps[k].arrived = w.warps[k].exited = 0;
-  if (job.smem) {
-    if (w.smem_cap < job.smem) {
-      std::free(w.smem);
-      w.smem = static_cast<unsigned char*>(std::aligned_alloc(128, (job.smem + 127) / 128 * 128));
-      w.smem_cap = job.smem;
-    }
-    std::memset(w.smem, 0xFF, job.smem);  // NaN in fp32 and bf16: an unwritten value shows
+  // Dynamic shared memory: exactly job.smem bytes, poisoned, then a guard band: a write past the end
+  // is caught after the block (the band changed), and under AddressSanitizer any access at once.
+  if (w.smem_cap < job.smem + kSmemGuard) {
+#if defined(EMU_ASAN)
+    if (w.smem) __asan_unpoison_memory_region(w.smem, w.smem_cap);
+#endif
+    std::free(w.smem);
+    w.smem_cap = (job.smem + kSmemGuard + 127) / 128 * 128;
+    w.smem = static_cast<unsigned char*>(std::aligned_alloc(128, w.smem_cap));
   }
+#if defined(EMU_ASAN)
+  __asan_unpoison_memory_region(w.smem, w.smem_cap);
+#endif
+  std::memset(w.smem, 0xFF, job.smem);  // NaN in fp32 and bf16: an unwritten value shows
+  std::memset(w.smem + job.smem, kGuardByte, kSmemGuard);
+#if defined(EMU_ASAN)
+  __asan_poison_memory_region(w.smem + job.smem, w.smem_cap - job.smem);
+#endif
   const uint64_t csr = csr_word();
   for (unsigned i = 0; i < n; ++i) {
     Fiber& f = w.fiber(i);
@@ -356,7 +374,7 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
     f.lane = i % 32;
     f.warp = i / 32;
     f.state = Fiber::Runnable;
-    reset_fiber(f, csr);
+    reset_fiber(f, csr, after_fault);
   }
 #if defined(EMU_TSAN)
   __tsan_release(&w.tsan_block_start);  // the launch's arguments, the previous blocks of this host thread
@@ -405,6 +423,17 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
           std::string("kernel ") + job.name + ": deadlock in block " + block_str(bid) + ": " + describe_waits(w));
     return;
   }
+#if defined(EMU_ASAN)
+  __asan_unpoison_memory_region(w.smem + job.smem, kSmemGuard);
+#endif
+  for (size_t i = 0; i < kSmemGuard; ++i)
+    if (w.smem[job.smem + i] != kGuardByte) {
+      fault(w, cudaErrorIllegalAddress,
+            std::string("kernel ") + job.name + ", block " + block_str(bid) + ": wrote past the end of its " +
+                std::to_string(job.smem) + " bytes of dynamic shared memory (at byte " +
+                std::to_string(job.smem + i) + ")");
+      return;
+    }
 #if defined(EMU_TSAN)
   for (unsigned i = 0; i < n; ++i) __tsan_acquire(&w.fibers[i]->tsan_sync);  // the block's writes, for the host
 #endif
