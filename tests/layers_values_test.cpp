@@ -4,6 +4,7 @@
 
 #include "shortcut/cpu/backend.hpp"
 #include "shortcut/nn/dit.hpp"
+#include "shortcut/nn/mlp_net.hpp"
 #include "shortcut/nn/pos_embed.hpp"
 #include "test_util.hpp"
 
@@ -147,4 +148,29 @@ TEST_CASE("DiT init: final layer zero, so a new model predicts zero velocity", "
   decltype(net)::Context ctx;
   net.forward(ctx, P.data(), x.data(), t.data(), k.data(), y.data(), 2, out.data());
   for (double v : out) CHECK(v == 0.0);
+}
+
+// cuBLAS reads weights through pointers into the arena: every tensor must start 16-byte aligned (the
+// layout pads each to 16 elements, 64 bytes in fp32), whatever the odd shapes before it.
+TEST_CASE("every parameter tensor starts on a 16-element boundary of the arena", "[values][layout]") {
+  cpu::Backend<float> be;
+  auto check = [](const ParamLayout& L) {
+    size_t odd_sizes = 0;
+    for (const auto& p : L.entries()) {
+      INFO(p.name << " at offset " << p.offset << ", " << p.size << " elements");
+      CHECK(p.offset % 16 == 0);
+      CHECK(p.offset * sizeof(float) % 16 == 0);
+      odd_sizes += p.size % 4 != 0;
+    }
+    return odd_sizes;
+  };
+  nn::DiTConfig c = nn::DiTConfig::preset("tiny", 8, 3, 5);  // patch 1, 3 channels: a 3-float bias
+  c.patch = 1;
+  nn::DiT<cpu::Backend<float>> dit(be, c);
+  CHECK(check(dit.layout()) > 0);  // the case matters: some tensors are not a multiple of 4 floats
+  nn::MlpNetConfig m;
+  m.dim = 3;
+  m.hidden = 37;
+  nn::MlpNet<cpu::Backend<float>> mlp(be, m);
+  CHECK(check(mlp.layout()) > 0);
 }
