@@ -306,7 +306,8 @@ void fault(Worker& w, cudaError_t code, const std::string& what) {
   }
 }
 
-[[noreturn]] void fault_from_fiber(Worker& w, Fiber& f, cudaError_t code, const std::string& what) {
+// `what` is a C string: the fiber never returns, so a std::string temporary of the caller would leak.
+[[noreturn]] void fault_from_fiber(Worker& w, Fiber& f, cudaError_t code, const char* what) {
   fault(w, code, where(w, f) + ": " + what);
   yield_from(w, f, true, true);
   std::abort();  // a faulted block is never resumed
@@ -661,15 +662,17 @@ extern "C" [[noreturn]] void shortcut_emu_fiber_entry(void* arg) {
 #if defined(EMU_TSAN)
   __tsan_acquire(&w.tsan_block_start);
 #endif
-  std::string thrown;  // faulted outside the handler: a fiber must not switch away inside a catch block
+  // faulted outside the handler (a fiber must not switch away inside a catch block), from a buffer
+  // that needs no destructor (this frame is never left)
+  char thrown[256] = "";
   try {
     w.job->kernel->run_thread();
   } catch (const std::exception& e) {
-    thrown = std::string("exception in device code: ") + e.what();
+    std::snprintf(thrown, sizeof thrown, "exception in device code: %s", e.what());
   } catch (...) {
-    thrown = "exception in device code";
+    std::snprintf(thrown, sizeof thrown, "exception in device code");
   }
-  if (!thrown.empty()) fault_from_fiber(w, f, cudaErrorLaunchFailure, thrown);
+  if (thrown[0]) fault_from_fiber(w, f, cudaErrorLaunchFailure, thrown);
   // lanes of this warp that wait for this one in a collective would wait forever
   WarpSlot& s = w.warps[f.warp];
   for (uint32_t m = s.arrived; m; m &= m - 1)
