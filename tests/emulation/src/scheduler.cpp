@@ -142,8 +142,18 @@ struct Worker {
   GridJob* job = nullptr;
   unsigned nthreads = 0;
   bool faulted = false;
-  std::vector<unsigned> ready;  // runnable fibers, in the order they run
-  size_t ready_head = 0;
+  // Runnable fibers in the order they run: a ring of the block's size (a fiber is in it at most once),
+  // sized before the block starts, so fibers never allocate (ThreadSanitizer would see that as a race).
+  std::vector<unsigned> ready;
+  size_t ready_head = 0, ready_count = 0;
+  void push_ready(unsigned i) { ready[(ready_head + ready_count++) % nthreads] = i; }
+  bool pop_ready(unsigned& i) {
+    if (!ready_count) return false;
+    i = ready[ready_head];
+    ready_head = (ready_head + 1) % nthreads;
+    --ready_count;
+    return true;
+  }
   unsigned at_barrier = 0, exited = 0;
 
   ~Worker() {
@@ -249,7 +259,8 @@ void reset_fiber(Fiber& f, uint64_t csr, bool abandoned) {
 // in this block.
 void yield_from(Worker& w, Fiber& f, bool leaving, bool to_scheduler = false) {
   Fiber* next = nullptr;
-  if (!to_scheduler && w.ready_head < w.ready.size()) next = w.fibers[w.ready[w.ready_head++]].get();
+  unsigned i;
+  if (!to_scheduler && w.pop_ready(i)) next = w.fibers[i].get();
   void* target = w.sched_sp;
   if (next) {
     w.current = next;
@@ -391,22 +402,21 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
   }();
   // every thread, in the order SHORTCUT_EMU_ORDER asks for (also at every barrier release)
   auto enqueue_all = [&] {
-    const size_t from = w.ready.size();
-    for (unsigned i = 0; i < n; ++i) w.ready.push_back(order == 1 ? n - 1 - i : i);
-    if (order == 2) std::shuffle(w.ready.begin() + long(from), w.ready.end(), w.rng);
+    for (unsigned i = 0; i < n; ++i) w.ready[i] = order == 1 ? n - 1 - i : i;  // the ring is empty here
+    if (order == 2) std::shuffle(w.ready.begin(), w.ready.begin() + n, w.rng);
+    w.ready_head = 0;
+    w.ready_count = n;
   };
-  w.ready.clear();
-  w.ready_head = 0;
+  if (w.ready.size() < n) w.ready.resize(n);
+  w.ready_head = w.ready_count = 0;
   w.at_barrier = w.exited = 0;
   enqueue_all();
   for (;;) {
-    while (w.ready_head < w.ready.size()) {
-      Fiber& f = *w.fibers[w.ready[w.ready_head++]];
+    for (unsigned i; w.pop_ready(i);) {
+      Fiber& f = *w.fibers[i];
       run_fiber(w, f);
       if (w.faulted) return;
     }
-    w.ready.clear();
-    w.ready_head = 0;
     if (w.exited == n) break;
     if (w.at_barrier + w.exited == n) {
       if (w.exited) {
@@ -616,7 +626,7 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     }
     if (l != lane) {
       w.fibers[first + l]->state = Fiber::Runnable;
-      w.ready.push_back(first + l);
+      w.push_ready(first + l);
     }
   }
   s.arrived &= ~mask;
