@@ -107,6 +107,12 @@ void set_sticky(cudaError_t e, const std::string& what) {
   std::fprintf(stderr, "emulated CUDA fault (%s): %s\n", cudaGetErrorName(e), what.c_str());
 }
 
+// Runs everything queued; the sticky fault, if a kernel left one.
+cudaError_t wait_all() {
+  flush();
+  return st().sticky ? fail(st().sticky) : cudaSuccess;
+}
+
 std::string hex(const void* p) {
   char b[32];
   std::snprintf(b, sizeof b, "%p", p);
@@ -214,8 +220,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 }
 cudaError_t cudaDeviceSynchronize() {
   EMU_API_BEGIN;
-  emu::flush();
-  return s.sticky ? fail(s.sticky) : cudaSuccess;
+  return emu::wait_all();
 }
 cudaError_t cudaGetLastError() {
   auto& s = st();
@@ -343,15 +348,16 @@ cudaError_t check_copy(const char* fn, void* dst, const void* src, size_t bytes,
   const bool want_sd = kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyDeviceToDevice;
   if (kind < cudaMemcpyHostToHost || kind > cudaMemcpyDefault) return fail(cudaErrorInvalidMemcpyDirection);
   if (want_dd != dd || want_sd != sd) {
-    auto what = [&](const void* p, bool dev) {
-      return std::string(emu::find(p, 0) ? (emu::is_pinned(p, 0) ? "pinned host memory" : "a device range that does not fit its allocation")
-                                         : "host memory") +
-             (dev ? "" : "") + " at " + emu::hex(p);
+    auto where = [&](const void* p, bool dev) {
+      if (dev) return std::string("device memory");
+      const char* kind = !emu::find(p, 0) ? "host memory" : emu::is_pinned(p, 0) ? "pinned host memory"
+                                                                                  : "a range past its device allocation";
+      return std::string(kind) + " at " + emu::hex(p);
     };
     return fail(cudaErrorInvalidValue, std::string(fn) + " of " + std::to_string(bytes) + " bytes: the kind says " +
                                            (want_sd ? "device" : "host") + " to " + (want_dd ? "device" : "host") +
-                                           ", but the source is " + (sd ? "device memory" : what(src, sd)) +
-                                           " and the destination " + (dd ? "device memory" : what(dst, dd)));
+                                           ", but the source is " + where(src, sd) + " and the destination " +
+                                           where(dst, dd));
   }
   return cudaSuccess;
 }
@@ -384,8 +390,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   EMU_API_BEGIN;
   if (auto e = cudaMemcpyAsync(dst, src, bytes, kind, nullptr)) return e;
-  emu::flush();
-  return s.sticky ? fail(s.sticky) : cudaSuccess;
+  return emu::wait_all();
 }
 cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t stream) {
   EMU_API_BEGIN;
@@ -400,8 +405,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   EMU_API_BEGIN;
   if (auto e = cudaMemsetAsync(p, value, bytes, nullptr)) return e;
-  emu::flush();
-  return s.sticky ? fail(s.sticky) : cudaSuccess;
+  return emu::wait_all();
 }
 
 // ---- streams and events ------------------------------------------------------------------------
@@ -431,8 +435,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   EMU_API_BEGIN;
   if (!emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
-  emu::flush();
-  return s.sticky ? fail(s.sticky) : cudaSuccess;
+  return emu::wait_all();
 }
 cudaError_t cudaEventCreate(cudaEvent_t* out) {
   EMU_API_BEGIN;
@@ -463,8 +466,7 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   EMU_API_BEGIN;
   if (!s.events.count(e)) return fail(cudaErrorInvalidResourceHandle);
-  emu::flush();
-  return s.sticky ? fail(s.sticky) : cudaSuccess;
+  return emu::wait_all();
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   EMU_API_BEGIN;
