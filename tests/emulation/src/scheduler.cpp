@@ -147,12 +147,12 @@ struct Worker {
   std::vector<unsigned> ready;
   size_t ready_head = 0, ready_count = 0;
   void push_ready(unsigned i) { ready[(ready_head + ready_count++) % nthreads] = i; }
-  bool pop_ready(unsigned& i) {
-    if (!ready_count) return false;
-    i = ready[ready_head];
+  Fiber* pop_ready() {  // null when none is ready
+    if (!ready_count) return nullptr;
+    const unsigned i = ready[ready_head];
     ready_head = (ready_head + 1) % nthreads;
     --ready_count;
-    return true;
+    return fibers[i].get();
   }
   unsigned at_barrier = 0, exited = 0;
 
@@ -237,7 +237,14 @@ void reset_fiber(Fiber& f, uint64_t csr, bool abandoned) {
 #if defined(EMU_ASAN)
   // A fiber that exited left only its entry frame, which the next one overlays exactly; one abandoned
   // in a faulted block left deeper frames whose redzones are still poisoned.
-  if (abandoned) __asan_unpoison_memory_region(f.stack, f.stack_size);
+  // A fiber that exited left its last frames live (the entry and the final switch, from f.sp up):
+  // their redzones would poison the next block's frames at that depth.
+  if (abandoned) {
+    __asan_unpoison_memory_region(f.stack, f.stack_size);
+  } else if (f.sp) {
+    const auto low = reinterpret_cast<uintptr_t>(f.sp), top = reinterpret_cast<uintptr_t>(f.stack) + f.stack_size;
+    __asan_unpoison_memory_region(f.sp, top - low);
+  }
 #else
   (void)abandoned;
 #endif
@@ -259,8 +266,7 @@ void reset_fiber(Fiber& f, uint64_t csr, bool abandoned) {
 // in this block.
 void yield_from(Worker& w, Fiber& f, bool leaving, bool to_scheduler = false) {
   Fiber* next = nullptr;
-  unsigned i;
-  if (!to_scheduler && w.pop_ready(i)) next = w.fibers[i].get();
+  if (!to_scheduler) next = w.pop_ready();
   void* target = w.sched_sp;
   if (next) {
     w.current = next;
@@ -412,9 +418,8 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
   w.at_barrier = w.exited = 0;
   enqueue_all();
   for (;;) {
-    for (unsigned i; w.pop_ready(i);) {
-      Fiber& f = *w.fibers[i];
-      run_fiber(w, f);
+    while (Fiber* f = w.pop_ready()) {
+      run_fiber(w, *f);
       if (w.faulted) return;
     }
     if (w.exited == n) break;
