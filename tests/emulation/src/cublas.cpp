@@ -25,7 +25,6 @@
 namespace emu {
 void enqueue(cudaStream_t s, std::function<void()> work);
 bool device_range(const void* p, size_t bytes);
-bool faulted();
 void fault(cudaError_t e, const std::string& what);
 
 struct Blas {

@@ -487,10 +487,6 @@ bool device_range(const void* p, size_t bytes) {
   std::lock_guard<std::recursive_mutex> l(st().m);
   return is_device(p, bytes);
 }
-bool faulted() {
-  std::lock_guard<std::recursive_mutex> l(st().m);
-  return st().sticky != cudaSuccess;
-}
 void fault(cudaError_t e, const std::string& what) {
   std::lock_guard<std::recursive_mutex> l(st().m);
   set_sticky(e, what);

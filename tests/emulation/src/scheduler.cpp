@@ -331,14 +331,8 @@ void fault(Worker& w, cudaError_t code, const std::string& what) {
 }
 
 std::string describe_waits(const Worker& w) {
-  std::string s;
-  unsigned barrier = 0, exited = 0;
-  for (unsigned i = 0; i < w.nthreads; ++i) {
-    const Fiber& f = *w.fibers[i];
-    if (f.state == Fiber::AtBarrier) ++barrier;
-    if (f.state == Fiber::Exited) ++exited;
-  }
-  s += std::to_string(barrier) + " thread(s) wait in __syncthreads, " + std::to_string(exited) + " exited";
+  std::string s = std::to_string(w.at_barrier) + " thread(s) wait in __syncthreads, " + std::to_string(w.exited) +
+                  " exited";
   for (size_t k = 0; k < w.warps.size() && k * 32 < w.nthreads; ++k) {
     const WarpSlot& ws = w.warps[k];
     if (!ws.arrived) continue;
