@@ -8,10 +8,11 @@
 
 namespace shortcut::kernels {
 
-// x0[i] = standard normal number i of (seed, rng_stream)
+// x0[i] = standard normal number first + i of (seed, rng_stream)
 template <class T>
-__global__ void normal_kernel(T* x0, size_t n, uint64_t seed, uint64_t rng_stream) {
-  for (size_t i = global_thread(); i < n; i += grid_threads()) x0[i] = from_f32<T>(philox_normal(seed, rng_stream, i));
+__global__ void normal_kernel(T* x0, size_t n, uint64_t seed, uint64_t rng_stream, uint64_t first) {
+  for (size_t i = global_thread(); i < n; i += grid_threads())
+    x0[i] = from_f32<T>(philox_normal(seed, rng_stream, first + i));
 }
 
 // xt = (1 - (1 - 1e-5) t) x0 + t x1; target (if not null) = x1 - (1 - 1e-5) x0   [rows, n]
@@ -77,9 +78,9 @@ __global__ void mse_loss_kernel(T* grad, float* row_loss, const T* pred, const T
 
 // ---- launchers ---------------------------------------------------------------------------------
 template <class T>
-void normal(T* x0, size_t n, uint64_t seed, uint64_t rng_stream, cudaStream_t s) {
+void normal(T* x0, size_t n, uint64_t seed, uint64_t rng_stream, uint64_t first, cudaStream_t s) {
   if (!n) return;
-  launch("normal_kernel", normal_kernel<T>, blocks_for(n), kThreads, 0, s, x0, n, seed, rng_stream);
+  launch("normal_kernel", normal_kernel<T>, blocks_for(n), kThreads, 0, s, x0, n, seed, rng_stream, first);
 }
 template <class T>
 void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n, cudaStream_t s) {

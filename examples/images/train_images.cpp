@@ -2,15 +2,32 @@
 // Fashion-MNIST; writes checkpoints, metrics.jsonl and sample grids at 1, 2, 4, 8 and 128 steps.
 #include "train_images_run.hpp"
 
+#ifdef SHORTCUT_EXAMPLES_MPI
+#include <optional>
+#include <shortcut/dist/mpi.hpp>
+#endif
+
 #ifdef SHORTCUT_EXAMPLES_CUDA
 namespace examples {
-int train_images_cuda(const TrainImagesOptions& o);  // train_images_cuda.cu
+int train_images_cuda(const TrainImagesOptions& o, dist::AnyCommunicator& comm);  // train_images_cuda.cu
 }
 #endif
 
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines appear in order with the progress bar
   using namespace examples;
+  // Started by mpirun (and built with MPI): one rank of a data-parallel run; else one process.
+  dist::LocalCommunicator local;
+  dist::AnyCommunicator comm(local);
+#ifdef SHORTCUT_EXAMPLES_MPI
+  std::optional<dist::MpiSession> mpi;
+  std::optional<dist::MpiCommunicator> world;
+  if (dist::launched_by_mpi()) {
+    mpi.emplace(argc, argv);
+    world.emplace();
+    comm = dist::AnyCommunicator(*world);
+  }
+#endif
   TrainImagesOptions o;
   CLI::App app{"Train a class-conditional DiT shortcut model on MNIST / Fashion-MNIST (IDX files from "
                "scripts/get-data.sh) or on any tensor file (--data-file). Writes <out>/checkpoints/, <out>/metrics.jsonl and <out>/samples/step_N.png "
@@ -45,6 +62,8 @@ int main(int argc, char** argv) {
   app.add_option("-o,--out", o.out, "output folder (default: out/images/<dataset>-<objective>)");
   app.add_option("--checkpoint-every", o.checkpoint_every, "checkpoint every N steps (0: only at the end)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--log-every", o.log_every, "a line of metrics.jsonl every N steps (0: none)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--sample-every", o.sample_every, "sample grid every N steps (0: only at the end)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--per-class", o.per_class, "samples per class in the grids")->check(CLI::Range(1, 64))->capture_default_str();
@@ -57,17 +76,34 @@ int main(int argc, char** argv) {
   app.add_flag("--tf32", o.tf32, "with --device cuda: matrix products on the TF32 tensor cores (about 3e-4 relative "
                "error per product instead of fp32's 1e-7)");
   app.add_flag("-q,--quiet", o.quiet, "no progress bar");
-  CLI11_PARSE(app, argc, argv);
+  app.footer("Data parallel: mpirun -np N train_images ... (docs/distributed.md); --batch is the global batch.");
   try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (comm.rank() == 0 || e.get_exit_code() != 0) {
+      const int rc = app.exit(e);
+      if (comm.size() > 1 && rc != 0) comm.abort(cat("error on rank ", comm.rank(), ": bad command line"), rc);
+      return rc;
+    }
+    return 0;
+  }
+  try {
+#ifdef SHORTCUT_EXAMPLES_MPI
+    if (world) o.local_rank = world->local_rank();
+#endif
     check_device(o.device);
     if (o.tf32 && o.device != "cuda") throw ConfigError("--tf32 needs --device cuda");
 #ifdef SHORTCUT_EXAMPLES_CUDA
-    if (o.device == "cuda") return train_images_cuda(o);
+    if (o.device == "cuda") return train_images_cuda(o, comm);
 #endif
     cpu::Backend<float> be;
-    return train_images(be, o);
+    return train_images(be, o, comm);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    if (comm.size() == 1) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+    // one rank's error ends every rank: the others may be waiting in a collective
+    comm.abort(cat("error on rank ", comm.rank(), " of ", comm.size(), ": ", e.what()), 1);
   }
 }

@@ -1,7 +1,10 @@
 // The image training run, templated on the backend so that the CPU build and the CUDA build
 // (train_images_cuda.cu) share every line of it.
 #pragma once
+#include <chrono>
 #include <cstdio>
+
+#include <shortcut/dist/communicator.hpp>
 
 #include "image_common.hpp"
 
@@ -29,12 +32,14 @@ struct TrainImagesOptions {
   double guidance = 1.0;
   double bootstrap_fraction = 0.25;
   int64_t checkpoint_every = 1000;
+  int64_t log_every = 50;
   int64_t sample_every = 1000;
   int per_class = 4;
   bool tf32 = false;   // CUDA: matrix products on the TF32 tensor cores
   double minutes = 0;  // wall-time budget: stop after the step that passes it (0: none)
   uint64_t seed = 0;
   bool quiet = false;
+  int local_rank = 0;  // under MPI: this rank's index on its machine (the GPU it drives)
 };
 
 // The model config stored in an --init weights file or checkpoint folder (null when it has none).
@@ -46,9 +51,14 @@ inline nlohmann::json init_config(const std::string& path) {
   return io::detail::file_config(r);
 }
 
+// comm: the ranks of a data-parallel run (one process: a LocalCommunicator); --batch is the global
+// batch, each rank computes batch / ranks rows; rank 0 alone prints, writes grids and checkpoints.
 template <class Be>
-int train_images(Be& be, const TrainImagesOptions& o) {
+int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& comm) {
   using Model = ShortcutModel<nn::DiT<Be>>;
+  const bool lead = comm.rank() == 0;
+  // an uneven split fails before the data loads
+  if (o.batch % comm.size() != 0) (void)BatchSlice::of_rank(o.batch, comm.rank(), comm.size());
   const bool from_file = !o.data_file.empty();
   const std::string name = from_file ? fs::path(o.data_file).stem().string() : o.dataset;
   const fs::path out = o.out.empty() ? fs::path("out/images") / (name + "-" + o.objective) : fs::path(o.out);
@@ -79,9 +89,9 @@ int train_images(Be& be, const TrainImagesOptions& o) {
   Model model(be, dc, o.seed);
   if (!o.init.empty()) {
     io::InitReport r = io::load_initial_weights(o.init, model.net(), model.arena());
-    std::printf("initial weights: %s (EMA: %s)%s\n", r.weights_file.c_str(), r.ema_file.c_str(),
+    if (lead) std::printf("initial weights: %s (EMA: %s)%s\n", r.weights_file.c_str(), r.ema_file.c_str(),
                 init_cfg.is_null() ? "; the file has no config: the preset's network" : "; its network, --preset ignored");
-    if (!r.zero_initialised.empty())
+    if (lead && !r.zero_initialised.empty())
       std::printf("the file has no d_embedder: %zu tensors zero-initialised (output layer zero, so the model starts "
                   "as the file's at every step size)\n", r.zero_initialised.size());
   }
@@ -101,21 +111,24 @@ int train_images(Be& be, const TrainImagesOptions& o) {
   tc.seed = o.seed;
   tc.out_dir = out.string();
   tc.checkpoint_every = o.checkpoint_every;
-  tc.log_every = 50;
+  tc.log_every = o.log_every;
   tc.progress = !o.quiet;
   tc.label = o.objective;
   tc.max_seconds = o.minutes * 60;
-  Trainer<Model> trainer(model, sc, oc, tc);
+  Trainer<Model, dist::AnyCommunicator> trainer(model, sc, oc, tc, comm);
   if (!o.resume.empty()) {
     trainer.resume(o.resume);
-    std::printf("resumed from %s at step %lld\n", o.resume.c_str(), (long long)trainer.step());
+    if (lead) std::printf("resumed from %s at step %lld\n", o.resume.c_str(), (long long)trainer.step());
   }
-  std::printf("%s on %s (%d images %dx%dx%d, %d classes), DiT preset %s: D %d, depth %d, heads %d, patch %d, "
+  if (lead && comm.size() > 1)
+    std::printf("data parallel: %d ranks, %d rows each of the global batch of %d\n", comm.size(),
+                trainer.slice().rows(), o.batch);
+  if (lead) std::printf("%s on %s (%d images %dx%dx%d, %d classes), DiT preset %s: D %d, depth %d, heads %d, patch %d, "
               "%.2fM parameters; batch %d, %lld steps, device %s\n",
               o.objective.c_str(), name.c_str(), train.n, train.h, train.w, train.c, train.classes,
               o.preset.c_str(), dc.hidden, dc.depth, dc.heads, dc.patch, model.net().layout().count() / 1e6, o.batch,
               (long long)o.steps, o.device.c_str());
-  fs::create_directories(out / "samples");
+  if (lead) fs::create_directories(out / "samples");
   data::ImageBatcher batcher(train);
   const int grid_classes = std::min(train.classes, 10);  // grid rows: the first ten classes at most
   const auto labels = class_rows(grid_classes, o.per_class);
@@ -136,18 +149,24 @@ int train_images(Be& be, const TrainImagesOptions& o) {
                                    ", seed ", o.seed, "; rows are classes")}});
     if (!o.quiet) std::fprintf(stderr, "\nwrote %s\n", p.c_str());
   };
+  using Run = decltype(trainer);
+  const auto t0 = std::chrono::steady_clock::now();
   trainer.run(
-      [&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
-        x.resize(size_t(B) * train.image_size());
-        y.resize(size_t(B));
-        batcher.next_into(B, rng, x.data(), y.data());
-      },
+      typename Run::RowsFn([&](Rng& rng, const BatchSlice& s, std::vector<float>& x, std::vector<int32_t>& y) {
+        x.resize(size_t(s.rows()) * train.image_size());
+        y.resize(size_t(s.rows()));
+        batcher.rows_into(s.batch, s.begin, s.end, rng, x.data(), y.data());  // this rank's rows only
+      }),
       [&](int64_t step) {
-        if (o.sample_every > 0 && (step % o.sample_every == 0 || step == o.steps)) write_grid(step);
+        if (lead && o.sample_every > 0 && (step % o.sample_every == 0 || step == o.steps)) write_grid(step);
       });
+  if (!lead) return 0;
   // a run cut short by --minutes still ends with a grid of the model it leaves
   const int64_t last = trainer.step();
   if (o.sample_every > 0 && last < o.steps && last % o.sample_every != 0) write_grid(last);
+  if (comm.size() > 1)
+    std::printf("all-reduces took %.2f s of the %.2f s of training on rank 0\n", trainer.allreduce_seconds(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   std::printf("done: %lld steps; checkpoints in %s, sample grids in %s\n", (long long)trainer.step(),
               (out / "checkpoints").c_str(), (out / "samples").c_str());
   return 0;

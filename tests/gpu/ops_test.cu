@@ -102,6 +102,13 @@ TEST_CASE("normal() draws the CPU backend's numbers", "[ops][targets]") {
       return Outputs{{"x0", download(be, x)}};
     }, kElementwiseTol);
   }
+  // a data-parallel rank draws numbers [first, first + n) of the stream: the tail of the whole draw
+  const size_t first = 517, n = 1001;
+  compare_backends("normal first=517", [&](auto& be) {
+    auto x = poisoned(be, n);
+    be.normal(x.data(), n, seed, stream, first);
+    return Outputs{{"x0", download(be, x)}};
+  }, kElementwiseTol);
 }
 
 TEST_CASE("flow rows, bootstrap steps and MSE loss match the CPU backend", "[ops][targets]") {

@@ -131,7 +131,7 @@ concept BackendEmbeddingOps = requires {
 // The training targets of the method: noise, flow rows, bootstrap half step and target, guidance, MSE.
 template <class Be, class T>
 concept BackendTargetOps = requires {
-  static_cast<detail::Op<Be, T*, size_t, uint64_t, uint64_t>>(&Be::normal);
+  static_cast<detail::Op<Be, T*, size_t, uint64_t, uint64_t, uint64_t>>(&Be::normal);
   static_cast<detail::Op<Be, T*, T*, const T*, const T*, const T*, int, int>>(&Be::flow_rows);
   static_cast<detail::Op<Be, T*, T*, const T*, const T*, const T*, int, T, const T*, int, int, T>>(
       &Be::bootstrap_half_step);

@@ -45,6 +45,9 @@ class Backend {
   using Scalar = float;
   template <class U>
   using Buffer = DeviceBuffer<U>;
+  template <class U>
+  using HostBuffer = PinnedBuffer<U>;     // host memory the copy engines reach directly
+  static constexpr bool host_memory = false;  // Buffer memory is not the host's (dist/reduce_buffer.hpp)
   static constexpr const char* name() { return "cuda"; }
 
   // Throws Error("no CUDA device ...") where no usable GPU or driver exists.
@@ -179,7 +182,9 @@ class Backend {
   }
 
   // ---- training targets -------------------------------------------------------------------
-  void normal(T* x0, size_t n, uint64_t seed, uint64_t stream) const { kernels::normal(x0, n, seed, stream, stream_); }
+  void normal(T* x0, size_t n, uint64_t seed, uint64_t stream, uint64_t first = 0) const {
+    kernels::normal(x0, n, seed, stream, first, stream_);
+  }
   void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n) const {
     kernels::flow_rows(xt, target, x1, x0, t, rows, n, stream_);
   }

@@ -119,4 +119,52 @@ class DeviceBuffer {
   }
 };
 
+// PinnedBuffer<T>: page-locked host memory (cudaMallocHost), where the device's copy engines read and
+// write directly: the staging area of a gradient all-reduce over an MPI that cannot take device
+// pointers. resize() does not keep the contents.
+template <class T>
+class PinnedBuffer {
+ public:
+  using value_type = T;
+  PinnedBuffer() = default;
+  ~PinnedBuffer() { release(); }
+  PinnedBuffer(const PinnedBuffer&) = delete;
+  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
+  PinnedBuffer(PinnedBuffer&& o) noexcept : ptr_(std::exchange(o.ptr_, nullptr)), n_(std::exchange(o.n_, 0)) {}
+  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept {
+    if (this != &o) {
+      release();
+      ptr_ = std::exchange(o.ptr_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+
+  void resize(size_t n) {
+    if (n == n_) return;
+    release();
+    if (!n) return;
+    if (n > SIZE_MAX / sizeof(T)) throw Error(cat("pinned host memory: ", n, " elements overflow the address space"));
+    void* p = nullptr;
+    check_cuda(cudaMallocHost(&p, n * sizeof(T)), "cudaMallocHost", __FILE__, __LINE__);
+    ptr_ = static_cast<T*>(p);
+    n_ = n;
+  }
+  T* data() { return ptr_; }
+  const T* data() const { return ptr_; }
+  size_t size() const { return n_; }
+
+ private:
+  void release() noexcept {
+    if (ptr_) {
+      cudaDeviceSynchronize();  // a copy from or into it may still be queued
+      cudaFreeHost(ptr_);
+    }
+    ptr_ = nullptr;
+    n_ = 0;
+  }
+  T* ptr_ = nullptr;
+  size_t n_ = 0;
+};
+
 }  // namespace shortcut::cuda

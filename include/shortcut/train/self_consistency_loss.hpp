@@ -5,6 +5,7 @@
 // The random choices (t, labels dropped, noise stream) come from a counter-based Rng on the host;
 // the noise itself is drawn on the device from (seed, stream), so both backends see the same numbers.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -14,9 +15,35 @@
 
 namespace shortcut {
 
-// The host-side plan of one batch: what every row is queried with, and the bootstrap details.
+// Rows [begin, end) of a global batch of `batch` rows: the share of one data-parallel rank. Every
+// random choice of a batch is drawn for the whole batch on every rank and each keeps its rows, so N
+// ranks compute the rows of the same batch that one process computes.
+struct BatchSlice {
+  int batch = 0, begin = 0, end = 0;
+  int rows() const { return end - begin; }
+  bool whole() const { return begin == 0 && end == batch; }
+  static BatchSlice all(int batch) { return {batch, 0, batch}; }
+  // Rank `rank` of `ranks` takes the batch / ranks rows after those of the ranks before it.
+  static BatchSlice of_rank(int batch, int rank, int ranks) {
+    if (ranks < 1 || rank < 0 || rank >= ranks) throw ConfigError(cat("rank ", rank, " of ", ranks, " does not exist"));
+    if (batch % ranks != 0)
+      throw ConfigError(cat("the global batch of ", batch, " rows cannot be split evenly over ", ranks,
+                            " ranks; use a batch that is a multiple of ", ranks, " (e.g. ",
+                            (batch / ranks + 1) * ranks, ")"));
+    const int per = batch / ranks;
+    return {batch, rank * per, rank * per + per};
+  }
+  void check() const {
+    if (batch < 1 || begin < 0 || end > batch || begin >= end)
+      throw ShapeError(cat("batch slice [", begin, ", ", end, ") of a batch of ", batch, " rows is empty or outside it"));
+  }
+};
+
+// The host-side plan of one batch (or of one rank's rows of it): what every row is queried with,
+// and the bootstrap details. Rows [0, Bb) are bootstrap rows, their first n_cfg guided.
 struct BatchPlan {
   int B = 0, Bb = 0, n_cfg = 0;
+  int batch = 0, first_row = 0;   // the global batch size and the global index of row 0
   std::vector<float> t, k;        // [B] time and step index of the training query
   std::vector<int32_t> y;         // [B] labels of the training query (null where dropped)
   std::vector<int> k_b;           // [Bb] target index of each bootstrap row (d = 2^-k_b)
@@ -24,35 +51,52 @@ struct BatchPlan {
   uint64_t noise_stream = 0;      // x0 = normals of (seed, noise_stream)
 };
 
-inline BatchPlan plan_batch(const ShortcutConfig& cfg, const int32_t* labels, int B, int classes, Rng& rng) {
+// The plan of rows [s.begin, s.end) of a batch of s.batch rows; labels: those rows' labels. The draws
+// from rng are the whole batch's, whatever the slice.
+inline BatchPlan plan_batch(const ShortcutConfig& cfg, const int32_t* labels, BatchSlice s, int classes, Rng& rng) {
+  s.check();
+  const int B = s.batch, lo = s.begin, hi = s.end;
   cfg.validate(B);
-  BatchPlan p;
-  p.B = B;
-  p.Bb = cfg.bootstrap_rows(B);
+  const int Bb = cfg.bootstrap_rows(B);
   const int L = cfg.levels(), M = cfg.denoise_timesteps;
   const bool uncond = cfg.cfg_scale == 0 || classes <= 1;
   const int32_t null = classes;
-  check_labels(labels, size_t(B), classes);
-  p.t.resize(B); p.k.resize(B); p.y.resize(B); p.k_b.resize(p.Bb); p.half_d.resize(p.Bb);
-  const int block = p.Bb / L;
-  for (int r = 0; r < p.Bb; ++r) {
+  check_labels(labels, size_t(s.rows()), classes);
+  const int block = Bb / L, n_cfg = (cfg.bootstrap_cfg && !uncond) ? block : 0;
+  auto local = [&](int global_rows) { return std::clamp(global_rows - lo, 0, s.rows()); };
+  BatchPlan p;
+  p.B = s.rows();
+  p.Bb = local(Bb);
+  p.n_cfg = local(n_cfg);
+  p.batch = B;
+  p.first_row = lo;
+  p.t.resize(p.B); p.k.resize(p.B); p.y.resize(p.B); p.k_b.resize(p.Bb); p.half_d.resize(p.Bb);
+  for (int r = 0; r < Bb; ++r) {
     int kb = r < block * L ? L - 1 - r / block : 0;
     int64_t sections = int64_t(1) << kb;
-    p.k_b[r] = kb;
-    p.half_d[r] = 0.5f / float(sections);
-    p.t[r] = float(rng.randint(sections)) / float(sections);
-    p.k[r] = float(kb);
-    p.y[r] = uncond ? null : labels[r];
+    const float t = float(rng.randint(sections)) / float(sections);
+    if (r < lo || r >= hi) continue;
+    const int i = r - lo;
+    p.k_b[i] = kb;
+    p.half_d[i] = 0.5f / float(sections);
+    p.t[i] = t;
+    p.k[i] = float(kb);
+    p.y[i] = uncond ? null : labels[i];
   }
-  p.n_cfg = (cfg.bootstrap_cfg && !uncond) ? block : 0;
-  for (int r = p.Bb; r < B; ++r) {
-    p.t[r] = float(rng.randint(M)) / float(M);
-    p.k[r] = float(L);
-    bool drop = uncond || rng.uniform() < cfg.class_dropout_prob;
-    p.y[r] = drop ? null : labels[r];
+  for (int r = Bb; r < B; ++r) {
+    const float t = float(rng.randint(M)) / float(M);
+    const bool drop = uncond || rng.uniform() < cfg.class_dropout_prob;
+    if (r < lo || r >= hi) continue;
+    const int i = r - lo;
+    p.t[i] = t;
+    p.k[i] = float(L);
+    p.y[i] = drop ? null : labels[i];
   }
   p.noise_stream = rng.next_stream();
   return p;
+}
+inline BatchPlan plan_batch(const ShortcutConfig& cfg, const int32_t* labels, int B, int classes, Rng& rng) {
+  return plan_batch(cfg, labels, BatchSlice::all(B), classes, rng);
 }
 
 template <VelocityModel Model>
@@ -64,7 +108,16 @@ class SelfConsistencyLoss {
   using IBuf = typename Backend::template Buffer<int32_t>;
 
   struct Result {
-    double loss = 0, flow_loss = 0, bootstrap_loss = 0;
+    double loss = 0, flow_loss = 0, bootstrap_loss = 0;  // means over the batch's (bootstrap, flow) rows
+    // Sums of row losses over the rows computed here; the sums of all ranks make the batch's sums.
+    double loss_sum = 0, flow_sum = 0, bootstrap_sum = 0;
+    int batch = 0, bootstrap_rows = 0;  // the whole batch's rows and bootstrap rows
+    // The means from the sums (after the sums were added up over the ranks).
+    void set_means() {
+      loss = loss_sum / batch;
+      bootstrap_loss = bootstrap_rows ? bootstrap_sum / bootstrap_rows : 0;
+      flow_loss = batch > bootstrap_rows ? flow_sum / (batch - bootstrap_rows) : 0;
+    }
   };
 
   explicit SelfConsistencyLoss(const ShortcutConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
@@ -74,41 +127,47 @@ class SelfConsistencyLoss {
   const T* inputs() const { return xt_.data(); }
   const T* targets() const { return target_.data(); }
 
-  // Builds the training rows for data x1 (device [B, n]) with host labels y.
-  void build(Model& m, const T* x1, const int32_t* y, int B, Rng& rng) {
+  // Builds the training rows of slice s for its data x1 (device [s.rows(), n]) with host labels y.
+  void build(Model& m, const T* x1, const int32_t* y, BatchSlice s, Rng& rng) {
     Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    plan_ = plan_batch(cfg_, y, B, m.num_classes(), rng);
+    plan_ = plan_batch(cfg_, y, s, m.num_classes(), rng);
+    const int B = plan_.B;
     const size_t N = size_t(B) * n;
     nn::ensure(x0_, N); nn::ensure(xt_, N); nn::ensure(target_, N);
     upload(be, t_, to_t(plan_.t)); upload(be, k_, to_t(plan_.k)); upload(be, y_, plan_.y);
-    be.normal(x0_.data(), N, rng.seed(), plan_.noise_stream);
+    be.normal(x0_.data(), N, rng.seed(), plan_.noise_stream, uint64_t(s.begin) * uint64_t(n));
     be.flow_rows(xt_.data(), target_.data(), x1, x0_.data(), t_.data(), B, int(n));
     if (plan_.Bb > 0) bootstrap_targets(m);
   }
+  void build(Model& m, const T* x1, const int32_t* y, int B, Rng& rng) { build(m, x1, y, BatchSlice::all(B), rng); }
 
-  // build + forward + loss + backward: gradients accumulate into the arena's Grad role.
-  Result step(Model& m, const T* x1, const int32_t* y, int B, Rng& rng) {
-    if (B < 1) throw ShapeError(cat("training step: the batch must hold at least one row, got ", B));
-    build(m, x1, y, B, rng);
+  // build + forward + loss + backward: gradients accumulate into the arena's Grad role. The loss is
+  // the mean over the whole batch, so the gradients of all slices add up to the batch's gradient.
+  Result step(Model& m, const T* x1, const int32_t* y, BatchSlice s, Rng& rng) {
+    build(m, x1, y, s, rng);
     Backend& be = m.backend();
-    const int n = int(m.sample_size());
+    const int n = int(m.sample_size()), B = plan_.B;
     nn::ensure(grad_, size_t(B) * n);
     nn::ensure(row_loss_, size_t(B));
     const T* pred = m.forward(xt_.data(), t_.data(), k_.data(), y_.data(), B);
-    be.mse_loss(grad_.data(), row_loss_.data(), pred, target_.data(), B, n, T(1) / T(B));
+    be.mse_loss(grad_.data(), row_loss_.data(), pred, target_.data(), B, n, T(1) / T(s.batch));
     m.backward(grad_.data());
     std::vector<T> rl(B);
     be.to_host(rl.data(), row_loss_.data(), size_t(B));
     Result r;
     for (int i = 0; i < B; ++i) {
-      r.loss += rl[i];
-      (i < plan_.Bb ? r.bootstrap_loss : r.flow_loss) += rl[i];
+      r.loss_sum += rl[i];
+      (i < plan_.Bb ? r.bootstrap_sum : r.flow_sum) += rl[i];
     }
-    r.loss /= B;
-    if (plan_.Bb) r.bootstrap_loss /= plan_.Bb;
-    if (B > plan_.Bb) r.flow_loss /= (B - plan_.Bb);
+    r.batch = s.batch;
+    r.bootstrap_rows = cfg_.bootstrap_rows(s.batch);
+    r.set_means();
     return r;
+  }
+  Result step(Model& m, const T* x1, const int32_t* y, int B, Rng& rng) {
+    if (B < 1) throw ShapeError(cat("training step: the batch must hold at least one row, got ", B));
+    return step(m, x1, y, BatchSlice::all(B), rng);
   }
 
  private:
