@@ -58,7 +58,7 @@ int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& com
   using Model = ShortcutModel<nn::DiT<Be>>;
   const bool lead = comm.rank() == 0;
   // an uneven split fails before the data loads
-  if (o.batch % comm.size() != 0) (void)BatchSlice::of_rank(o.batch, comm.rank(), comm.size());
+  if (o.batch % comm.size() != 0) (void)BatchSlice::of_rank(o.batch, 0, comm.rank(), comm.size());
   const bool from_file = !o.data_file.empty();
   const std::string name = from_file ? fs::path(o.data_file).stem().string() : o.dataset;
   const fs::path out = o.out.empty() ? fs::path("out/images") / (name + "-" + o.objective) : fs::path(o.out);
@@ -155,7 +155,7 @@ int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& com
       typename Run::RowsFn([&](Rng& rng, const BatchSlice& s, std::vector<float>& x, std::vector<int32_t>& y) {
         x.resize(size_t(s.rows()) * train.image_size());
         y.resize(size_t(s.rows()));
-        batcher.rows_into(s.batch, s.begin, s.end, rng, x.data(), y.data());  // this rank's rows only
+        batcher.rows_into(s, rng, x.data(), y.data());  // this rank's rows only
       }),
       [&](int64_t step) {
         if (lead && o.sample_every > 0 && (step % o.sample_every == 0 || step == o.steps)) write_grid(step);

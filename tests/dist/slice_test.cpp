@@ -23,40 +23,49 @@ TEST_CASE("a rank's batch plan is the whole batch's plan restricted to its rows"
     Rng whole_rng(seed, 3);
     const BatchPlan whole = plan_batch(sc, labels.data(), B, classes, whole_rng);
     for (int ranks : {2, 3, 4, 8}) {
+      int bootstrap_rows = 0, guided_rows = 0;
+      std::vector<int> seen(B, 0);
       for (int rank = 0; rank < ranks; ++rank) {
-        const BatchSlice s = BatchSlice::of_rank(B, rank, ranks);
+        const BatchSlice s = BatchSlice::of_rank(B, whole.Bb, rank, ranks);
+        std::vector<int32_t> mine(s.rows());
+        for (int i = 0; i < s.rows(); ++i) mine[i] = labels[s.global_row(i)];
         Rng rng(seed, 3);
-        const BatchPlan p = plan_batch(sc, labels.data() + s.begin, s, classes, rng);
+        const BatchPlan p = plan_batch(sc, mine.data(), s, classes, rng);
         INFO("cfg " << cfg_scale << ", rank " << rank << " of " << ranks);
         CHECK(rng.position() == whole_rng.position());  // every rank's RNG stays in step
         CHECK(p.noise_stream == whole.noise_stream);
         REQUIRE(p.B == s.rows());
-        CHECK(p.first_row == s.begin);
-        CHECK(p.batch == B);
-        CHECK(p.Bb == std::clamp(whole.Bb - s.begin, 0, s.rows()));
-        CHECK(p.n_cfg == std::clamp(whole.n_cfg - s.begin, 0, s.rows()));
+        CHECK(p.B == B / ranks);
+        // its share of the bootstrap rows (which cost two extra forward passes each)
+        CHECK(std::abs(p.Bb - whole.Bb / ranks) <= 1);
+        bootstrap_rows += p.Bb;
+        guided_rows += p.n_cfg;
         for (int i = 0; i < p.B; ++i) {
-          const int g = s.begin + i;
+          const int g = s.global_row(i);
+          ++seen[g];
+          CHECK((i < p.Bb) == (g < whole.Bb));  // bootstrap rows first, here too
+          CHECK((i < p.n_cfg) == (g < whole.n_cfg));
           CHECK(p.t[i] == whole.t[g]);
           CHECK(p.k[i] == whole.k[g]);
           CHECK(p.y[i] == whole.y[g]);
-        }
-        for (int i = 0; i < p.Bb; ++i) {
-          CHECK(p.k_b[i] == whole.k_b[s.begin + i]);
-          CHECK(p.half_d[i] == whole.half_d[s.begin + i]);
+          if (i < p.Bb) CHECK((p.k_b[i] == whole.k_b[g] && p.half_d[i] == whole.half_d[g]));
         }
       }
+      CHECK(bootstrap_rows == whole.Bb);
+      CHECK(guided_rows == whole.n_cfg);
+      CHECK(std::all_of(seen.begin(), seen.end(), [](int c) { return c == 1; }));  // every row on one rank
     }
   }
 }
 
 TEST_CASE("a global batch that does not split evenly over the ranks is a clear error", "[dist][plan]") {
-  CHECK_THROWS_WITH(BatchSlice::of_rank(10, 0, 3),
+  CHECK_THROWS_WITH(BatchSlice::of_rank(10, 2, 0, 3),
                     Catch::Contains("batch of 10 rows cannot be split evenly over 3 ranks") &&
                         Catch::Contains("multiple of 3 (e.g. 12)"));
-  CHECK_THROWS_WITH(BatchSlice::of_rank(12, 3, 3), Catch::Contains("rank 3 of 3 does not exist"));
-  const BatchSlice s = BatchSlice::of_rank(12, 2, 3);
-  CHECK((s.begin == 8 && s.end == 12 && s.batch == 12));
+  CHECK_THROWS_WITH(BatchSlice::of_rank(12, 3, 3, 3), Catch::Contains("rank 3 of 3 does not exist"));
+  const BatchSlice s = BatchSlice::of_rank(12, 3, 2, 3);  // bootstrap rows 0..2: row 2; flow 3..11: 9..11
+  CHECK((s.boot_begin == 2 && s.boot_end == 3 && s.flow_begin == 9 && s.flow_end == 12 && s.batch == 12));
+  CHECK((s.rows() == 4 && s.global_row(0) == 2 && s.global_row(1) == 9 && s.global_row(3) == 11));
 }
 
 TEST_CASE("normal(first) draws numbers [first, first + n) of the stream", "[dist][noise]") {
@@ -81,11 +90,16 @@ TEST_CASE("ImageBatcher::rows_into writes the rows of next_into's batch", "[dist
   std::vector<float> whole(20 * 6), part(7 * 6);
   std::vector<int32_t> wl(20), pl(7);
   batcher.next_into(20, a, whole.data(), wl.data());
-  batcher.rows_into(20, 9, 16, b, part.data(), pl.data());
+  const BatchSlice s{20, 2, 4, 9, 14};  // rows 2, 3 and 9..13
+  batcher.rows_into(s, b, part.data(), pl.data());
   CHECK(a.position() == b.position());
-  CHECK(std::equal(part.begin(), part.end(), whole.begin() + 9 * 6));
-  CHECK(std::equal(pl.begin(), pl.end(), wl.begin() + 9));
-  CHECK_THROWS_WITH(batcher.rows_into(20, 15, 21, b, part.data(), pl.data()), Catch::Contains("not inside a batch of 20"));
+  for (int i = 0; i < 7; ++i) {
+    const int g = s.global_row(i);
+    CHECK(std::equal(part.begin() + i * 6, part.begin() + (i + 1) * 6, whole.begin() + g * 6));
+    CHECK(pl[i] == wl[g]);
+  }
+  CHECK_THROWS_WITH(batcher.rows_into(BatchSlice{20, 0, 0, 15, 21}, b, part.data(), pl.data()),
+                    Catch::Contains("outside the batch"));
 }
 
 TEST_CASE("the gradients and loss sums of a batch's slices add up to the whole batch's", "[dist][loss]") {
@@ -113,7 +127,7 @@ TEST_CASE("the gradients and loss sums of a batch's slices add up to the whole b
     std::vector<double> g_sum(g_ref.size(), 0.0);
     double loss_sum = 0, boot_sum = 0, flow_sum = 0;
     for (int rank = 0; rank < ranks; ++rank) {
-      const BatchSlice s = BatchSlice::of_rank(B, rank, ranks);
+      const BatchSlice s = BatchSlice::of_rank(B, sc.bootstrap_rows(B), rank, ranks);
       Rng r2 = rng;
       rows<double>(r2, s, x, y);
       part.arena().zero_grad();

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "shortcut/core/batch_slice.hpp"
 #include "shortcut/core/error.hpp"
 #include "shortcut/core/rng.hpp"
 #include "shortcut/data/idx.hpp"
@@ -39,25 +40,24 @@ class ImageBatcher {
   // Writes a batch of `batch` images [batch, h, w, c] and labels [batch] into caller buffers (indices
   // optional), taking one stream from rng.
   void next_into(int batch, Rng& rng, float* images, int32_t* labels, int64_t* indices = nullptr) const {
-    rows_into(batch, 0, batch, rng, images, labels, indices);
-  }
-  // Rows [begin, end) of the batch next_into(batch, ...) would write, taking the same one stream: a
-  // data-parallel rank reads only its rows of the global batch.
-  void rows_into(int batch, int begin, int end, Rng& rng, float* images, int32_t* labels,
-                 int64_t* indices = nullptr) const {
     if (batch <= 0) throw ConfigError(cat("ImageBatcher: batch size must be positive, got ", batch));
-    if (begin < 0 || end > batch || begin > end)
-      throw ConfigError(cat("ImageBatcher: rows [", begin, ", ", end, ") are not inside a batch of ", batch));
+    rows_into(BatchSlice::all(batch), rng, images, labels, indices);
+  }
+  // The slice's rows of the batch next_into(s.batch, ...) would write (local row i = global row
+  // s.global_row(i)), taking the same one stream: a data-parallel rank reads only its rows.
+  void rows_into(const BatchSlice& s, Rng& rng, float* images, int32_t* labels, int64_t* indices = nullptr) const {
+    s.check();
     const uint64_t seed = rng.seed(), stream = rng.next_stream();
     const ImageDataset& ds = *ds_;
     const size_t per = ds.image_size(), row = static_cast<size_t>(ds.w) * ds.c;
-    for (int r = begin; r < end; ++r) {
+    for (int i = 0; i < s.rows(); ++i) {
+      const int r = s.global_row(i);
       Philox4 q = philox4x32(seed, static_cast<uint64_t>(r), stream ^ 0xba7c4e5ull);
       const uint64_t x = (static_cast<uint64_t>(q.v[0]) << 32) | q.v[1];
       const int64_t idx = static_cast<int64_t>(x % static_cast<uint64_t>(ds.n));  // bias < n / 2^64
       const bool flip = hflip_ && (q.v[2] & 1u);
       const float* src = ds.image(static_cast<int>(idx));
-      float* dst = images + static_cast<size_t>(r - begin) * per;
+      float* dst = images + static_cast<size_t>(i) * per;
       if (!flip) {
         std::copy(src, src + per, dst);
       } else {
@@ -66,8 +66,8 @@ class ImageBatcher {
             std::copy(src + y * row + static_cast<size_t>(ds.w - 1 - xcol) * ds.c,
                       src + y * row + static_cast<size_t>(ds.w - xcol) * ds.c, dst + y * row + static_cast<size_t>(xcol) * ds.c);
       }
-      labels[r - begin] = ds.labels[idx];
-      if (indices) indices[r - begin] = idx;
+      labels[i] = ds.labels[idx];
+      if (indices) indices[i] = idx;
     }
   }
 

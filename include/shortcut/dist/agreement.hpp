@@ -50,22 +50,21 @@ inline std::string differing_keys(const nlohmann::json& a, const nlohmann::json&
 }
 
 // Collective: throws DistributedError on every rank when some rank's `value` differs from rank 0's.
-// The message names the first such rank and, on that rank, the differing keys.
+// The message (the same on every rank: whichever prints first, the user reads it all) names the
+// first such rank, the differing keys and both values.
 template <Communicator C>
 void require_same_on_all_ranks(C& comm, const std::string& what, const nlohmann::json& value) {
   if (comm.size() == 1) return;
   std::string mine = value.dump(), root = mine;
   broadcast_string(comm, root);
-  const bool differs = root != mine;
-  const int r = first_rank_where(comm, differs);
+  const int r = first_rank_where(comm, root != mine);
   if (r < 0) return;
-  std::string detail;
-  if (differs) detail = ": " + differing_keys(nlohmann::json::parse(root), value) + " (rank " +
-                        std::to_string(comm.rank()) + " has " + mine + ", rank 0 has " + root + ")";
-  else
-    detail = " (the difference is printed by rank " + std::to_string(r) + ")";
-  throw DistributedError(cat("rank ", r, " of ", comm.size(), " disagrees with rank 0 on ", what, detail,
-                             "; every rank must be started with the same command line and files"));
+  std::string other = mine;
+  broadcast_string(comm, other, r);
+  throw DistributedError(cat("rank ", r, " of ", comm.size(), " disagrees with rank 0 on ", what, ": ",
+                             differing_keys(nlohmann::json::parse(root), nlohmann::json::parse(other)), " (rank ", r,
+                             " has ", other, ", rank 0 has ", root,
+                             "); every rank must be started with the same command line and files"));
 }
 
 }  // namespace shortcut::dist

@@ -9,41 +9,18 @@
 #include <cmath>
 #include <vector>
 
+#include "shortcut/core/batch_slice.hpp"
 #include "shortcut/core/rng.hpp"
 #include "shortcut/train/shortcut_config.hpp"
 #include "shortcut/train/shortcut_model.hpp"
 
 namespace shortcut {
 
-// Rows [begin, end) of a global batch of `batch` rows: the share of one data-parallel rank. Every
-// random choice of a batch is drawn for the whole batch on every rank and each keeps its rows, so N
-// ranks compute the rows of the same batch that one process computes.
-struct BatchSlice {
-  int batch = 0, begin = 0, end = 0;
-  int rows() const { return end - begin; }
-  bool whole() const { return begin == 0 && end == batch; }
-  static BatchSlice all(int batch) { return {batch, 0, batch}; }
-  // Rank `rank` of `ranks` takes the batch / ranks rows after those of the ranks before it.
-  static BatchSlice of_rank(int batch, int rank, int ranks) {
-    if (ranks < 1 || rank < 0 || rank >= ranks) throw ConfigError(cat("rank ", rank, " of ", ranks, " does not exist"));
-    if (batch % ranks != 0)
-      throw ConfigError(cat("the global batch of ", batch, " rows cannot be split evenly over ", ranks,
-                            " ranks; use a batch that is a multiple of ", ranks, " (e.g. ",
-                            (batch / ranks + 1) * ranks, ")"));
-    const int per = batch / ranks;
-    return {batch, rank * per, rank * per + per};
-  }
-  void check() const {
-    if (batch < 1 || begin < 0 || end > batch || begin >= end)
-      throw ShapeError(cat("batch slice [", begin, ", ", end, ") of a batch of ", batch, " rows is empty or outside it"));
-  }
-};
-
 // The host-side plan of one batch (or of one rank's rows of it): what every row is queried with,
 // and the bootstrap details. Rows [0, Bb) are bootstrap rows, their first n_cfg guided.
 struct BatchPlan {
   int B = 0, Bb = 0, n_cfg = 0;
-  int batch = 0, first_row = 0;   // the global batch size and the global index of row 0
+  BatchSlice slice;               // which rows of the global batch these are
   std::vector<float> t, k;        // [B] time and step index of the training query
   std::vector<int32_t> y;         // [B] labels of the training query (null where dropped)
   std::vector<int> k_b;           // [Bb] target index of each bootstrap row (d = 2^-k_b)
@@ -51,11 +28,11 @@ struct BatchPlan {
   uint64_t noise_stream = 0;      // x0 = normals of (seed, noise_stream)
 };
 
-// The plan of rows [s.begin, s.end) of a batch of s.batch rows; labels: those rows' labels. The draws
+// The plan of slice s of a batch of s.batch rows (labels: its rows' labels, in its order). The draws
 // from rng are the whole batch's, whatever the slice.
 inline BatchPlan plan_batch(const ShortcutConfig& cfg, const int32_t* labels, BatchSlice s, int classes, Rng& rng) {
   s.check();
-  const int B = s.batch, lo = s.begin, hi = s.end;
+  const int B = s.batch;
   cfg.validate(B);
   const int Bb = cfg.bootstrap_rows(B);
   const int L = cfg.levels(), M = cfg.denoise_timesteps;
@@ -63,20 +40,23 @@ inline BatchPlan plan_batch(const ShortcutConfig& cfg, const int32_t* labels, Ba
   const int32_t null = classes;
   check_labels(labels, size_t(s.rows()), classes);
   const int block = Bb / L, n_cfg = (cfg.bootstrap_cfg && !uncond) ? block : 0;
-  auto local = [&](int global_rows) { return std::clamp(global_rows - lo, 0, s.rows()); };
+  std::vector<int> local(B, -1);  // global row -> this slice's row
   BatchPlan p;
   p.B = s.rows();
-  p.Bb = local(Bb);
-  p.n_cfg = local(n_cfg);
-  p.batch = B;
-  p.first_row = lo;
+  p.slice = s;
+  for (int i = 0; i < p.B; ++i) {
+    const int g = s.global_row(i);
+    local[g] = i;
+    p.Bb += g < Bb;
+    p.n_cfg += g < n_cfg;
+  }
   p.t.resize(p.B); p.k.resize(p.B); p.y.resize(p.B); p.k_b.resize(p.Bb); p.half_d.resize(p.Bb);
   for (int r = 0; r < Bb; ++r) {
     int kb = r < block * L ? L - 1 - r / block : 0;
     int64_t sections = int64_t(1) << kb;
     const float t = float(rng.randint(sections)) / float(sections);
-    if (r < lo || r >= hi) continue;
-    const int i = r - lo;
+    const int i = local[r];
+    if (i < 0) continue;
     p.k_b[i] = kb;
     p.half_d[i] = 0.5f / float(sections);
     p.t[i] = t;
@@ -86,8 +66,8 @@ inline BatchPlan plan_batch(const ShortcutConfig& cfg, const int32_t* labels, Ba
   for (int r = Bb; r < B; ++r) {
     const float t = float(rng.randint(M)) / float(M);
     const bool drop = uncond || rng.uniform() < cfg.class_dropout_prob;
-    if (r < lo || r >= hi) continue;
-    const int i = r - lo;
+    const int i = local[r];
+    if (i < 0) continue;
     p.t[i] = t;
     p.k[i] = float(L);
     p.y[i] = drop ? null : labels[i];
@@ -136,7 +116,14 @@ class SelfConsistencyLoss {
     const size_t N = size_t(B) * n;
     nn::ensure(x0_, N); nn::ensure(xt_, N); nn::ensure(target_, N);
     upload(be, t_, to_t(plan_.t)); upload(be, k_, to_t(plan_.k)); upload(be, y_, plan_.y);
-    be.normal(x0_.data(), N, rng.seed(), plan_.noise_stream, uint64_t(s.begin) * uint64_t(n));
+    // the slice's rows of the batch's noise: one draw per run of consecutive global rows
+    for (int i = 0; i < B;) {
+      int j = i + 1;
+      while (j < B && s.global_row(j) == s.global_row(i) + (j - i)) ++j;
+      be.normal(x0_.data() + size_t(i) * n, size_t(j - i) * n, rng.seed(), plan_.noise_stream,
+                uint64_t(s.global_row(i)) * uint64_t(n));
+      i = j;
+    }
     be.flow_rows(xt_.data(), target_.data(), x1, x0_.data(), t_.data(), B, int(n));
     if (plan_.Bb > 0) bootstrap_targets(m);
   }

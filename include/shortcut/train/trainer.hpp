@@ -54,8 +54,8 @@ class Trainer {
   // ranks every rank draws the whole batch and keeps its rows: simple, and wasteful where loading a
   // row costs much; then use RowsFn.
   using BatchFn = std::function<void(Rng& rng, int B, std::vector<T>& x1, std::vector<int32_t>& y)>;
-  // Fills rows [s.begin, s.end) of the batch (x1 [s.rows(), sample], y [s.rows()]), advancing rng
-  // exactly as a whole batch would (data::ImageBatcher::rows_into does).
+  // Fills the slice's rows of the batch (x1 [s.rows(), sample], y [s.rows()]; local row i is global
+  // row s.global_row(i)), advancing rng exactly as a whole batch would (ImageBatcher::rows_into does).
   using RowsFn = std::function<void(Rng& rng, const BatchSlice& s, std::vector<T>& x1, std::vector<int32_t>& y)>;
   // Called after every step, on every rank (e.g. to write sample grids every K steps on rank 0).
   using StepFn = std::function<void(int64_t step)>;
@@ -69,7 +69,7 @@ class Trainer {
     sc.validate(tc.batch);
     if (tc.steps < 0) throw ConfigError(cat("steps must be non-negative, got ", tc.steps));
     if (!(tc.max_seconds >= 0)) throw ConfigError(cat("max_seconds must be non-negative, got ", tc.max_seconds));
-    slice_ = BatchSlice::of_rank(tc.batch, comm.rank(), comm.size());
+    slice_ = BatchSlice::of_rank(tc.batch, sc.bootstrap_rows(tc.batch), comm.rank(), comm.size());
   }
 
   int64_t step() const { return opt_.step_count(); }
@@ -119,10 +119,13 @@ class Trainer {
             throw ShapeError(cat("batch function returned ", x1.size(), " values and ", y.size(), " labels; expected ",
                                  size_t(s.batch) * n, " and ", s.batch));
           if (s.whole()) return;
-          x1.erase(x1.begin() + ptrdiff_t(size_t(s.end) * n), x1.end());
-          x1.erase(x1.begin(), x1.begin() + ptrdiff_t(size_t(s.begin) * n));
-          y.erase(y.begin() + s.end, y.end());
-          y.erase(y.begin(), y.begin() + s.begin);
+          for (int i = 0; i < s.rows(); ++i) {  // local row i <- global row g >= i
+            const size_t g = size_t(s.global_row(i));
+            std::copy(x1.begin() + ptrdiff_t(g * n), x1.begin() + ptrdiff_t((g + 1) * n), x1.begin() + ptrdiff_t(i * n));
+            y[size_t(i)] = y[g];
+          }
+          x1.resize(size_t(s.rows()) * n);
+          y.resize(size_t(s.rows()));
         },
         on_step);
   }
@@ -151,8 +154,8 @@ class Trainer {
     while (step() < tc_.steps && !stop) {
       data(rng_, slice, x1, y);
       if (x1.size() != rows_n || y.size() != size_t(slice.rows()))
-        throw ShapeError(cat("batch function returned ", x1.size(), " values and ", y.size(), " labels for rows [",
-                             slice.begin, ", ", slice.end, ") of the batch; expected ", rows_n, " and ", slice.rows()));
+        throw ShapeError(cat("batch function returned ", x1.size(), " values and ", y.size(), " labels for ",
+                             slice.rows(), " rows of the batch; expected ", rows_n, " and ", slice.rows()));
       nn::ensure(dx1, x1.size());
       be.to_device(dx1.data(), x1.data(), x1.size());
       m_->arena().zero_grad();
