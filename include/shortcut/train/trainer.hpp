@@ -62,7 +62,9 @@ class Trainer {
 
   Trainer(Model& m, const ShortcutConfig& sc, const AdamWConfig& oc, const TrainerConfig& tc)
     requires std::same_as<Comm, dist::LocalCommunicator>
-      : Trainer(m, sc, oc, tc, local_) {}
+      : Trainer(m, sc, oc, tc, local_) {
+    comm_ = nullptr;  // its own: communicator() then stays right when the trainer is copied or moved
+  }
   // Data-parallel training over comm (which must outlive the trainer): tc.batch is the global batch.
   Trainer(Model& m, const ShortcutConfig& sc, const AdamWConfig& oc, const TrainerConfig& tc, Comm& comm)
       : m_(&m), comm_(&comm), loss_(sc), opt_(oc), ema_(tc.ema_tau), tc_(tc), rng_(tc.seed) {
@@ -75,7 +77,12 @@ class Trainer {
   int64_t step() const { return opt_.step_count(); }
   // This rank's rows of every batch.
   const BatchSlice& slice() const { return slice_; }
-  Comm& communicator() { return *comm_; }
+  Comm& communicator() {
+    if constexpr (std::same_as<Comm, dist::LocalCommunicator>) {
+      if (!comm_) return local_;
+    }
+    return *comm_;
+  }
   // Seconds spent in the gradient and loss all-reduces so far (0 on one rank).
   double allreduce_seconds() const { return allreduce_s_; }
   Rng& rng() { return rng_; }
@@ -135,7 +142,7 @@ class Trainer {
   void run_rows(const RowsFn& data, const StepFn& on_step) {
     namespace fs = std::filesystem;
     Backend& be = m_->backend();
-    Comm& comm = *comm_;
+    Comm& comm = communicator();
     const bool lead = comm.rank() == 0, distributed = comm.size() > 1;
     if (distributed) agree_and_broadcast();
     std::ofstream log;
@@ -211,7 +218,7 @@ class Trainer {
   // Every rank must start from the same configuration and resume point; then rank 0's weights,
   // EMA and moments are every rank's.
   void agree_and_broadcast() {
-    Comm& comm = *comm_;
+    Comm& comm = communicator();
     ParamArena<Backend>& a = m_->arena();
     nlohmann::json config = training_json();
     config["network"] = m_->net().config_json();
