@@ -70,3 +70,38 @@ TEST_CASE("MLP network backward matches finite differences for every parameter a
   nn::MlpNet<Be> net(be, c);
   check_network(net, 4, {0, 1, 2, 2}, "MlpNet");
 }
+
+TEST_CASE("MLP network with Fourier input features and a t scale: backward matches finite differences",
+          "[grad][mlp]") {
+  Be be;
+  nn::MlpNetConfig c;
+  c.dim = 2; c.hidden = 12; c.depth = 2; c.classes = 2;
+  c.fourier = 8; c.fourier_scale = 1.7; c.t_scale = 3.0;
+  nn::MlpNet<Be> net(be, c);
+  auto plain = c;
+  plain.fourier = 0;
+  CHECK(net.layout().entries().size() == nn::MlpNet<Be>(be, plain).layout().entries().size() + 2);  // weight, bias
+  check_network(net, 4, {0, 1, 2, 2}, "MlpNet(fourier)");
+}
+
+TEST_CASE("MLP network config: the Fourier and t-scale fields default to the plain network and round-trip",
+          "[mlp]") {
+  nn::MlpNetConfig plain;
+  auto j = plain.to_json();
+  CHECK_FALSE(j.contains("fourier"));
+  CHECK_FALSE(j.contains("t_scale"));
+  // metadata written before the fields existed
+  nlohmann::json old = {{"model", "mlp"}, {"dim", 2}, {"hidden", 128}, {"depth", 3},
+                        {"mlp_ratio", 2.0}, {"classes", 1}, {"ln_eps", 1e-6}};
+  auto o = nn::MlpNetConfig::from_json(old);
+  CHECK(o.fourier == 0);
+  CHECK(o.t_scale == 1.0);
+  nn::MlpNetConfig f;
+  f.fourier = 32; f.fourier_scale = 16; f.t_scale = 1000;
+  auto r = nn::MlpNetConfig::from_json(f.to_json());
+  CHECK(r.fourier == 32);
+  CHECK(r.fourier_scale == 16);
+  CHECK(r.t_scale == 1000);
+  f.fourier = 3;
+  CHECK_THROWS_AS(f.validate(), ConfigError);
+}
