@@ -1,5 +1,5 @@
 # Installs the library into a fresh prefix, then configures, builds and runs tests/consumer against
-# it with find_package(shortcut). Arguments: -DBUILD_DIR -DSOURCE_DIR -DWORK_DIR
+# it with find_package(shortcut). Arguments: -DBUILD_DIR -DSOURCE_DIR -DWORK_DIR [-DHAVE_PNG=1]
 file(REMOVE_RECURSE ${WORK_DIR})
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix RESULT_VARIABLE r)
 if(r)
@@ -17,4 +17,14 @@ endif()
 execute_process(COMMAND ${WORK_DIR}/build/consumer RESULT_VARIABLE r)
 if(r)
   message(FATAL_ERROR "consumer run failed")
+endif()
+# shortcut::png where this machine has stb (the project's own build found it: then the package must too)
+if(HAVE_PNG)
+  if(NOT EXISTS ${WORK_DIR}/build/consumer_png)
+    message(FATAL_ERROR "the package has no shortcut::png although stb is installed")
+  endif()
+  execute_process(COMMAND ${WORK_DIR}/build/consumer_png RESULT_VARIABLE r)
+  if(r)
+    message(FATAL_ERROR "consumer_png run failed")
+  endif()
 endif()

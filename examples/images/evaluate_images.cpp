@@ -86,7 +86,7 @@ int main(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
         throw ConfigError("--model must be NAME=CHECKPOINT, got '" + spec + "'");
       const std::string name = spec.substr(0, eq), path = spec.substr(eq + 1);
-      loaded.push_back({name, path, load_generator(device, path)});
+      loaded.push_back({name, path, open_image_generator(device, path)});
     }
     auto test = load_split(data_dir, "t10k");
     auto train = load_split(data_dir, "train");
@@ -111,19 +111,17 @@ int main(int argc, char** argv) {
     std::printf("%-12s %6s %10s %9s\n", "model", "steps", "fd", "accuracy");
     for (const Loaded& model : loaded) {
       const std::string& name = model.name;
-      const std::string& path = model.path;
       ImageGenerator* gen = model.gen.get();
       const nn::DiTConfig& dc = gen->config();
       if (dc.image != test.h || dc.channels != test.c || dc.classes != test.classes)
         throw ShapeError(cat("model '", name, "' makes ", dc.image, "x", dc.image, "x", dc.channels, " images of ",
                              dc.classes, " classes; the dataset has ", test.h, "x", test.w, "x", test.c, " and ",
                              test.classes));
-      const ShortcutConfig sc = checkpoint_training(path);
       std::vector<int32_t> labels(samples);
       for (int i = 0; i < samples; ++i) labels[i] = i % dc.classes;
       for (int N : steps) {
         ProgressBar bar(cat(name, " ", N, " steps"), samples, 0, !quiet);
-        auto imgs = gen->generate(sc, labels, SamplerConfig{N, guidance, true}, seed, chunk, nullptr, &bar);
+        auto imgs = gen->generate(labels, N, guidance, seed, chunk, nullptr, &bar);
         bar.finish();
         auto fg = features(clf, CP, imgs.data(), labels.data(), samples, test.image_size());
         double fd = metrics::frechet_distance(metrics::gaussian_stats(std::span<const float>(fg.f), d), test_stats);

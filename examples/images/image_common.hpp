@@ -3,6 +3,7 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <filesystem>
+#include <shortcut/io/png.hpp>
 #include <shortcut/shortcut.hpp>
 #include <string>
 #include <vector>
@@ -92,14 +93,6 @@ inline std::vector<int32_t> class_rows(int classes, int per_class) {
   for (int c = 0; c < classes; ++c)
     for (int j = 0; j < per_class; ++j) y.push_back(c);
   return y;
-}
-
-// How a checkpoint's model was trained (its objective decides the step index at sampling time), from
-// the "training" metadata the trainer writes; the defaults for files without it.
-inline ShortcutConfig checkpoint_training(const std::string& path_or_dir) {
-  io::SafetensorsReader r(io::sampling_weights_file(path_or_dir));
-  const std::string* t = r.metadata("training");
-  return t ? ShortcutConfig::from_json(nlohmann::json::parse(*t).at("shortcut")) : ShortcutConfig{};
 }
 
 // --device: "cpu" always; "cuda" where this build has the CUDA backend.

@@ -5,8 +5,8 @@
 
 namespace examples {
 
-std::unique_ptr<ImageGenerator> load_generator_cuda(const std::string& checkpoint) {
-  return std::make_unique<ImageGeneratorOn<shortcut::cuda::Backend>>(checkpoint);
+std::unique_ptr<ImageGenerator> open_image_generator_cuda(const std::string& checkpoint, const GeneratorOptions& opt) {
+  return std::make_unique<ImageGeneratorOn<shortcut::cuda::Backend>>(checkpoint, opt);
 }
 
 }  // namespace examples

@@ -61,10 +61,15 @@ static std::vector<float> read_noise(const std::string& path, int H, int C, int6
 }
 
 static int run(const SampleOptions& o) {
-  auto gen = load_generator(o.device, o.checkpoint);
+  std::unique_ptr<ImageGenerator> gen;
+  try {
+    gen = open_image_generator(o.device, o.checkpoint, generator_options(o.checkpoint, o.objective));
+  } catch (const FileError& e) {
+    if (std::string(e.what()).find("has no 'training' metadata") == std::string::npos) throw;
+    throw FileError(std::string(e.what()) + " (here: --objective shortcut or --objective flow)");
+  }
   const nn::DiTConfig& dc = gen->config();
-  ShortcutConfig sc = checkpoint_training(o.checkpoint);
-  if (!o.objective.empty()) sc.objective = o.objective == "flow" ? Objective::FlowMatching : Objective::Shortcut;
+  const ShortcutConfig& sc = gen->training();
   const int H = dc.image, C = dc.channels;
   const int64_t n = int64_t(H) * H * C;
   std::vector<int32_t> labels;
@@ -104,9 +109,8 @@ static int run(const SampleOptions& o) {
     rows = dc.classes;
     cols = o.per_class;
   }
-  SamplerConfig s{o.steps, o.guidance, true};
   ProgressBar bar("sampling", int64_t(labels.size()), 0, !o.quiet);
-  auto imgs = gen->generate(sc, labels, s, o.seed, o.chunk, noise.empty() ? nullptr : &noise, &bar);
+  auto imgs = gen->generate(labels, o.steps, o.guidance, o.seed, o.chunk, noise.empty() ? nullptr : &noise, &bar);
   bar.finish();
   std::vector<float> grid(imgs.begin(), imgs.end());
   grid.resize(size_t(rows) * cols * n, -1.0f);  // pad a partial last row with black
@@ -150,7 +154,8 @@ int main(int argc, char** argv) {
   app.add_option("--noise", o.noise, "start from this noise instead: a .npy or safetensors file of [N, H, W, C] floats "
                  "(labels: --labels, or i mod classes)")->check(CLI::ExistingFile);
   app.add_option("--raw", o.raw, "also write the samples as raw float32 NHWC in [-1, 1] (+ a .json sidecar)");
-  app.add_option("--objective", o.objective, "override how the model was trained: shortcut or flow (default: from the file)")
+  app.add_option("--objective", o.objective, "override how the model was trained: shortcut or flow (default: the "
+                 "checkpoint's 'training' metadata, which a file without it needs this for; M then 128)")
       ->check(CLI::IsMember({"shortcut", "flow"}));
   app.add_option("--chunk", o.chunk, "images per network batch")->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();

@@ -1,5 +1,7 @@
 // The CPU umbrella header: the generic method, the networks, the Eigen backend, I/O and data.
 // From a .cu file, include <shortcut/cuda.hpp> for the CUDA backend as well.
+// Needs no optional dependency: PNG output (stb) is <shortcut/io/png.hpp> with the CMake target
+// shortcut::png, and MPI is <shortcut/dist/mpi.hpp> with shortcut::mpi; include those where used.
 #pragma once
 
 #include "shortcut/core/arena.hpp"
@@ -15,7 +17,6 @@
 #include "shortcut/data/toy2d.hpp"
 #include "shortcut/io/checkpoint.hpp"
 #include "shortcut/io/npy.hpp"
-#include "shortcut/io/png.hpp"
 #include "shortcut/io/safetensors.hpp"
 #include "shortcut/metrics/distribution.hpp"
 #include "shortcut/metrics/frechet.hpp"
@@ -25,6 +26,8 @@
 #include "shortcut/train/adamw.hpp"
 #include "shortcut/train/ema.hpp"
 #include "shortcut/train/generate.hpp"
+#include "shortcut/train/generator.hpp"
+#include "shortcut/train/inference_model.hpp"
 #include "shortcut/train/ode_sampler.hpp"
 #include "shortcut/train/self_consistency_loss.hpp"
 #include "shortcut/train/shortcut_config.hpp"

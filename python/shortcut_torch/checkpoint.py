@@ -101,8 +101,9 @@ def save(model, directory, config=None, ema=None, optimizer=None, step=0, traini
     model.safetensors (the weights of `model`), ema.safetensors (`ema`, a module or state_dict; default
     the same weights) and, when `optimizer` (a torch.optim.Adam/AdamW over model.parameters()) is given,
     optimizer.safetensors with its moments, which makes the folder resumable (train_images --resume).
-    `training`: the dict stored as the 'training' metadata (e.g. {"shortcut": {"objective": "flow"}});
-    default model.training_config when load() set it."""
+    `training`: the dict stored as the 'training' metadata (e.g. {"shortcut": {"objective": "flow",
+    "denoise_timesteps": 128}}; the C++ load_generator needs both keys); default model.training_config
+    when load() set it."""
     cfg = check_config(config if config is not None else model.config)
     if {k: cfg[k] for k in _CONFIG_KEYS} != {k: model.config[k] for k in _CONFIG_KEYS}:
         raise ValueError(f"save: config {cfg} does not describe this model ({model.config})")

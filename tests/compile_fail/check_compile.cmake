@@ -1,6 +1,7 @@
 # Builds one target of the build tree and judges the compiler's answer (cmake -P, run by CTest).
 #   -DBUILD_DIR=<build tree> -DTARGET=<target> -DEXPECT=pass|fail
-#   with EXPECT=fail: -DMATCH_1=<regex> [-DMATCH_2=... up to MATCH_9] and -DMAX_ERRORS=<n>
+#   with EXPECT=fail: -DMATCH_1=<regex> [-DMATCH_2=... up to MATCH_9] and -DMAX_ERRORS=<n>;
+#   -DFIRST_ERROR=<regex>: what the first `error:` line must match (default: a constraint failure)
 # EXPECT=pass: the target must build. EXPECT=fail: the build must fail, the first `error:` line must
 # be a constraint failure (not some unrelated error that happens to fail the build), every MATCH_i
 # must occur in the compiler output, and there must be at most MAX_ERRORS `error:` lines (one
@@ -28,8 +29,11 @@ if(rc EQUAL 0)
 endif()
 set(problems "")
 string(REGEX MATCH "[^\n]*error:[^\n]*" first "${log}")
-if(NOT first MATCHES "template constraint failure|constraints not satisfied")
-  string(APPEND problems "\n  the first error is not a constraint failure: '${first}'")
+if(NOT DEFINED FIRST_ERROR)
+  set(FIRST_ERROR "template constraint failure|constraints not satisfied")
+endif()
+if(NOT first MATCHES "${FIRST_ERROR}")
+  string(APPEND problems "\n  the first error does not match '${FIRST_ERROR}': '${first}'")
 endif()
 foreach(i RANGE 1 9)
   if(DEFINED MATCH_${i} AND NOT log MATCHES "${MATCH_${i}}")

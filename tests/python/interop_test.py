@@ -83,8 +83,9 @@ def torch_to_cpp(tool, sample_images, work):
         np.save(os.path.join(work, "noise.npy"), nhwc(noise).contiguous().numpy())
         raw = os.path.join(work, "samples.raw")
         run([sample_images, os.path.join(work, "plain"), "--noise", os.path.join(work, "noise.npy"), "--labels",
-             "0,1,2,3,4", "--steps", "4", "--guidance", "1.5", "-q", "-o", os.path.join(work, "s.png"), "--raw", raw],
-            what="sample_images on a folder written by shortcut_torch.save, --noise from numpy")
+             "0,1,2,3,4", "--steps", "4", "--guidance", "1.5", "--objective", "shortcut", "-q", "-o", os.path.join(work, "s.png"), "--raw", raw],
+            what="sample_images on a folder written by shortcut_torch.save (no 'training' metadata: --objective "
+                 "says how it was trained), --noise from numpy")
         ours = torch.from_numpy(np.fromfile(raw, dtype=np.float32).reshape(5, 8, 8, 3))
         mine = st.sample(st.load(os.path.join(work, "plain")), [0, 1, 2, 3, 4], 4, 1.5, noise=noise)
         close(ours, nhwc(mine), "sample_images = shortcut_torch.sample (4 steps, guidance 1.5, same noise)")

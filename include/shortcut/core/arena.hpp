@@ -39,6 +39,12 @@ class ParamArena {
     }
   }
   bool has(Role r) const { return bufs_[static_cast<int>(r)].size() == size(); }
+  // Bytes held by the allocated roles (what the weights, gradients, EMA and moments occupy).
+  size_t allocated_bytes() const {
+    size_t n = 0;
+    for (auto& b : bufs_) n += b.size() * sizeof(T);
+    return n;
+  }
   T* data(Role r) {
     if (!has(r)) throw Error(cat("parameter arena: role '", role_name(r), "' is not allocated"));
     return bufs_[static_cast<int>(r)].data();

@@ -3,8 +3,10 @@
 //   ComputeBackend<Be>   the op set that the networks and the method call (cpu::Backend<float/double>,
 //                        cuda::Backend; a static_assert beside each backend proves it offers every op)
 //   VelocityNetwork<Net> what ShortcutModel<Net> and the method templates call on a network
-//   VelocityModel<M>     what SelfConsistencyLoss, OdeSampler, generate and Trainer call on a model
-//                        (ShortcutModel<Net> for any VelocityNetwork Net)
+//   SamplingModel<M>     what OdeSampler and generate call on a model: the guided velocity on one
+//                        weight set, no training parts (InferenceModel<Net>, and ShortcutModel<Net>)
+//   VelocityModel<M>     a SamplingModel that can also be trained: what SelfConsistencyLoss and
+//                        Trainer call on a model (ShortcutModel<Net> for any VelocityNetwork Net)
 //   NamedNetwork<Net>    what checkpoint I/O needs of any network (the classifier too)
 //
 // Why concepts: the templates are written once over two backends, so a drift between them (an op
@@ -208,27 +210,37 @@ concept VelocityNetwork =
 
 // ---- models -----------------------------------------------------------------------------------
 
-// What SelfConsistencyLoss, OdeSampler, generate and Trainer call on a model: ShortcutModel<Net>.
+// What OdeSampler and generate call on a model: its backend, shapes and the guided velocity
+//   velocity(out [B, sample], x [B, sample], t [B], k [B], y [B], B, guidance, weights)
+// on the weight set `weights` (Role::Ema or Role::Param; a model that does not hold that set throws).
+// No gradients, no optimiser state: InferenceModel<Net> (train/inference_model.hpp) is exactly this.
 template <class M>
-concept VelocityModel = requires {
+concept SamplingModel = requires {
   typename M::Backend;
   typename M::T;
-  typename M::Network;
-} && VelocityNetwork<typename M::Network> && std::same_as<typename M::Backend, typename M::Network::Backend> &&
-    std::same_as<typename M::T, typename M::Backend::Scalar> &&
+} && ComputeBackend<typename M::Backend> && std::same_as<typename M::T, typename M::Backend::Scalar> &&
     requires(M& m, const M& cm, typename M::T* p, const typename M::T* cp, const int32_t* y, int B, typename M::T w,
              Role r) {
       { cm.backend() } -> std::same_as<typename M::Backend&>;
+      { cm.sample_size() } -> std::convertible_to<int64_t>;
+      { cm.num_classes() } -> std::convertible_to<int>;
+      { cm.null_label() } -> std::convertible_to<int32_t>;
+      m.velocity(p, cp, cp, cp, y, B, w, r);
+    };
+
+// A SamplingModel that can be trained: what SelfConsistencyLoss and Trainer call on a model
+// (ShortcutModel<Net>): the network, the parameter arena (raw weights, gradients, EMA, moments), a
+// training forward/backward and an evaluation context.
+template <class M>
+concept VelocityModel = SamplingModel<M> && requires { typename M::Network; } &&
+    VelocityNetwork<typename M::Network> && std::same_as<typename M::Backend, typename M::Network::Backend> &&
+    requires(M& m, const M& cm, typename M::T* p, const typename M::T* cp, const int32_t* y, int B) {
       { m.net() } -> std::same_as<typename M::Network&>;
       { cm.net() } -> std::same_as<const typename M::Network&>;
       { m.arena() } -> std::same_as<ParamArena<typename M::Backend>&>;
       { m.eval_context() } -> std::same_as<typename M::Network::Context&>;
-      { cm.sample_size() } -> std::convertible_to<int64_t>;
-      { cm.num_classes() } -> std::convertible_to<int>;
-      { cm.null_label() } -> std::convertible_to<int32_t>;
       { m.forward(cp, cp, cp, y, B) } -> std::convertible_to<const typename M::T*>;
       m.backward(cp, p);
-      m.velocity(p, cp, cp, cp, y, B, w, r);
     };
 
 }  // namespace shortcut

@@ -283,6 +283,23 @@ std::vector<T> load_sampling_weights(const std::filesystem::path& path_or_dir, c
   return load_weights<T>(sampling_weights_file(path_or_dir), layout, expected_config, fixed, opt);
 }
 
+// The weights file of one weight set: a checkpoint folder's ema.safetensors (Role::Ema) or
+// model.safetensors (Role::Param); a path that is not a folder is the file itself.
+inline std::filesystem::path weights_file(const std::filesystem::path& path_or_dir, Role weights) {
+  namespace fs = std::filesystem;
+  if (weights != Role::Ema && weights != Role::Param)
+    throw ConfigError(cat("weights to sample with must be Role::Ema or Role::Param, got '", role_name(weights), "'"));
+  std::error_code ec;
+  if (!fs::exists(path_or_dir, ec)) throw FileError("checkpoint " + detail::quote(path_or_dir) + " does not exist");
+  if (!fs::is_directory(path_or_dir, ec)) return path_or_dir;
+  const char* name = weights == Role::Ema ? kEmaFile : kModelFile;
+  fs::path f = path_or_dir / name;
+  if (!fs::exists(f, ec))
+    throw FileError(cat("checkpoint folder ", detail::quote(path_or_dir), " has no ", name, " (the ",
+                        weights == Role::Ema ? "EMA" : "raw", " weights; is it a checkpoint folder?)"));
+  return f;
+}
+
 // The model config stored in a weights file or checkpoint folder (to build the network before
 // loading its weights).
 inline nlohmann::json read_config(const std::filesystem::path& path_or_dir) {

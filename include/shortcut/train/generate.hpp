@@ -19,7 +19,8 @@ std::vector<T> sample_noise(int64_t n, int64_t first, int64_t count, uint64_t se
 
 // Samples one image per label (host labels) with the sampler settings; returns [N, sample] on the host.
 // noise (optional): [N, sample] host noise to start from instead of (seed, stream).
-template <VelocityModel Model>
+// Model: any SamplingModel (InferenceModel or ShortcutModel).
+template <SamplingModel Model>
 std::vector<typename Model::T> generate(Model& m, const ShortcutConfig& train, const std::vector<int32_t>& labels,
                                         const SamplerConfig& s, uint64_t seed, uint64_t stream, int chunk = 256,
                                         const std::vector<typename Model::T>* noise = nullptr,

@@ -17,7 +17,8 @@ struct SamplerConfig {
   bool use_ema = true;
 };
 
-template <VelocityModel Model>
+// Model: any SamplingModel (InferenceModel or ShortcutModel).
+template <SamplingModel Model>
 class OdeSampler {
  public:
   using Backend = typename Model::Backend;

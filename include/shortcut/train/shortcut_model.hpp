@@ -3,12 +3,14 @@
 // weights; velocity() runs without gradient on either weight set, with classifier-free guidance.
 // Net must satisfy shortcut::VelocityNetwork (core/concepts.hpp); the model then satisfies
 // shortcut::VelocityModel, the contract of SelfConsistencyLoss, OdeSampler, generate and Trainer.
+// To sample only, InferenceModel<Net> (train/inference_model.hpp) holds one weight set and nothing else.
 #pragma once
 #include <vector>
 
 #include "shortcut/core/arena.hpp"
 #include "shortcut/core/concepts.hpp"
 #include "shortcut/nn/linear.hpp"
+#include "shortcut/train/guided_velocity.hpp"
 
 namespace shortcut {
 
@@ -50,36 +52,20 @@ class ShortcutModel {
   // out[B, sample] = guided velocity, no gradient: v(null) + w (v(y) - v(null)), or v(y) when w == 1.
   // All inputs are device pointers; weights: Role::Param or Role::Ema.
   void velocity(T* out, const T* x, const T* t, const T* k, const int32_t* y, int B, T guidance, Role weights) {
-    const T* P = arena_.data(weights);
-    const size_t n = size_t(B) * sample_size();
-    if (guidance == T(1)) {
-      net_.forward(eval_ctx_, P, x, t, k, y, B, out);
-      return;
-    }
-    // One forward of 2B rows: [x; x] with labels [y; null].
-    nn::ensure(gx_, 2 * n); nn::ensure(gt_, 2 * size_t(B)); nn::ensure(gk_, 2 * size_t(B));
-    nn::ensure(gy_, 2 * size_t(B)); nn::ensure(gv_, 2 * n);
-    be_->copy(gx_.data(), x, n); be_->copy(gx_.data() + n, x, n);
-    be_->copy(gt_.data(), t, size_t(B)); be_->copy(gt_.data() + B, t, size_t(B));
-    be_->copy(gk_.data(), k, size_t(B)); be_->copy(gk_.data() + B, k, size_t(B));
-    be_->copy(gy_.data(), y, size_t(B));
-    std::vector<int32_t> nulls(B, null_label());
-    be_->to_device(gy_.data() + B, nulls.data(), size_t(B));
-    net_.forward(eval_ctx_, P, gx_.data(), gt_.data(), gk_.data(), gy_.data(), 2 * B, gv_.data());
-    be_->cfg_combine(out, gv_.data(), gv_.data() + n, guidance, n);
+    guided_(*be_, net_, arena_.data(weights), out, x, t, k, y, B, guidance);
   }
 
   // A context for callers that run the network directly (e.g. bootstrap targets) without
   // disturbing the training context.
-  typename Net::Context& eval_context() { return eval_ctx_; }
+  typename Net::Context& eval_context() { return guided_.context(); }
 
  private:
   Backend* be_;
   Net net_;
   ParamArena<Backend> arena_;
-  typename Net::Context train_ctx_, eval_ctx_;
-  Buf out_, gx_, gt_, gk_, gv_;
-  IBuf gy_;
+  typename Net::Context train_ctx_;
+  detail::GuidedVelocity<Net> guided_;  // the evaluation context and guidance scratch
+  Buf out_;
 };
 
 }  // namespace shortcut
