@@ -171,7 +171,7 @@ TEST_CASE("generator: one call samples an MLP checkpoint of either objective, eq
   check_network<nn::MlpNet<Be>>(tiny_mlp(), "mlp");
 }
 
-TEST_CASE("inference model: one weight set, refuses the other; outputs equal the training model's velocity",
+TEST_CASE("inference model: one weight set, refuses the other, outputs equal the training model's velocity",
           "[generator]") {
   const fs::path dir = train_checkpoint<nn::DiT<Be>>(tiny_dit(), objective(Objective::Shortcut), "inference");
   Be be;
