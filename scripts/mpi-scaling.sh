@@ -22,7 +22,7 @@ trap 'rm -rf "$work"' EXIT
 np.save(sys.argv[1] + '/x.npy', r.integers(0, 256, (2048, 28, 28, 1), dtype=np.uint8))
 np.save(sys.argv[1] + '/y.npy', (np.arange(2048) % 10).astype(np.int64))" "$work"
 flags=()
-if mpiexec --version 2>/dev/null | grep -q "Open MPI"; then flags=(--oversubscribe --allow-run-as-root); fi
+case "$(mpiexec --version 2>/dev/null || true)" in *"Open MPI"* | *OpenRTE*) flags=(--oversubscribe --allow-run-as-root) ;; esac
 export OMP_NUM_THREADS=1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 for n in $ranks_list; do
   mpiexec "${flags[@]}" -n "$n" "$train" --data-file "$work/x.npy" --labels-file "$work/y.npy" --preset "$preset" \
