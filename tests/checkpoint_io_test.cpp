@@ -15,11 +15,13 @@
 #include <fstream>
 #include <random>
 
+#include "data_test_util.hpp"
 #include "test_util.hpp"
 
 using namespace shortcut;
 using namespace shortcut::io;
 using Catch::Matchers::Contains;
+using datatest::expect_file_error;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
@@ -55,16 +57,6 @@ std::vector<T> random_weights(const ParamLayout& L, double sd = 1.0) {
     std::copy(v.begin(), v.end(), h.begin() + long(p.offset));
   }
   return h;
-}
-
-template <class F>
-void expect_file_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    FAIL("no FileError");
-  } catch (const FileError& e) {
-    for (auto& s : parts) CHECK_THAT(e.what(), Contains(s));
-  }
 }
 
 json header_of(const fs::path& p) {

@@ -3,6 +3,8 @@
 #pragma once
 #include <catch2/catch.hpp>
 
+#include <initializer_list>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -11,6 +13,8 @@
 #include <functional>
 #include <string>
 #include <vector>
+
+#include "shortcut/core/error.hpp"
 
 namespace datatest {
 
@@ -61,6 +65,17 @@ void require_throws(const std::function<void()>& fn, const std::string& text) {
     FAIL("threw a different exception: " << e.what());
   }
   if (!thrown) FAIL("did not throw; expected an error containing '" << text << "'");
+}
+
+// Requires f() to throw shortcut::FileError whose message contains every one of `parts`.
+template <class F>
+void expect_file_error(F&& f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    FAIL("no FileError");
+  } catch (const shortcut::FileError& e) {
+    for (auto& s : parts) CHECK_THAT(e.what(), Catch::Matchers::Contains(s));
+  }
 }
 
 }  // namespace datatest

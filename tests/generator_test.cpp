@@ -11,10 +11,12 @@
 #include <functional>
 #include <map>
 
+#include "data_test_util.hpp"
 #include "test_util.hpp"
 
 using namespace shortcut;
 using Catch::Matchers::Contains;
+using datatest::expect_file_error;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Be = cpu::Backend<float>;
@@ -69,16 +71,6 @@ fs::path train_checkpoint(const typename Net::Config& cfg, const ShortcutConfig&
     for (auto& l : y) l = int32_t(rng.randint(3));
   });
   return fs::path(tc.out_dir) / "checkpoints" / "last";
-}
-
-template <class F>
-void expect_file_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    FAIL("no FileError");
-  } catch (const FileError& e) {
-    for (auto& s : parts) CHECK_THAT(e.what(), Contains(s));
-  }
 }
 
 // Rewrites a safetensors file with the same tensors and edited metadata.

@@ -57,8 +57,7 @@ template <class Be>
 int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& comm) {
   using Model = ShortcutModel<nn::DiT<Be>>;
   const bool lead = comm.rank() == 0;
-  // an uneven split fails before the data loads
-  if (o.batch % comm.size() != 0) (void)BatchSlice::of_rank(o.batch, 0, comm.rank(), comm.size());
+  (void)BatchSlice::of_rank(o.batch, 0, comm.rank(), comm.size());  // an uneven split fails before the data loads
   const bool from_file = !o.data_file.empty();
   const std::string name = from_file ? fs::path(o.data_file).stem().string() : o.dataset;
   const fs::path out = o.out.empty() ? fs::path("out/images") / (name + "-" + o.objective) : fs::path(o.out);

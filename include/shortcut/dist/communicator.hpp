@@ -72,7 +72,6 @@ class AnyCommunicator {
   template <Communicator C>
     requires(!std::same_as<std::remove_cvref_t<C>, AnyCommunicator>)
   explicit AnyCommunicator(C& c) : impl_(std::make_shared<Model<C>>(c)) {}
-  AnyCommunicator() : AnyCommunicator(local()) {}
 
   int rank() const { return impl_->rank(); }
   int size() const { return impl_->size(); }
@@ -88,10 +87,6 @@ class AnyCommunicator {
   }
 
  private:
-  static LocalCommunicator& local() {
-    static LocalCommunicator c;
-    return c;
-  }
   struct Iface {
     virtual ~Iface() = default;
     virtual int rank() const = 0;

@@ -116,14 +116,10 @@ class SelfConsistencyLoss {
     const size_t N = size_t(B) * n;
     nn::ensure(x0_, N); nn::ensure(xt_, N); nn::ensure(target_, N);
     upload(be, t_, to_t(plan_.t)); upload(be, k_, to_t(plan_.k)); upload(be, y_, plan_.y);
-    // the slice's rows of the batch's noise: one draw per run of consecutive global rows
-    for (int i = 0; i < B;) {
-      int j = i + 1;
-      while (j < B && s.global_row(j) == s.global_row(i) + (j - i)) ++j;
-      be.normal(x0_.data() + size_t(i) * n, size_t(j - i) * n, rng.seed(), plan_.noise_stream,
-                uint64_t(s.global_row(i)) * uint64_t(n));
-      i = j;
-    }
+    // the slice's rows of the batch's noise: its bootstrap rows, then its other rows
+    const size_t nb = size_t(s.boot_rows()) * n;
+    be.normal(x0_.data(), nb, rng.seed(), plan_.noise_stream, uint64_t(s.boot_begin) * uint64_t(n));
+    be.normal(x0_.data() + nb, N - nb, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
     be.flow_rows(xt_.data(), target_.data(), x1, x0_.data(), t_.data(), B, int(n));
     if (plan_.Bb > 0) bootstrap_targets(m);
   }

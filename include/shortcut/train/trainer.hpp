@@ -225,20 +225,21 @@ class Trainer {
     config["steps"] = tc_.steps;
     config["seed"] = tc_.seed;
     dist::require_same_on_all_ranks(comm, "the training configuration", config);
-    nlohmann::json point = {{"step", step()}, {"rng_seed", rng_.seed()}, {"rng_position", rng_.position()}};
-    if (step() > 0) {  // resumed (or given weights): the weights too, not only the counters
-      for (Role r : {Role::Param, Role::Ema}) {
-        const std::vector<T> h = a.to_host(r);
-        point[role_name(r)] = dist::fingerprint(h.data(), h.size() * sizeof(T));
-      }
-    }
-    dist::require_same_on_all_ranks(comm, "the resume point (step, RNG position, weights)", point);
+    // one host copy of each role serves the fingerprints and the broadcast
     a.enable(Role::Ema);
-    for (Role r : {Role::Param, Role::Ema, Role::AdamM, Role::AdamV}) {
-      if (!a.has(r)) continue;
-      std::vector<T> h = a.to_host(r);
-      comm.broadcast(h.data(), h.size() * sizeof(T), 0);
-      a.from_host(r, h);
+    const Role roles[] = {Role::Param, Role::Ema, Role::AdamM, Role::AdamV};
+    std::vector<std::vector<T>> host(std::size(roles));
+    for (size_t i = 0; i < host.size(); ++i)
+      if (a.has(roles[i])) host[i] = a.to_host(roles[i]);
+    nlohmann::json point = {{"step", step()}, {"rng_seed", rng_.seed()}, {"rng_position", rng_.position()}};
+    if (step() > 0)  // resumed (or given weights): the weights too, not only the counters
+      for (size_t i = 0; i < 2; ++i)
+        point[role_name(roles[i])] = dist::fingerprint(host[i].data(), host[i].size() * sizeof(T));
+    dist::require_same_on_all_ranks(comm, "the resume point (step, RNG position, weights)", point);
+    for (size_t i = 0; i < host.size(); ++i) {
+      if (host[i].empty()) continue;
+      comm.broadcast(host[i].data(), host[i].size() * sizeof(T), 0);
+      a.from_host(roles[i], host[i]);
     }
   }
 
