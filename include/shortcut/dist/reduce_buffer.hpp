@@ -7,16 +7,12 @@
 #include <vector>
 
 #include "shortcut/core/concepts.hpp"
+#include "shortcut/core/span.hpp"
 #include "shortcut/dist/communicator.hpp"
 
 namespace shortcut::dist {
 
 namespace detail {
-template <class Be>
-constexpr bool host_memory() {
-  if constexpr (requires { Be::host_memory; }) return Be::host_memory;
-  return false;  // unknown: stage, which is right for any memory
-}
 template <class Be, class T>
 struct HostBufferOf {
   using type = std::vector<T>;
@@ -39,7 +35,7 @@ class BufferReducer {
   template <Communicator C>
   void sum(C& comm, Be& be, T* p, size_t n) {
     if (comm.size() == 1 || n == 0) return;
-    staged_ = !detail::host_memory<Be>() && !comm.device_memory();
+    staged_ = !shortcut::detail::host_memory<Be>() && !comm.device_memory();
     if (!staged_) {
       be.synchronize();
       comm.all_reduce(p, n, ReduceOp::Sum);

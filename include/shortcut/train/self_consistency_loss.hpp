@@ -86,6 +86,7 @@ class SelfConsistencyLoss {
   using T = typename Model::T;
   using Buf = typename Backend::template Buffer<T>;
   using IBuf = typename Backend::template Buffer<int32_t>;
+  using DSpan = DeviceSpan<const T, Backend>;  // training data x1 [rows, sample]
 
   struct Result {
     double loss = 0, flow_loss = 0, bootstrap_loss = 0;  // means over the batch's (bootstrap, flow) rows
@@ -107,11 +108,15 @@ class SelfConsistencyLoss {
   const T* inputs() const { return xt_.data(); }
   const T* targets() const { return target_.data(); }
 
-  // Builds the training rows of slice s for its data x1 (device [s.rows(), n]) with host labels y.
-  void build(Model& m, const T* x1, const int32_t* y, BatchSlice s, Rng& rng) {
+  // Builds the training rows of slice s from its data x1 (device [s.rows(), n]) and labels y (host
+  // [s.rows()]: the batch plan is drawn on the host).
+  void build(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    plan_ = plan_batch(cfg_, y, s, m.num_classes(), rng);
+    s.check();
+    check_size("training data x1", x1.size(), size_t(s.rows()) * size_t(n));
+    check_size("training labels y", y.size(), size_t(s.rows()));
+    plan_ = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
     const int B = plan_.B;
     const size_t N = size_t(B) * n;
     nn::ensure(x0_, N); nn::ensure(xt_, N); nn::ensure(target_, N);
@@ -120,14 +125,15 @@ class SelfConsistencyLoss {
     const size_t nb = size_t(s.boot_rows()) * n;
     be.normal(x0_.data(), nb, rng.seed(), plan_.noise_stream, uint64_t(s.boot_begin) * uint64_t(n));
     be.normal(x0_.data() + nb, N - nb, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
-    be.flow_rows(xt_.data(), target_.data(), x1, x0_.data(), t_.data(), B, int(n));
+    be.flow_rows(xt_.data(), target_.data(), x1.data(), x0_.data(), t_.data(), B, int(n));
     if (plan_.Bb > 0) bootstrap_targets(m);
   }
-  void build(Model& m, const T* x1, const int32_t* y, int B, Rng& rng) { build(m, x1, y, BatchSlice::all(B), rng); }
+  // The whole batch: y.size() rows.
+  void build(Model& m, DSpan x1, HostSpan<const int32_t> y, Rng& rng) { build(m, x1, y, whole(y), rng); }
 
   // build + forward + loss + backward: gradients accumulate into the arena's Grad role. The loss is
   // the mean over the whole batch, so the gradients of all slices add up to the batch's gradient.
-  Result step(Model& m, const T* x1, const int32_t* y, BatchSlice s, Rng& rng) {
+  Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     build(m, x1, y, s, rng);
     Backend& be = m.backend();
     const int n = int(m.sample_size()), B = plan_.B;
@@ -148,12 +154,14 @@ class SelfConsistencyLoss {
     r.set_means();
     return r;
   }
-  Result step(Model& m, const T* x1, const int32_t* y, int B, Rng& rng) {
-    if (B < 1) throw ShapeError(cat("training step: the batch must hold at least one row, got ", B));
-    return step(m, x1, y, BatchSlice::all(B), rng);
-  }
+  // The whole batch: y.size() rows.
+  Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, Rng& rng) { return step(m, x1, y, whole(y), rng); }
 
  private:
+  static BatchSlice whole(HostSpan<const int32_t> y) {
+    if (y.empty()) throw ShapeError("training step: the batch must hold at least one row, got 0 labels");
+    return BatchSlice::all(int(y.size()));
+  }
   template <class U>
   static void upload(Backend& be, typename Backend::template Buffer<U>& dst, const std::vector<U>& src) {
     nn::ensure(dst, src.size());

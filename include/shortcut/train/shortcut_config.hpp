@@ -5,6 +5,7 @@
 #include <string>
 
 #include "shortcut/core/error.hpp"
+#include "shortcut/core/span.hpp"
 
 namespace shortcut {
 
@@ -15,15 +16,6 @@ inline int ilog2(int64_t n) {
   int l = 0;
   while ((int64_t(1) << l) < n) ++l;
   return l;
-}
-
-// Host labels must lie in [0, classes], `classes` being the null label: a label past the table would
-// read out of bounds on every backend.
-inline void check_labels(const int32_t* labels, size_t n, int classes) {
-  for (size_t r = 0; r < n; ++r)
-    if (labels[r] < 0 || labels[r] > classes)
-      throw ConfigError(cat("label ", labels[r], " of row ", r, " is outside [0, ", classes, "] (", classes,
-                            " = the null label)"));
 }
 
 struct ShortcutConfig {

@@ -166,7 +166,7 @@ class Trainer {
       nn::ensure(dx1, x1.size());
       be.to_device(dx1.data(), x1.data(), x1.size());
       m_->arena().zero_grad();
-      last_ = loss_.step(*m_, dx1.data(), y.data(), slice, rng_);
+      last_ = loss_.step(*m_, dx1, y, slice, rng_);
       // the bar's clock started with the run; rank 0's clock decides for every rank
       stop = lead && tc_.max_seconds > 0 && bar.elapsed() >= tc_.max_seconds;
       if (distributed) {
