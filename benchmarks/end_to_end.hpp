@@ -103,7 +103,7 @@ class TrainStep {
     Be& be = model_.backend();
     be.to_device(dx1_.data(), x1_.data(), x1_.size());
     model_.arena().zero_grad();
-    const auto r = loss_.step(model_, dx1_.data(), y_.data(), batch_, rng_);
+    const auto r = loss_.step(model_, dx1_, y_, rng_);
     opt_.step(model_.arena());
     ema_.update(model_.arena());
     return float(r.loss);
@@ -143,7 +143,7 @@ class Sample {
   void run() {
     Be& be = model_.backend();
     be.normal(x_.data(), x_.size(), 5, uint64_t(calls_++));
-    sampler_.sample(model_, x_.data(), y_.data(), batch_, {steps_, 1.0, true});
+    sampler_.sample(model_, x_, y_, {steps_, 1.0, true});
   }
 
  private:

@@ -28,7 +28,7 @@ TEST_CASE("DiT shortcut training on a fixed batch: loss finite and decreasing", 
   for (int s = 0; s < 40; ++s) {
     Rng rng(11);  // the same rows, noise and targets' randomness every step: a fixed batch
     m.arena().zero_grad();
-    auto r = loss.step(m, x1.data(), y.data(), B, rng);
+    auto r = loss.step(m, upload(m.backend(), x1), y, rng);
     REQUIRE(std::isfinite(r.loss));
     losses.push_back(r.loss);
     opt.step(m.arena());

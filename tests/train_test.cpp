@@ -92,6 +92,15 @@ TEST_CASE("flow-matching objective: no bootstrap rows, k = L everywhere", "[trai
   for (int r = 0; r < 8; ++r) CHECK(p.k[r] == 7.0f);
 }
 
+// Samples from host noise x with host labels y; returns the samples on the host.
+static std::vector<double> sample_on(Model& m, OdeSampler<Model>& s, const std::vector<double>& x,
+                                     const std::vector<int32_t>& y, const SamplerConfig& c) {
+  auto& be = m.backend();
+  auto dx = upload(be, x);
+  s.sample(m, dx, upload(be, y), c);
+  return download(be, dx);
+}
+
 // Shared: a linear test model with random coefficients.
 static Model make_linear_model(cpu::Backend<double>& be, int dim, int classes) {
   Model m(be, LinearNetConfig{dim, classes}, 1);
@@ -123,7 +132,7 @@ TEST_CASE("bootstrap targets match a hand computation with a linear network", "[
     for (int i = 0; i < B; ++i) y[i] = i % classes;
     Rng rng(uint64_t(testutil::gen()()));
     const uint64_t seed = rng.seed();
-    loss.build(m, x1.data(), y.data(), B, rng);
+    loss.build(m, upload(be, x1), y, rng);
     const BatchPlan& p = loss.plan();
     auto W = m.arena().to_host(use_ema ? Role::Ema : Role::Param);
     auto& net = m.net();
@@ -170,7 +179,7 @@ TEST_CASE("loss step: value, parts and gradient of the linear model", "[train][l
   std::vector<int32_t> y(B, 1);
   Rng rng(7);
   m.arena().zero_grad();
-  auto res = loss.step(m, x1.data(), y.data(), B, rng);
+  auto res = loss.step(m, upload(be, x1), y, rng);
   // recompute the loss from the stored inputs/targets with the raw weights
   auto P = m.arena().to_host(Role::Param);
   auto& net = m.net();
@@ -209,7 +218,7 @@ TEST_CASE("sampler: Euler steps on a linear field match the closed form; k = log
     auto x = x0;
     std::vector<int32_t> y(B, 0);
     m.net().seen_k.clear();
-    s.sample(m, x.data(), y.data(), B, {N, 1.0, true});
+    x = sample_on(m, s, x, y, {N, 1.0, true});
     for (size_t i = 0; i < x.size(); ++i) CHECK(x[i] == Approx(std::pow(1 + a / N, N) * x0[i]).epsilon(1e-12));
     for (double k : m.net().seen_k) CHECK(k == std::log2(N));
     CHECK(m.net().seen_k.size() == size_t(N * B));
@@ -217,7 +226,7 @@ TEST_CASE("sampler: Euler steps on a linear field match the closed form; k = log
   // N = 128 is close to the exact flow x0 e^a
   auto x0 = testutil::randn(dim), x = x0;
   std::vector<int32_t> y1(1, 1);
-  s.sample(m, x.data(), y1.data(), 1, {128, 1.0, true});
+  x = sample_on(m, s, x, y1, {128, 1.0, true});
   for (int i = 0; i < dim; ++i) CHECK(x[i] == Approx(std::exp(a) * x0[i]).epsilon(0.01));
 }
 
@@ -233,7 +242,7 @@ TEST_CASE("sampler: guidance combines the conditional and null velocities", "[tr
   for (double w : {1.0, 3.0}) {
     std::vector<double> x(dim, 0.25);
     std::vector<int32_t> y(1, 1);
-    s.sample(m, x.data(), y.data(), 1, {4, w, true});
+    x = sample_on(m, s, x, y, {4, w, true});
     double vn = E[net.by_ + classes], vc = E[net.by_ + 1];
     for (double v : x) CHECK(v == Approx(0.25 + vn + w * (vc - vn)).epsilon(1e-12));
   }

@@ -168,7 +168,9 @@ TEST_CASE("checkerboard: shortcut one-step samples are clearly closer to the dat
     std::vector<float> x(2 * n);
     be.normal(x.data(), x.size(), seed + 7, 0);
     std::vector<int32_t> y(n, 1);
-    OdeSampler<Model>(sc).sample(m, x.data(), y.data(), n, {1, 1.0, true});
+    auto dx = upload(be, x);
+    OdeSampler<Model>(sc).sample(m, dx, upload(be, y), {1, 1.0, true});
+    x = download(be, dx);
     Rng dr(seed + 3);
     auto ref = data::sample_toy2d("checkerboard", n, dr);
     dist[obj] = metrics::sliced_wasserstein(x, ref, 2);

@@ -87,12 +87,12 @@ static Trained train(Be& be, const Options& o, Objective objective) {
 }
 
 static std::vector<float> sample(Be& be, Model& m, const ShortcutConfig& sc, int n, int steps, uint64_t seed) {
-  std::vector<float> x(size_t(n) * 2);
+  typename Be::template Buffer<float> x(size_t(n) * 2);
   be.normal(x.data(), x.size(), seed, 0);
-  std::vector<int32_t> y(n, m.null_label());
+  const auto y = upload(be, std::vector<int32_t>(size_t(n), m.null_label()));
   OdeSampler<Model> s(sc);
-  s.sample(m, x.data(), y.data(), n, {steps, 1.0, true});
-  return x;
+  s.sample(m, x, y, {steps, 1.0, true});
+  return download(be, x);
 }
 
 int main(int argc, char** argv) {

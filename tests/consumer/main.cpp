@@ -12,7 +12,7 @@ int main() {
   shortcut::SelfConsistencyLoss<decltype(model)> loss(shortcut::ShortcutConfig{});
   shortcut::Rng rng(3);
   model.arena().zero_grad();
-  auto r = loss.step(model, x.data(), y.data(), 28, rng);
+  auto r = loss.step(model, shortcut::upload(be, x), y, rng);
   std::printf("consumer ok: %zu parameters, loss %.4f\n", model.net().layout().count(), r.loss);
   return r.loss > 0 ? 0 : 1;
 }

@@ -118,7 +118,7 @@ TEST_CASE("the gradients and loss sums of a batch's slices add up to the whole b
   rows<double>(data_rng, BatchSlice::all(B), x, y);
   whole.arena().zero_grad();
   Rng step_rng = data_rng;
-  const auto ref = loss.step(whole, x.data(), y.data(), BatchSlice::all(B), step_rng);
+  const auto ref = loss.step(whole, upload(be, x), y, BatchSlice::all(B), step_rng);
   const std::vector<double> g_ref = whole.arena().to_host(Role::Grad);
   for (int ranks : {2, 3}) {
     Model part(be, net(), seed % 1000);
@@ -131,7 +131,7 @@ TEST_CASE("the gradients and loss sums of a batch's slices add up to the whole b
       Rng r2 = rng;
       rows<double>(r2, s, x, y);
       part.arena().zero_grad();
-      const auto res = loss.step(part, x.data(), y.data(), s, r2);
+      const auto res = loss.step(part, upload(be, x), y, s, r2);
       CHECK(r2.position() == step_rng.position());
       const std::vector<double> g = part.arena().to_host(Role::Grad);
       for (size_t i = 0; i < g.size(); ++i) g_sum[i] += g[i];

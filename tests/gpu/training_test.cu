@@ -31,7 +31,7 @@ StepRun run_training(Be& be, const nn::DiTConfig& c, const std::vector<double>& 
   StepRun r;
   for (int s = 0; s < steps; ++s) {
     m.arena().zero_grad();
-    auto res = loss.step(m, dx1.data(), y.data(), B, rng);
+    auto res = loss.step(m, dx1, y, rng);
     r.losses.insert(r.losses.end(), {res.loss, res.flow_loss, res.bootstrap_loss});
     opt.step(m.arena());
     ema.update(m.arena());

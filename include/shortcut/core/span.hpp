@@ -104,6 +104,13 @@ std::vector<std::remove_const_t<T>> download(const Be& be, DeviceSpan<T, Be> dev
   return h;
 }
 
+// A host copy of a whole device buffer of Be.
+template <class Be, class Buf>
+  requires std::same_as<Buf, typename Be::template Buffer<typename Buf::value_type>>
+std::vector<typename Buf::value_type> download(const Be& be, const Buf& dev) {
+  return download(be, DeviceSpan<const typename Buf::value_type, Be>(dev));
+}
+
 // Throws ShapeError unless `what` holds `expected` values.
 inline void check_size(const char* what, size_t got, size_t expected) {
   if (got != expected) throw ShapeError(cat(what, " holds ", got, " values, expected ", expected));

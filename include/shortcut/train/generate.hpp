@@ -17,11 +17,11 @@ std::vector<T> sample_noise(int64_t n, int64_t first, int64_t count, uint64_t se
   return x;
 }
 
-// Samples one image per label (host labels) with the sampler settings; returns [N, sample] on the host.
+// Samples one image per label (host labels) with `sampler` (any Sampler: OdeSampler, or a user's)
+// and its settings; returns [N, sample] on the host.
 // noise (optional): [N, sample] host noise to start from instead of (seed, stream).
-// Model: any SamplingModel (InferenceModel or ShortcutModel).
-template <SamplingModel Model>
-std::vector<typename Model::T> generate(Model& m, const ShortcutConfig& train, const std::vector<int32_t>& labels,
+template <SamplingModel Model, Sampler<Model> S>
+std::vector<typename Model::T> generate(Model& m, S& sampler, const std::vector<int32_t>& labels,
                                         const SamplerConfig& s, uint64_t seed, uint64_t stream, int chunk = 256,
                                         const std::vector<typename Model::T>* noise = nullptr,
                                         ProgressBar* bar = nullptr) {
@@ -29,10 +29,10 @@ std::vector<typename Model::T> generate(Model& m, const ShortcutConfig& train, c
   using Be = typename Model::Backend;
   Be& be = m.backend();
   const int64_t n = m.sample_size(), N = int64_t(labels.size());
+  if (chunk < 1) throw ConfigError(cat("generate: the chunk must hold at least one sample, got ", chunk));
   if (noise && int64_t(noise->size()) != N * n)
     throw ShapeError(cat("generate: noise has ", noise->size(), " values, expected ", N * n));
   check_labels(labels.data(), labels.size(), m.num_classes());
-  OdeSampler<Model> sampler(train);
   sampler.check(s);
   std::vector<T> out(size_t(N * n));
   typename Be::template Buffer<T> dx;
@@ -41,15 +41,25 @@ std::vector<typename Model::T> generate(Model& m, const ShortcutConfig& train, c
     const int64_t c = std::min<int64_t>(chunk, N - first);
     std::vector<T> x0 = noise ? std::vector<T>(noise->begin() + first * n, noise->begin() + (first + c) * n)
                               : sample_noise<T>(n, first, c, seed, stream);
-    nn::ensure(dx, x0.size());
+    nn::ensure(dx, x0.size());  // grows only: the last, shorter chunk uses the front
     nn::ensure(dy, size_t(c));
     be.to_device(dx.data(), x0.data(), x0.size());
     be.to_device(dy.data(), labels.data() + first, size_t(c));
-    sampler.sample(m, dx.data(), dy.data(), int(c), s);
+    sampler.sample(m, DeviceSpan<T, Be>(dx).first(x0.size()), DeviceSpan<const int32_t, Be>(dy).first(size_t(c)), s);
     be.to_host(out.data() + first * n, dx.data(), x0.size());
     if (bar) bar->update(first + c);
   }
   return out;
+}
+
+// The same with the library's Euler sampler for a model trained with `train`.
+template <SamplingModel Model>
+std::vector<typename Model::T> generate(Model& m, const ShortcutConfig& train, const std::vector<int32_t>& labels,
+                                        const SamplerConfig& s, uint64_t seed, uint64_t stream, int chunk = 256,
+                                        const std::vector<typename Model::T>* noise = nullptr,
+                                        ProgressBar* bar = nullptr) {
+  OdeSampler<Model> sampler(train);
+  return generate(m, sampler, labels, s, seed, stream, chunk, noise, bar);
 }
 
 }  // namespace shortcut

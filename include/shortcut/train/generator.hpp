@@ -196,12 +196,19 @@ class Generator {
   // (seed, stream): [labels.size(), sample_size()] on the host.
   std::vector<T> sample(const std::vector<int32_t>& labels, int steps, double guidance = 1.0, uint64_t seed = 0,
                         const SampleOptions& so = {}) {
-    return run(labels, steps, guidance, seed, so, nullptr);
+    return run<OdeSampler>(labels, steps, guidance, seed, so, nullptr);
   }
   // The same from given noise [labels.size(), sample_size()] (host).
   std::vector<T> sample_from(const std::vector<T>& noise, const std::vector<int32_t>& labels, int steps,
                              double guidance = 1.0, const SampleOptions& so = {}) {
-    return run(labels, steps, guidance, 0, so, &noise);
+    return run<OdeSampler>(labels, steps, guidance, 0, so, &noise);
+  }
+  // sample() with another sampler: S<Model> must be a Sampler for each model type this generator may
+  // hold (built from the checkpoint's training configuration), e.g. g.sample_with<MyHeun>(labels, 8).
+  template <template <class> class S>
+  std::vector<T> sample_with(const std::vector<int32_t>& labels, int steps, double guidance = 1.0, uint64_t seed = 0,
+                             const SampleOptions& so = {}) {
+    return run<S>(labels, steps, guidance, seed, so, nullptr);
   }
 
   const CheckpointInfo& info() const { return info_; }
@@ -224,12 +231,18 @@ class Generator {
   auto visit(F&& f) const {
     return std::visit([&](auto& m) { return f(*m); }, model_);
   }
+  template <template <class> class S>
   std::vector<T> run(const std::vector<int32_t>& labels, int steps, double guidance, uint64_t seed,
                      const SampleOptions& so, const std::vector<T>* noise) {
     if (so.chunk < 1) throw ConfigError(cat("chunk must be positive, got ", so.chunk));
     const SamplerConfig s{steps, guidance, info_.weights == Role::Ema};
     return std::visit(
-        [&](auto& m) { return generate(*m, info_.training, labels, s, seed, so.stream, so.chunk, noise, so.bar); },
+        [&](auto& m) {
+          using Model = std::remove_reference_t<decltype(*m)>;
+          static_assert(Sampler<S<Model>, Model>, "S<Model> must satisfy shortcut::Sampler (train/ode_sampler.hpp)");
+          S<Model> sampler(info_.training);
+          return generate(*m, sampler, labels, s, seed, so.stream, so.chunk, noise, so.bar);
+        },
         model_);
   }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "shortcut/core/concepts.hpp"
+#include "shortcut/core/span.hpp"
 #include "shortcut/nn/linear.hpp"
 
 namespace shortcut::detail {
@@ -45,5 +46,19 @@ class GuidedVelocity {
   typename Backend::template Buffer<T> gx_, gt_, gk_, gv_;
   typename Backend::template Buffer<int32_t> gy_;
 };
+
+// The typed velocity entry point's checks: out and x hold B = y.size() samples of n values, t and k
+// B values, the labels lie in [0, classes]. Returns B.
+template <class Be, class T>
+int check_velocity_args(const Be& be, int64_t n, int classes, DeviceSpan<T, Be> out, DeviceSpan<const T, Be> x,
+                        DeviceSpan<const T, Be> t, DeviceSpan<const T, Be> k, DeviceSpan<const int32_t, Be> y) {
+  const size_t B = y.size();
+  check_size("velocity output", out.size(), B * size_t(n));
+  check_size("velocity input x", x.size(), B * size_t(n));
+  check_size("velocity times t", t.size(), B);
+  check_size("velocity step indices k", k.size(), B);
+  check_labels(be, y, classes);
+  return int(B);
+}
 
 }  // namespace shortcut::detail

@@ -65,6 +65,13 @@ class InferenceModel {
                             " samples with the weights it holds; load the others to sample with them)"));
     guided_(*be_, net_, w_.data(), out, x, t, k, y, B, guidance);
   }
+  // The same with typed device data (out, x [B, sample]; t, k, y [B], B = y.size()), shapes and
+  // labels checked: the entry point for callers outside the library's own loops.
+  void velocity(DeviceSpan<T, Backend> out, DeviceSpan<const T, Backend> x, DeviceSpan<const T, Backend> t,
+                DeviceSpan<const T, Backend> k, DeviceSpan<const int32_t, Backend> y, T guidance, Role weights) {
+    const int B = detail::check_velocity_args(*be_, sample_size(), num_classes(), out, x, t, k, y);
+    velocity(out.data(), x.data(), t.data(), k.data(), y.data(), B, guidance, weights);
+  }
 
  private:
   static Role check_role(Role r) {

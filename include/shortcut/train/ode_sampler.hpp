@@ -1,11 +1,17 @@
 // OdeSampler: Euler integration of the shortcut model from noise (t = 0) to data (t = 1) in N steps,
 // N a power of two up to M, every step queried with k = log2 N (DESIGN.md §3); classifier-free
 // guidance; the seed's noise interpolation x0(n) = n xa + sqrt(1 - n^2) xb.
+//
+// Samplers are an extension point: anything that satisfies Sampler<S, Model> (below) plugs into
+// generate() and Generator::sample_with; OdeSampler is the library's one, and tests/sampler_extension_test.cpp
+// holds a user's second-order integrator in a few dozen lines.
 #pragma once
 #include <cmath>
+#include <concepts>
 #include <vector>
 
 #include "shortcut/core/rng.hpp"
+#include "shortcut/core/span.hpp"
 #include "shortcut/train/shortcut_config.hpp"
 #include "shortcut/train/shortcut_model.hpp"
 
@@ -17,6 +23,24 @@ struct SamplerConfig {
   bool use_ema = true;
 };
 
+// The step index a model is queried with when sampling in `steps` steps: log2(steps) for a shortcut
+// model (d = 1/steps), L = log2(M) for flow matching (it was trained at k = L only).
+inline int sampling_level(const ShortcutConfig& train, int steps) {
+  return train.objective == Objective::FlowMatching ? train.levels() : ilog2(steps);
+}
+
+// What generate() asks of a sampler: built from the training configuration (which fixes the step
+// index convention), it refuses settings it cannot honour in check() (ConfigError), and sample()
+// carries x (device [B, sample]: the noise on entry, the sample on return) with the device labels y
+// [B] (y.size() = B) to the data, querying only m.velocity.
+template <class S, class Model>
+concept Sampler = SamplingModel<Model> && std::constructible_from<S, const ShortcutConfig&> &&
+    requires(S& s, const S& cs, Model& m, DeviceSpan<typename Model::T, typename Model::Backend> x,
+             DeviceSpan<const int32_t, typename Model::Backend> y, const SamplerConfig& c) {
+      cs.check(c);
+      s.sample(m, x, y, c);
+    };
+
 // Model: any SamplingModel (InferenceModel or ShortcutModel).
 template <SamplingModel Model>
 class OdeSampler {
@@ -27,6 +51,7 @@ class OdeSampler {
 
   // `train` tells the step-index convention: flow matching models are always queried with k = L.
   explicit OdeSampler(const ShortcutConfig& train) : train_(train) {}
+  const ShortcutConfig& training() const { return train_; }
 
   void check(const SamplerConfig& s) const {
     const int M = train_.denoise_timesteps;
@@ -35,21 +60,24 @@ class OdeSampler {
     if (!std::isfinite(s.guidance)) throw ConfigError("guidance scale must be finite");
   }
 
-  // x: device [B, n]; on entry the noise x0, on return the sample. y: device labels [B].
-  void sample(Model& m, T* x, const int32_t* y, int B, const SamplerConfig& s) {
+  // x: device [B, sample]; on entry the noise x0, on return the sample. y: device labels [B], checked.
+  void sample(Model& m, DeviceSpan<T, Backend> x, DeviceSpan<const int32_t, Backend> y, const SamplerConfig& s) {
     check(s);
     Backend& be = m.backend();
-    const size_t n = size_t(B) * m.sample_size();
-    const int k = train_.objective == Objective::FlowMatching ? train_.levels() : ilog2(s.steps);
+    const int B = int(y.size());
+    const size_t n = size_t(B) * size_t(m.sample_size());
+    check_size("sampler input x", x.size(), n);
+    check_labels(be, y, m.num_classes());
     nn::ensure(v_, n);
-    std::vector<T> kv(B, T(k)), tv(B);
+    std::vector<T> kv(B, T(sampling_level(train_, s.steps))), tv(B);
     nn::ensure(k_, size_t(B)); nn::ensure(t_, size_t(B));
     be.to_device(k_.data(), kv.data(), size_t(B));
     for (int i = 0; i < s.steps; ++i) {
       std::fill(tv.begin(), tv.end(), T(double(i) / s.steps));
       be.to_device(t_.data(), tv.data(), size_t(B));
-      m.velocity(v_.data(), x, t_.data(), k_.data(), y, B, T(s.guidance), s.use_ema ? Role::Ema : Role::Param);
-      be.axpy(x, T(1.0 / s.steps), v_.data(), n);
+      m.velocity(v_.data(), x.data(), t_.data(), k_.data(), y.data(), B, T(s.guidance),
+                 s.use_ema ? Role::Ema : Role::Param);
+      be.axpy(x.data(), T(1.0 / s.steps), v_.data(), n);
     }
   }
 

@@ -50,9 +50,16 @@ class ShortcutModel {
   }
 
   // out[B, sample] = guided velocity, no gradient: v(null) + w (v(y) - v(null)), or v(y) when w == 1.
-  // All inputs are device pointers; weights: Role::Param or Role::Ema.
+  // All inputs are device pointers, unchecked (the library's own loops); weights: Role::Param or Role::Ema.
   void velocity(T* out, const T* x, const T* t, const T* k, const int32_t* y, int B, T guidance, Role weights) {
     guided_(*be_, net_, arena_.data(weights), out, x, t, k, y, B, guidance);
+  }
+  // The same with typed device data (out, x [B, sample]; t, k, y [B], B = y.size()), shapes and
+  // labels checked: the entry point for callers outside the library's own loops.
+  void velocity(DeviceSpan<T, Backend> out, DeviceSpan<const T, Backend> x, DeviceSpan<const T, Backend> t,
+                DeviceSpan<const T, Backend> k, DeviceSpan<const int32_t, Backend> y, T guidance, Role weights) {
+    const int B = detail::check_velocity_args(*be_, sample_size(), num_classes(), out, x, t, k, y);
+    velocity(out.data(), x.data(), t.data(), k.data(), y.data(), B, guidance, weights);
   }
 
   // A context for callers that run the network directly (e.g. bootstrap targets) without
