@@ -13,7 +13,7 @@ BUILD_TARGETS="train_images sample_images train_classifier evaluate_images" scri
 out=out/images-cpu
 common=(--dataset "$dataset" --preset tiny --steps "$steps" --batch 64 --lr 1e-3 --ema 0.995
         --checkpoint-every "$every" --sample-every "$every" -q)
-rm -rf "$out"  # a fresh experiment: the trainer appends to metrics.jsonl
+rm -rf "$out"  # a fresh experiment: no checkpoint folder or sample grid of an earlier one is evaluated
 for obj in shortcut flow; do
   /usr/bin/time -f "$obj training: %e s" build/examples/train_images "${common[@]}" --objective "$obj" \
     --out "$out/$dataset-$obj"

@@ -75,7 +75,6 @@ static Trained train(Be& be, const Options& o, Objective objective) {
   tc.label = objective == Objective::Shortcut ? "shortcut" : "flow    ";
   tc.log_every = 50;
   tc.out_dir = (fs::path(o.out) / (objective == Objective::Shortcut ? "shortcut" : "flow")).string();
-  fs::remove(fs::path(tc.out_dir) / "metrics.jsonl");
   Trainer<Model> trainer(*model, sc, oc, tc);
   auto t0 = std::chrono::steady_clock::now();
   trainer.run([&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {

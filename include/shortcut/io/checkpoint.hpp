@@ -54,7 +54,10 @@ struct LoadOptions {
   double fixed_tolerance = 1e-4;
 };
 
-// Everything besides the tensors that a run needs to resume exactly.
+// Everything besides the tensors that a run needs to resume exactly. The Trainer's extra is its
+// training configuration (Trainer::training_json()) plus, when present, "data_source" (the data
+// source's state) and "user" (what TrainerHooks::user_state returned); readers ignore keys they do
+// not know, so checkpoints without them load as before.
 struct TrainState {
   int64_t step = 0;
   uint64_t rng_seed = 0;
@@ -225,6 +228,17 @@ U parse_number(const SafetensorsReader& r, const std::string& key, bool required
   return v;
 }
 
+// The optimizer file's free-form JSON ("extra"), an empty object when it has none.
+inline nlohmann::json file_extra(const SafetensorsReader& optim) {
+  const std::string* x = optim.metadata("extra");
+  if (!x) return nlohmann::json::object();
+  try {
+    return nlohmann::json::parse(*x);
+  } catch (const nlohmann::json::exception& e) {
+    file_fail(optim.path(), std::string("__metadata__ 'extra' is not valid JSON: ") + e.what());
+  }
+}
+
 inline void check_checkpoint_dir(const std::filesystem::path& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
@@ -354,6 +368,13 @@ void save_checkpoint(const std::filesystem::path& dir, const ParamArena<Be>& are
   }
 }
 
+// The free-form JSON (TrainState::extra) of a checkpoint folder, read from its optimizer file's
+// header alone: to decide whether to resume before any tensor is loaded.
+inline nlohmann::json read_checkpoint_extra(const std::filesystem::path& dir) {
+  detail::check_checkpoint_dir(dir);
+  return detail::file_extra(SafetensorsReader(dir / kOptimizerFile));
+}
+
 // Loads a checkpoint folder into the arena (raw weights, EMA weights and both Adam moments; the roles
 // are allocated as needed) and returns the training state to resume from.
 template <class Be>
@@ -384,13 +405,7 @@ TrainState load_checkpoint(const std::filesystem::path& dir, ParamArena<Be>& are
   }
   st.rng_seed = detail::parse_number<uint64_t>(optim, "rng_seed", true, 0);
   st.rng_position = detail::parse_number<uint64_t>(optim, "rng_position", true, 0);
-  if (const std::string* x = optim.metadata("extra")) {
-    try {
-      st.extra = nlohmann::json::parse(*x);
-    } catch (const nlohmann::json::exception& e) {
-      detail::file_fail(optim.path(), std::string("__metadata__ 'extra' is not valid JSON: ") + e.what());
-    }
-  }
+  st.extra = detail::file_extra(optim);
   const ParamLayout& L = arena.layout();
   auto e = detail::read_groups<T>(ema, L, {""}, fixed, opt);
   auto m = detail::read_groups<T>(model, L, {""}, fixed, opt);

@@ -1,11 +1,15 @@
 // AdamW (decoupled weight decay, as torch.optim.AdamW) over the whole parameter arena in one flat
-// pass, with an optional linear warm-up and cosine decay of the learning rate.
+// pass, with an optional linear warm-up and cosine decay of the learning rate. With parameter groups
+// (train/param_groups.hpp: no decay, an lr scale or frozen, by tensor-name pattern) the same backend
+// op runs once per contiguous run of tensors that share their settings, and skips frozen runs.
 #pragma once
 #include <cmath>
 #include <nlohmann/json.hpp>
+#include <vector>
 
 #include "shortcut/core/arena.hpp"
 #include "shortcut/core/concepts.hpp"
+#include "shortcut/train/param_groups.hpp"
 
 namespace shortcut {
 
@@ -14,6 +18,7 @@ struct AdamWConfig {
   int64_t warmup_steps = 0;  // linear warm-up from 0 to lr over these steps
   int64_t cosine_steps = 0;  // if > 0: cosine decay from lr to min_lr over these steps (after warm-up)
   double min_lr = 0;
+  std::vector<ParamGroup> groups;  // first match wins; tensors no group matches take the settings above
 
   void validate() const {
     if (!(lr > 0)) throw ConfigError(cat("learning rate must be positive, got ", lr));
@@ -21,10 +26,19 @@ struct AdamWConfig {
       throw ConfigError(cat("AdamW betas must lie in [0, 1), got ", beta1, ", ", beta2));
     if (!(eps > 0) || !(weight_decay >= 0) || warmup_steps < 0 || cosine_steps < 0 || min_lr < 0)
       throw ConfigError("AdamW: eps must be positive; weight decay, warm-up, cosine steps and min_lr non-negative");
+    validate_groups(groups);
   }
+  // "param_groups" only when there are groups: the JSON of a config without them stays what older
+  // checkpoints hold, so resuming them compares equal.
   nlohmann::json to_json() const {
-    return {{"lr", lr}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps}, {"weight_decay", weight_decay},
-            {"warmup_steps", warmup_steps}, {"cosine_steps", cosine_steps}, {"min_lr", min_lr}};
+    nlohmann::json j = {{"lr", lr}, {"beta1", beta1}, {"beta2", beta2}, {"eps", eps}, {"weight_decay", weight_decay},
+                        {"warmup_steps", warmup_steps}, {"cosine_steps", cosine_steps}, {"min_lr", min_lr}};
+    if (!groups.empty()) {
+      nlohmann::json g = nlohmann::json::array();
+      for (auto& x : groups) g.push_back(x.to_json());
+      j["param_groups"] = g;
+    }
+    return j;
   }
 };
 
@@ -45,6 +59,17 @@ class AdamW {
     return c_.lr;
   }
 
+  // The runs the groups cut the layout into; a ConfigError names a pattern that matches nothing.
+  // Called by the Trainer at construction so that a bad pattern fails before any step.
+  const std::vector<ParamRun>& bind(const ParamLayout& L) {
+    if (bound_ != &L || bound_total_ != L.total()) {
+      runs_ = resolve_groups(c_.groups, L);
+      bound_ = &L;
+      bound_total_ = L.total();
+    }
+    return runs_;
+  }
+
   // One update of the arena's parameters from its gradients; the moments live in the arena too.
   template <ComputeBackend Be>
   void step(ParamArena<Be>& a) {
@@ -52,13 +77,27 @@ class AdamW {
     a.enable(Role::AdamM);
     a.enable(Role::AdamV);
     ++step_;
-    a.backend().adamw_step(a.data(Role::Param), a.data(Role::Grad), a.data(Role::AdamM), a.data(Role::AdamV), a.size(),
-                           T(lr_at(step_)), T(c_.beta1), T(c_.beta2), T(c_.eps), T(c_.weight_decay), step_);
+    const double lr = lr_at(step_);
+    T *p = a.data(Role::Param), *m = a.data(Role::AdamM), *v = a.data(Role::AdamV);
+    const T* g = a.data(Role::Grad);
+    if (c_.groups.empty()) {
+      a.backend().adamw_step(p, g, m, v, a.size(), T(lr), T(c_.beta1), T(c_.beta2), T(c_.eps), T(c_.weight_decay),
+                             step_);
+      return;
+    }
+    for (const ParamRun& r : bind(a.layout())) {
+      if (r.frozen) continue;
+      a.backend().adamw_step(p + r.offset, g + r.offset, m + r.offset, v + r.offset, r.size, T(lr * r.lr_scale),
+                             T(c_.beta1), T(c_.beta2), T(c_.eps), T(r.decay ? c_.weight_decay : 0.0), step_);
+    }
   }
 
  private:
   AdamWConfig c_;
   int64_t step_ = 0;
+  const ParamLayout* bound_ = nullptr;
+  size_t bound_total_ = 0;
+  std::vector<ParamRun> runs_;
 };
 
 }  // namespace shortcut

@@ -12,6 +12,13 @@
 // ranks must agree on the configuration and the resume point (else DistributedError on every rank),
 // and rank 0's weights are broadcast. The state (step, RNG position, weights, moments, EMA) does
 // not depend on N, so a run resumes on any number of ranks.
+//
+// Open ends (docs/training.md): the data come from any DataSource (train/data_source.hpp; host rows,
+// or rows written straight into device memory), whose own state, if it has one, travels with the
+// checkpoints; resume() refuses a changed training configuration unless told otherwise
+// (train/resume_policy.hpp); metrics.jsonl starts fresh for a new run and continues on resume
+// (train/metrics_log.hpp); TrainerHooks report steps and checkpoints and add the user's own state to
+// every checkpoint.
 #pragma once
 #include <chrono>
 #include <filesystem>
@@ -19,6 +26,7 @@
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "shortcut/core/progress.hpp"
@@ -27,7 +35,10 @@
 #include "shortcut/dist/reduce_buffer.hpp"
 #include "shortcut/io/checkpoint.hpp"
 #include "shortcut/train/adamw.hpp"
+#include "shortcut/train/data_source.hpp"
 #include "shortcut/train/ema.hpp"
+#include "shortcut/train/metrics_log.hpp"
+#include "shortcut/train/resume_policy.hpp"
 #include "shortcut/train/self_consistency_loss.hpp"
 
 namespace shortcut {
@@ -43,6 +54,27 @@ struct TrainerConfig {
   bool progress = true;
   std::string label = "train";
   double max_seconds = 0;         // stop after the step that passes this much wall time (0: no limit)
+};
+
+// One optimizer step as the hooks see it: the same numbers on every rank (the losses are summed over
+// the ranks before they are reported).
+struct StepInfo {
+  int64_t step = 0;  // 1-based: the step just taken
+  double loss = 0, flow_loss = 0, bootstrap_loss = 0;
+  double lr = 0;     // the learning rate this step used
+};
+
+// The user's own logging and state. Every hook is optional.
+struct TrainerHooks {
+  // After every step (its metrics line and checkpoint written), on every rank: a hook that talks to
+  // the other ranks may, as every rank calls it at the same step.
+  std::function<void(const StepInfo&)> on_step;
+  // After each checkpoint folder the run writes (every checkpoint_every steps and "last") is
+  // complete, on rank 0 only (the rank that writes them).
+  std::function<void(int64_t step, const std::string& dir)> on_checkpoint;
+  // Called at every save, on the rank that saves; the JSON is stored under "user" in the checkpoint
+  // and is Trainer::resumed_user_state() after resume().
+  std::function<nlohmann::json()> user_state;
 };
 
 template <VelocityModel Model, dist::Communicator Comm = dist::LocalCommunicator>
@@ -72,6 +104,7 @@ class Trainer {
     if (tc.steps < 0) throw ConfigError(cat("steps must be non-negative, got ", tc.steps));
     if (!(tc.max_seconds >= 0)) throw ConfigError(cat("max_seconds must be non-negative, got ", tc.max_seconds));
     slice_ = BatchSlice::of_rank(tc.batch, sc.bootstrap_rows(tc.batch), comm.rank(), comm.size());
+    opt_.bind(m.net().layout());  // a parameter-group pattern that matches nothing fails here
   }
 
   int64_t step() const { return opt_.step_count(); }
@@ -88,6 +121,9 @@ class Trainer {
   Rng& rng() { return rng_; }
   const SelfConsistencyLoss<Model>& loss() const { return loss_; }
   const typename SelfConsistencyLoss<Model>::Result& last() const { return last_; }
+  TrainerHooks& hooks() { return hooks_; }
+  // What hooks().user_state returned when the checkpoint resumed from was saved (null if nothing).
+  const nlohmann::json& resumed_user_state() const { return user_state_; }
 
   // The training configuration stored with checkpoints (beside the network config, which every
   // weights file carries so that it can be loaded on its own).
@@ -98,6 +134,7 @@ class Trainer {
             {"batch", tc_.batch}};
   }
 
+  // The data source's state is the one of the last step the run took (none before the first run).
   void save(const std::string& dir) const {
     io::TrainState s;
     s.step = opt_.step_count();
@@ -106,51 +143,58 @@ class Trainer {
     s.extra = training_json();
     io::SaveOptions opt;
     opt.metadata["training"] = s.extra.dump();  // every file says how its model was trained
+    if (!data_state_.is_null()) s.extra[kDataSourceKey] = data_state_;
+    if (hooks_.user_state) s.extra[kUserKey] = hooks_.user_state();
     io::save_checkpoint(dir, m_->net(), m_->arena(), s, opt);
   }
-  // Restores weights, EMA, moments, step and RNG position; the network config must match.
-  void resume(const std::string& dir) {
+  // Restores weights, EMA, moments, step and RNG position, and the data source's state at the next
+  // run(); the network config must match, and the training configuration too (ConfigError naming
+  // each differing field) unless opt.allow_config_change (resume_policy.hpp says which fields).
+  void resume(const std::string& dir, const ResumeOptions& opt = {}) {
+    const std::string diff = training_config_diff(io::read_checkpoint_extra(dir), training_json());
+    if (!diff.empty() && !opt.allow_config_change)
+      throw ConfigError(cat("cannot resume from ", dir, ": the training configuration differs from the checkpoint's: ",
+                            diff, " (ResumeOptions::allow_config_change continues under the new configuration)"));
     io::TrainState s = io::load_checkpoint(dir, m_->net(), m_->arena());
     opt_.set_step_count(s.step);
     rng_ = Rng(s.rng_seed, s.rng_position);
+    data_state_ = s.extra.is_object() ? s.extra.value(kDataSourceKey, nlohmann::json()) : nlohmann::json();
+    restore_data_ = !data_state_.is_null();
+    allow_config_change_ = opt.allow_config_change;
+    user_state_ = s.extra.is_object() ? s.extra.value(kUserKey, nlohmann::json()) : nlohmann::json();
   }
 
   // Runs until `steps` optimizer steps are done, or max_seconds have passed (then step() < steps;
   // the metrics line and the "last" checkpoint are written for the step reached).
+  // The callback forms stay as they were: adapters to a DataSource.
   void run(const BatchFn& data, const StepFn& on_step = {}) {
-    const size_t n = size_t(m_->sample_size());
-    run_rows(
-        [&](Rng& rng, const BatchSlice& s, std::vector<T>& x1, std::vector<int32_t>& y) {
-          data(rng, s.batch, x1, y);
-          if (x1.size() != size_t(s.batch) * n || y.size() != size_t(s.batch))
-            throw ShapeError(cat("batch function returned ", x1.size(), " values and ", y.size(), " labels; expected ",
-                                 size_t(s.batch) * n, " and ", s.batch));
-          if (s.whole()) return;
-          for (int i = 0; i < s.rows(); ++i) {  // local row i <- global row g >= i
-            const size_t g = size_t(s.global_row(i));
-            std::copy(x1.begin() + ptrdiff_t(g * n), x1.begin() + ptrdiff_t((g + 1) * n), x1.begin() + ptrdiff_t(i * n));
-            y[size_t(i)] = y[g];
-          }
-          x1.resize(size_t(s.rows()) * n);
-          y.resize(size_t(s.rows()));
-        },
-        on_step);
+    BatchSource<T> src{data, size_t(m_->sample_size())};
+    run_source(src, on_step);
   }
-  void run(const RowsFn& data, const StepFn& on_step = {}) { run_rows(data, on_step); }
+  void run(const RowsFn& data, const StepFn& on_step = {}) {
+    RowsSource<T> src{data};
+    run_source(src, on_step);
+  }
+  // Any data source (train/data_source.hpp); a stateful one is restored from the checkpoint that
+  // resume() loaded, and its state goes into every checkpoint of the run.
+  template <class Src>
+    requires DataSource<std::remove_cvref_t<Src>, T, Backend>
+  void run(Src&& data, const StepFn& on_step = {}) {
+    run_source(data, on_step);
+  }
 
  private:
-  void run_rows(const RowsFn& data, const StepFn& on_step) {
+  template <class Src>
+  void run_source(Src& data, const StepFn& on_step) {
     namespace fs = std::filesystem;
     Backend& be = m_->backend();
     Comm& comm = communicator();
     const bool lead = comm.rank() == 0, distributed = comm.size() > 1;
-    if (distributed) agree_and_broadcast();
-    std::ofstream log;
-    if (lead && !tc_.out_dir.empty()) {
-      fs::create_directories(tc_.out_dir);
-      log.open(fs::path(tc_.out_dir) / "metrics.jsonl", std::ios::app);
-      if (!log) throw FileError("cannot write " + (fs::path(tc_.out_dir) / "metrics.jsonl").string());
-    }
+    restore_data_state(data);
+    capture_data_state(data);  // what a save before the first step, and the agreement, see
+    if (distributed) agree_and_broadcast(data_state_);
+    MetricsLog log;
+    if (lead && !tc_.out_dir.empty()) log.open(tc_.out_dir, step());
     ProgressBar bar(tc_.label, tc_.steps, step(), tc_.progress && lead);
     std::vector<T> x1;
     std::vector<int32_t> y;
@@ -159,14 +203,22 @@ class Trainer {
     const size_t rows_n = size_t(slice.rows()) * size_t(m_->sample_size());
     bool stop = false;
     while (step() < tc_.steps && !stop) {
-      data(rng_, slice, x1, y);
-      if (x1.size() != rows_n || y.size() != size_t(slice.rows()))
-        throw ShapeError(cat("batch function returned ", x1.size(), " values and ", y.size(), " labels for ",
-                             slice.rows(), " rows of the batch; expected ", rows_n, " and ", slice.rows()));
-      nn::ensure(dx1, x1.size());
-      be.to_device(dx1.data(), x1.data(), x1.size());
+      y.resize(size_t(slice.rows()));
+      if constexpr (DeviceDataSource<Src, T, Backend>) {
+        nn::ensure(dx1, rows_n);
+        data.fill_device(rng_, slice, DeviceSpan<T, Backend>(dx1).first(rows_n), y);
+        if (y.size() != size_t(slice.rows()))
+          throw ShapeError(cat("data source returned ", y.size(), " labels for ", slice.rows(), " rows of the batch"));
+      } else {
+        data.fill(rng_, slice, x1, y);
+        if (x1.size() != rows_n || y.size() != size_t(slice.rows()))
+          throw ShapeError(cat("batch function returned ", x1.size(), " values and ", y.size(), " labels for ",
+                               slice.rows(), " rows of the batch; expected ", rows_n, " and ", slice.rows()));
+        nn::ensure(dx1, x1.size());
+        be.to_device(dx1.data(), x1.data(), x1.size());
+      }
       m_->arena().zero_grad();
-      last_ = loss_.step(*m_, dx1, y, slice, rng_);
+      last_ = loss_.step(*m_, DeviceSpan<const T, Backend>(dx1).first(rows_n), y, slice, rng_);
       // the bar's clock started with the run; rank 0's clock decides for every rank
       stop = lead && tc_.max_seconds > 0 && bar.elapsed() >= tc_.max_seconds;
       if (distributed) {
@@ -186,38 +238,67 @@ class Trainer {
                         " (try a lower learning rate)"));
       opt_.step(m_->arena());
       ema_.update(m_->arena());
+      capture_data_state(data);
       const int64_t s = step();
+      const StepInfo info{s, last_.loss, last_.flow_loss, last_.bootstrap_loss, opt_.lr_at(s)};
       // built apart from the call: nvcc 13.0 mis-parses f(x, {{"a", v}}) with a dependent v
       const std::vector<std::pair<std::string, double>> shown = {
           {"loss", last_.loss}, {"flow", last_.flow_loss}, {"boot", last_.bootstrap_loss}};
       bar.update(s, shown);
       if (log.is_open() && tc_.log_every > 0 && (s % tc_.log_every == 0 || s == tc_.steps || stop)) {
         nlohmann::json j = {{"step", s},
-                            {"loss", last_.loss},
-                            {"flow_loss", last_.flow_loss},
-                            {"bootstrap_loss", last_.bootstrap_loss},
-                            {"lr", opt_.lr_at(s)},
+                            {"loss", info.loss},
+                            {"flow_loss", info.flow_loss},
+                            {"bootstrap_loss", info.bootstrap_loss},
+                            {"lr", info.lr},
                             {"steps_per_s", bar.rate(s)},
                             {"seconds", bar.elapsed()}};
         if (distributed) {
           j["ranks"] = comm.size();
           j["allreduce_seconds"] = allreduce_s_;
         }
-        log << j.dump() << "\n";
-        log.flush();
+        log.write(j);
       }
       if (lead && !tc_.out_dir.empty() && tc_.checkpoint_every > 0 && s % tc_.checkpoint_every == 0)
-        save((fs::path(tc_.out_dir) / "checkpoints" / cat("step_", s)).string());
+        checkpoint(fs::path(tc_.out_dir) / "checkpoints" / cat("step_", s));
+      if (hooks_.on_step) hooks_.on_step(info);
       if (on_step) on_step(s);
     }
     bar.finish();
-    if (lead && !tc_.out_dir.empty()) save((fs::path(tc_.out_dir) / "checkpoints" / "last").string());
+    if (lead && !tc_.out_dir.empty()) checkpoint(fs::path(tc_.out_dir) / "checkpoints" / "last");
     comm.barrier();  // the run ends together: "last" exists for every rank once run() returns
+  }
+
+  void checkpoint(const std::filesystem::path& dir) {
+    save(dir.string());
+    if (hooks_.on_checkpoint) hooks_.on_checkpoint(step(), dir.string());
+  }
+
+  // The state a resumed checkpoint holds goes into the source before its first batch; a source
+  // without state cannot take it, which is a different data pipeline than the one checkpointed.
+  template <class Src>
+  void restore_data_state(Src& data) {
+    if (!restore_data_) return;
+    restore_data_ = false;
+    if constexpr (StatefulDataSource<Src>) {
+      data.restore(data_state_);
+    } else {
+      if (!allow_config_change_)
+        throw ConfigError("the checkpoint resumed from holds a data source's state (\"" + std::string(kDataSourceKey) +
+                          "\"), but the source given to run() keeps none (it has no state() and restore()); "
+                          "ResumeOptions::allow_config_change continues without it");
+      data_state_ = nullptr;
+    }
+  }
+  template <class Src>
+  void capture_data_state(const Src& data) {
+    if constexpr (StatefulDataSource<Src>) data_state_ = data.state();
+    else data_state_ = nullptr;
   }
 
   // Every rank must start from the same configuration and resume point; then rank 0's weights,
   // EMA and moments are every rank's.
-  void agree_and_broadcast() {
+  void agree_and_broadcast(const nlohmann::json& data_state) {
     Comm& comm = communicator();
     ParamArena<Backend>& a = m_->arena();
     nlohmann::json config = training_json();
@@ -232,6 +313,7 @@ class Trainer {
     for (size_t i = 0; i < host.size(); ++i)
       if (a.has(roles[i])) host[i] = a.to_host(roles[i]);
     nlohmann::json point = {{"step", step()}, {"rng_seed", rng_.seed()}, {"rng_position", rng_.position()}};
+    if (!data_state.is_null()) point[kDataSourceKey] = data_state;
     if (step() > 0)  // resumed (or given weights): the weights too, not only the counters
       for (size_t i = 0; i < 2; ++i)
         point[role_name(roles[i])] = dist::fingerprint(host[i].data(), host[i].size() * sizeof(T));
@@ -255,6 +337,11 @@ class Trainer {
   TrainerConfig tc_;
   Rng rng_;
   typename SelfConsistencyLoss<Model>::Result last_;
+  TrainerHooks hooks_;
+  nlohmann::json data_state_;       // the data source's state as of the last step (null: none)
+  bool restore_data_ = false;       // resume() loaded a data state that the next run() restores
+  bool allow_config_change_ = false;
+  nlohmann::json user_state_;
 };
 
 }  // namespace shortcut

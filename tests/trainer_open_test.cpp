@@ -1,0 +1,497 @@
+// The trainer's open ends: data sources (stateful, device-resident), the resume policy, metrics.jsonl
+// across runs and resumes, AdamW parameter groups, and the hooks. The trainer runs in float, which is
+// what checkpoints hold (so that resumed runs can equal straight ones bit for bit); AdamW alone runs
+// in double.
+#include <catch2/catch.hpp>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "shortcut/shortcut.hpp"
+#include "test_util.hpp"
+
+using namespace shortcut;
+namespace fs = std::filesystem;
+using Be = cpu::Backend<float>;
+using DBe = cpu::Backend<double>;
+using Model = ShortcutModel<nn::MlpNet<Be>>;
+
+namespace {
+
+nn::MlpNetConfig small_net() {
+  nn::MlpNetConfig c;
+  c.hidden = 8; c.depth = 1; c.classes = 3;
+  return c;
+}
+TrainerConfig quiet(int64_t steps, uint64_t seed = 1) {
+  TrainerConfig tc;
+  tc.batch = 32; tc.steps = steps; tc.seed = seed; tc.progress = false; tc.ema_tau = 0.9;
+  return tc;
+}
+AdamWConfig fast() {
+  AdamWConfig oc;
+  oc.lr = 3e-3; oc.warmup_steps = 2;
+  return oc;
+}
+fs::path temp_dir(const std::string& name) {
+  fs::path d = testutil::scratch_dir("shortcut_trainer_open_test") / name;
+  fs::remove_all(d);
+  return d;
+}
+
+// A fixed table of 2-D rows and labels, walked in order from a position that persists across batches:
+// a data source whose batches depend on state that the RNG position alone does not give back.
+struct Table {
+  std::vector<float> x;
+  std::vector<int32_t> y;
+  explicit Table(int n = 37) {
+    Rng r(12345);
+    for (int i = 0; i < n; ++i) {
+      x.push_back(2 * r.normal());
+      x.push_back(r.uniform() - 0.5f);
+      y.push_back(int32_t(i % 3));
+    }
+  }
+  size_t rows() const { return y.size(); }
+};
+
+struct SequentialSource {
+  const Table* table;
+  int64_t position = 0;  // global rows consumed
+
+  void fill(Rng&, const BatchSlice& s, std::vector<float>& x, std::vector<int32_t>& y) {
+    x.resize(size_t(s.rows()) * 2);
+    y.resize(size_t(s.rows()));
+    for (int i = 0; i < s.rows(); ++i) {
+      const size_t r = size_t(position + s.global_row(i)) % table->rows();
+      x[2 * size_t(i)] = table->x[2 * r];
+      x[2 * size_t(i) + 1] = table->x[2 * r + 1];
+      y[size_t(i)] = table->y[r];
+    }
+    position += s.batch;  // the whole batch, whatever this rank's rows: the same state on every rank
+  }
+  nlohmann::json state() const { return {{"position", position}}; }
+  void restore(const nlohmann::json& j) { position = j.at("position").get<int64_t>(); }
+};
+static_assert(HostDataSource<SequentialSource, float>);
+static_assert(StatefulDataSource<SequentialSource>);
+
+// The same rows, written into the backend's memory by the source itself.
+struct DeviceSequentialSource {
+  SequentialSource host;
+  Be* be;
+  void fill_device(Rng& rng, const BatchSlice& s, DeviceSpan<float, Be> x, std::vector<int32_t>& y) {
+    std::vector<float> h;
+    host.fill(rng, s, h, y);
+    check_size("device rows", x.size(), h.size());
+    be->to_device(x.data(), h.data(), h.size());
+  }
+};
+static_assert(DeviceDataSource<DeviceSequentialSource, float, Be>);
+static_assert(!StatefulDataSource<DeviceSequentialSource>);
+
+std::vector<nlohmann::json> read_lines(const fs::path& f) {
+  std::ifstream in(f);
+  std::vector<nlohmann::json> out;
+  std::string line;
+  while (std::getline(in, line)) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+std::vector<int64_t> steps_of(const std::vector<nlohmann::json>& lines) {
+  std::vector<int64_t> s;
+  for (auto& j : lines) s.push_back(j["step"].get<int64_t>());
+  return s;
+}
+void toy_rows(Rng& rng, const BatchSlice& s, std::vector<float>& x, std::vector<int32_t>& y) {
+  x.resize(size_t(s.rows()) * 2);
+  y.resize(size_t(s.rows()));
+  for (auto& v : x) v = rng.normal();
+  for (auto& l : y) l = int32_t(rng.randint(3));
+}
+using Rows = Trainer<Model>::RowsFn;
+
+}  // namespace
+
+TEST_CASE("resume refuses a changed training configuration, naming each field; the option allows it",
+          "[trainer][resume]") {
+  Be be;
+  const fs::path dir = temp_dir("config");
+  {
+    Model m(be, small_net(), 1);
+    TrainerConfig tc = quiet(4);
+    tc.out_dir = dir.string();
+    Trainer<Model>(m, ShortcutConfig{}, fast(), tc).run(Rows(toy_rows));
+  }
+  const std::string last = (dir / "checkpoints" / "last").string();
+  Model m(be, small_net(), 2);
+  const auto before = m.arena().to_host(Role::Param);
+
+  AdamWConfig lr = fast();
+  lr.lr *= 2;
+  TrainerConfig batch = quiet(8);
+  batch.batch = 64;
+  Trainer<Model> t_lr(m, ShortcutConfig{}, lr, quiet(8));
+  CHECK_THROWS_AS(t_lr.resume(last), ConfigError);
+  CHECK_THROWS_WITH(t_lr.resume(last), Catch::Contains("adamw.lr") && Catch::Contains("allow_config_change"));
+  CHECK(m.arena().to_host(Role::Param) == before);  // refused before anything was loaded
+  Trainer<Model> t_two(m, ShortcutConfig{}, lr, batch);
+  CHECK_THROWS_WITH(t_two.resume(last), Catch::Contains("adamw.lr") && Catch::Contains("batch is 32 in the checkpoint, 64 now"));
+  ShortcutConfig boot;
+  boot.bootstrap_fraction = 0.5;
+  CHECK_THROWS_WITH(Trainer<Model>(m, boot, fast(), quiet(8)).resume(last), Catch::Contains("shortcut.bootstrap_fraction"));
+
+  // more steps, another seed, other reporting: the same experiment, continued
+  TrainerConfig longer = quiet(8, 99);
+  longer.log_every = 3;
+  longer.checkpoint_every = 2;
+  Trainer<Model> t_longer(m, ShortcutConfig{}, fast(), longer);
+  CHECK_NOTHROW(t_longer.resume(last));
+  CHECK(t_longer.step() == 4);
+
+  t_lr.resume(last, ResumeOptions{.allow_config_change = true});
+  CHECK(t_lr.step() == 4);
+  t_lr.run(Rows(toy_rows));
+  CHECK(t_lr.step() == 8);
+}
+
+TEST_CASE("a stateful data source's state is checkpointed and restored: N straight = N/2 + resume + N/2",
+          "[trainer][resume][data]") {
+  Be be;
+  const Table table;
+  const fs::path dir = temp_dir("stateful");
+  const int64_t N = 8;
+
+  Model straight(be, small_net(), 3);
+  SequentialSource s0{&table};
+  Trainer<Model>(straight, ShortcutConfig{}, fast(), quiet(N)).run(s0);
+  CHECK(s0.position == N * 32);
+
+  Model first(be, small_net(), 3);
+  SequentialSource s1{&table};
+  TrainerConfig tc = quiet(N / 2);
+  tc.out_dir = dir.string();
+  Trainer<Model>(first, ShortcutConfig{}, fast(), tc).run(s1);
+  const fs::path half = dir / "checkpoints" / "last";
+  const nlohmann::json extra = io::read_checkpoint_extra(half);
+  CHECK(extra["data_source"]["position"] == N / 2 * 32);
+  CHECK(extra.contains("adamw"));  // the training configuration is still where older readers find it
+
+  Model second(be, small_net(), 4);  // other init: everything comes from the checkpoint
+  SequentialSource s2{&table};       // at position 0: the checkpoint moves it on
+  Trainer<Model> t2(second, ShortcutConfig{}, fast(), quiet(N));
+  t2.resume(half.string());
+  t2.run(s2);
+  CHECK(s2.position == N * 32);
+  for (Role r : {Role::Param, Role::Ema, Role::AdamM, Role::AdamV}) {
+    INFO("role " << role_name(r));
+    CHECK(second.arena().to_host(r) == straight.arena().to_host(r));
+  }
+
+  // without its state the source would replay the first half's rows: a different run
+  Model replay(be, small_net(), 4);
+  SequentialSource s3{&table};
+  Trainer<Model> t3(replay, ShortcutConfig{}, fast(), quiet(N));
+  t3.resume(half.string(), {.allow_config_change = true});
+  t3.run(RowsSource<float>{[&](Rng& r, const BatchSlice& s, std::vector<float>& x, std::vector<int32_t>& y) {
+                              s3.fill(r, s, x, y);
+                            }},
+         {});
+  CHECK(replay.arena().to_host(Role::Param) != straight.arena().to_host(Role::Param));
+}
+
+TEST_CASE("a checkpoint with a data source's state refuses a source without state unless allowed",
+          "[trainer][resume][data]") {
+  Be be;
+  const Table table;
+  const fs::path dir = temp_dir("stateless");
+  TrainerConfig tc = quiet(2);
+  tc.out_dir = dir.string();
+  {
+    Model m(be, small_net(), 3);
+    SequentialSource s{&table};
+    Trainer<Model>(m, ShortcutConfig{}, fast(), tc).run(s);
+  }
+  const std::string last = (dir / "checkpoints" / "last").string();
+  Model m(be, small_net(), 3);
+  Trainer<Model> t(m, ShortcutConfig{}, fast(), quiet(4));
+  t.resume(last);
+  CHECK_THROWS_WITH(t.run(Rows(toy_rows)), Catch::Contains("data source's state"));
+  Trainer<Model> ok(m, ShortcutConfig{}, fast(), quiet(4));
+  ok.resume(last, {.allow_config_change = true});
+  CHECK_NOTHROW(ok.run(Rows(toy_rows)));
+  CHECK(ok.step() == 4);
+}
+
+TEST_CASE("a device-resident data source trains the same weights as the host source with the same rows",
+          "[trainer][data]") {
+  Be be;
+  const Table table;
+  Model host(be, small_net(), 5), device(be, small_net(), 5);
+  SequentialSource hs{&table};
+  DeviceSequentialSource ds{SequentialSource{&table}, &be};
+  Trainer<Model>(host, ShortcutConfig{}, fast(), quiet(6)).run(hs);
+  Trainer<Model>(device, ShortcutConfig{}, fast(), quiet(6)).run(ds);
+  CHECK(ds.host.position == hs.position);
+  for (Role r : {Role::Param, Role::Ema, Role::AdamM, Role::AdamV}) {
+    INFO("role " << role_name(r));
+    CHECK(device.arena().to_host(r) == host.arena().to_host(r));
+  }
+  // and the weights depend on the rows (the comparison can fail)
+  Model other(be, small_net(), 5);
+  Trainer<Model>(other, ShortcutConfig{}, fast(), quiet(6)).run(Rows(toy_rows));
+  CHECK(other.arena().to_host(Role::Param) != host.arena().to_host(Role::Param));
+}
+
+TEST_CASE("metrics.jsonl starts fresh for a new run and continues on resume without duplicate steps",
+          "[trainer][files]") {
+  Be be;
+  const fs::path dir = temp_dir("metrics");
+  const fs::path metrics = dir / "metrics.jsonl";
+  TrainerConfig tc = quiet(6);
+  tc.out_dir = dir.string();
+  tc.log_every = 1;
+  tc.checkpoint_every = 3;
+  std::vector<nlohmann::json> straight;
+  {
+    Model m(be, small_net(), 1);
+    Trainer<Model>(m, ShortcutConfig{}, fast(), tc).run(Rows(toy_rows));
+    straight = read_lines(metrics);
+    CHECK(steps_of(straight) == std::vector<int64_t>{1, 2, 3, 4, 5, 6});
+  }
+  {  // a new run in the same folder: its own lines only
+    Model m(be, small_net(), 1);
+    TrainerConfig fresh = tc;
+    fresh.steps = 2;
+    fresh.checkpoint_every = 0;
+    Trainer<Model>(m, ShortcutConfig{}, fast(), fresh).run(Rows(toy_rows));
+    CHECK(steps_of(read_lines(metrics)) == std::vector<int64_t>{1, 2});
+  }
+  {  // the six steps again, then resumed from step 3: steps 4..6 once each, continuing the curve
+    Model m(be, small_net(), 1);
+    Trainer<Model>(m, ShortcutConfig{}, fast(), tc).run(Rows(toy_rows));
+    Model r(be, small_net(), 2);
+    Trainer<Model> t(r, ShortcutConfig{}, fast(), tc);
+    t.resume((dir / "checkpoints" / "step_3").string());
+    t.run(Rows(toy_rows));
+    const auto lines = read_lines(metrics);
+    REQUIRE(steps_of(lines) == std::vector<int64_t>{1, 2, 3, 4, 5, 6});
+    for (size_t i = 0; i < lines.size(); ++i) CHECK(lines[i]["loss"] == straight[i]["loss"]);  // exact resume
+  }
+  {  // a line cut off by a crash is dropped, a line without a step kept
+    std::ofstream(metrics, std::ios::app) << "{\"note\": \"by hand\"}\n{\"step\": 7, \"lo";
+    Model r(be, small_net(), 2);
+    Trainer<Model> t(r, ShortcutConfig{}, fast(), tc);
+    t.resume((dir / "checkpoints" / "step_6").string());
+    t.run(Rows(toy_rows));  // already at step 6: nothing to do
+    const auto lines = read_lines(metrics);
+    REQUIRE(lines.size() == 7);
+    CHECK(lines.back()["note"] == "by hand");
+  }
+}
+
+TEST_CASE("glob patterns over tensor names", "[adamw][groups]") {
+  CHECK(glob_match("*.bias", "blocks.0.mlp.fc1.bias"));
+  CHECK_FALSE(glob_match("*.bias", "blocks.0.mlp.fc1.weight"));
+  CHECK(glob_match("blocks.*.mlp.*", "blocks.12.mlp.fc2.weight"));
+  CHECK_FALSE(glob_match("blocks.*.mlp.*", "final_layer.linear.weight"));
+  CHECK(glob_match("blocks.?.attn.qkv.weight", "blocks.3.attn.qkv.weight"));
+  CHECK_FALSE(glob_match("blocks.?.attn.qkv.weight", "blocks.10.attn.qkv.weight"));
+  CHECK(glob_match("*", "anything"));
+  CHECK(glob_match("x_embedder.weight", "x_embedder.weight"));
+  CHECK_FALSE(glob_match("x_embedder", "x_embedder.weight"));  // the whole name must match
+  CHECK(glob_match("*embed*", "y_embedder.embedding_table.weight"));
+}
+
+namespace {
+// Three tensors on their own arena, for AdamW alone.
+struct Arena3 {
+  DBe be;
+  ParamLayout L;
+  ParamArena<DBe> a;
+  static ParamLayout layout() {
+    ParamLayout L;
+    L.add("net.a.weight", {4, 5}, Init::Zero);
+    L.add("net.a.bias", {4}, Init::Zero);
+    L.add("net.b.weight", {3, 4}, Init::Zero);
+    return L;
+  }
+  Arena3() : L(layout()), a(be, L) {
+    a.from_host(Role::Param, testutil::randn(a.size()));
+  }
+  std::vector<double> get(Role r, const std::string& name) {
+    const ParamInfo& p = L.at(name);
+    auto h = a.to_host(r);
+    return {h.begin() + long(p.offset), h.begin() + long(p.offset + p.size)};
+  }
+  void set_grad(double (*f)(size_t)) {
+    std::vector<double> g(a.size());
+    for (size_t i = 0; i < g.size(); ++i) g[i] = f(i);
+    a.from_host(Role::Grad, g);
+  }
+};
+}  // namespace
+
+TEST_CASE("AdamW groups: no decay on a masked tensor, a frozen tensor and its moments untouched, an lr scale",
+          "[adamw][groups]") {
+  SECTION("weight-decay mask: with zero gradient the decayed tensors shrink, the masked one stays") {
+    Arena3 z;
+    z.set_grad([](size_t) { return 0.0; });
+    AdamWConfig c;
+    c.lr = 0.1; c.weight_decay = 0.5;
+    c.groups = {{.pattern = "*.bias", .decay = false}};
+    AdamW opt(c);
+    const auto w0 = z.get(Role::Param, "net.a.weight"), b0 = z.get(Role::Param, "net.a.bias");
+    for (int i = 0; i < 3; ++i) opt.step(z.a);
+    CHECK(z.get(Role::Param, "net.a.bias") == b0);
+    const auto w = z.get(Role::Param, "net.a.weight");
+    for (size_t i = 0; i < w.size(); ++i) CHECK(w[i] == Approx(w0[i] * std::pow(1 - 0.1 * 0.5, 3)).epsilon(1e-12));
+  }
+  SECTION("frozen: weights and moments bit for bit unchanged while the others move") {
+    Arena3 z;
+    z.set_grad([](size_t i) { return std::sin(double(i) + 1); });
+    z.a.enable(Role::AdamM);
+    z.a.enable(Role::AdamV);
+    z.a.from_host(Role::AdamM, testutil::randn(z.a.size()));
+    auto v = testutil::randn(z.a.size());
+    for (auto& x : v) x = x * x;
+    z.a.from_host(Role::AdamV, v);
+    AdamWConfig c;
+    c.lr = 0.01;
+    c.groups = {{.pattern = "net.a.*", .frozen = true}};
+    AdamW opt(c);
+    std::map<std::string, std::vector<double>> before[3];
+    const Role roles[] = {Role::Param, Role::AdamM, Role::AdamV};
+    for (int r = 0; r < 3; ++r)
+      for (auto& p : z.L.entries()) before[r][p.name] = z.get(roles[r], p.name);
+    for (int i = 0; i < 4; ++i) opt.step(z.a);
+    for (int r = 0; r < 3; ++r) {
+      INFO(role_name(roles[r]));
+      CHECK(z.get(roles[r], "net.a.weight") == before[r]["net.a.weight"]);
+      CHECK(z.get(roles[r], "net.a.bias") == before[r]["net.a.bias"]);
+      CHECK(z.get(roles[r], "net.b.weight") != before[r]["net.b.weight"]);
+    }
+  }
+  SECTION("lr scale 0.5: half the first Adam step") {
+    Arena3 z;
+    z.set_grad([](size_t i) { return std::cos(double(i)); });
+    AdamWConfig c;
+    c.lr = 0.01; c.weight_decay = 0;
+    c.groups = {{.pattern = "net.b.weight", .lr_scale = 0.5}};
+    AdamW opt(c);
+    Arena3 ref;  // the same start and gradients without groups
+    ref.a.from_host(Role::Param, z.a.to_host(Role::Param));
+    ref.a.from_host(Role::Grad, z.a.to_host(Role::Grad));
+    AdamWConfig rc = c;
+    rc.groups.clear();
+    AdamW ropt(rc);
+    const auto p0 = z.get(Role::Param, "net.b.weight");
+    opt.step(z.a);
+    ropt.step(ref.a);
+    const auto p = z.get(Role::Param, "net.b.weight"), full = ref.get(Role::Param, "net.b.weight");
+    for (size_t i = 0; i < p.size(); ++i) {
+      INFO("element " << i);
+      CHECK(p0[i] - p[i] == Approx(0.5 * (p0[i] - full[i])).epsilon(1e-9));
+      CHECK(std::abs(p0[i] - p[i]) > 1e-4);
+    }
+    CHECK(z.get(Role::Param, "net.a.weight") == ref.get(Role::Param, "net.a.weight"));  // unscaled elsewhere
+  }
+}
+
+TEST_CASE("AdamW groups: a pattern that matches nothing is an error naming it; groups are part of the config",
+          "[adamw][groups][resume]") {
+  Arena3 z;
+  AdamWConfig c;
+  c.groups = {{.pattern = "net.*.bias", .decay = false}, {.pattern = "net.a.bais", .frozen = true}};
+  CHECK_THROWS_WITH(AdamW(c).bind(z.L), Catch::Contains("'net.a.bais' matches no tensor"));
+  c.groups = {{.pattern = "net.a.*", .decay = false}, {.pattern = "*.bias", .frozen = true}};
+  CHECK_THROWS_WITH(AdamW(c).bind(z.L), Catch::Contains("'*.bias' matches only tensors that an earlier group"));
+  c.groups = {{.pattern = "net.a.*", .lr_scale = -1}};
+  CHECK_THROWS_AS(AdamW(c), ConfigError);
+  c.groups = {{.pattern = "*.bias", .decay = false}, {.pattern = "net.b.*", .lr_scale = 0.5}};
+  CHECK(AdamW(c).bind(z.L).size() == 3);  // a.weight | a.bias | b.weight: three runs
+  c.groups = {{.pattern = "net.*", .lr_scale = 1.0}};
+  CHECK(AdamW(c).bind(z.L).size() == 1);  // nothing differs: one flat run
+
+  CHECK_FALSE(AdamWConfig{}.to_json().contains("param_groups"));  // the JSON older checkpoints hold
+  c.groups = {{.pattern = "*.bias", .decay = false}};
+  CHECK(c.to_json()["param_groups"][0] == ParamGroup{.pattern = "*.bias", .decay = false}.to_json());
+
+  // through the Trainer: a bad pattern fails at construction; changed groups refuse a resume
+  Be be;
+  AdamWConfig bad = fast();
+  bad.groups = {{.pattern = "blocks.*.attn.*", .frozen = true}};  // the MLP net has no attention
+  Model m(be, small_net(), 1);
+  CHECK_THROWS_WITH((Trainer<Model>(m, ShortcutConfig{}, bad, quiet(2))), Catch::Contains("blocks.*.attn.*"));
+  const fs::path dir = temp_dir("groups");
+  AdamWConfig frozen = fast();
+  frozen.groups = {{.pattern = "x_embedder.*", .frozen = true}, {.pattern = "*.bias", .decay = false}};
+  TrainerConfig tc = quiet(3);
+  tc.out_dir = dir.string();
+  const auto before = m.arena().to_host(Role::Param);
+  Trainer<Model>(m, ShortcutConfig{}, frozen, tc).run(Rows(toy_rows));
+  const auto after = m.arena().to_host(Role::Param);
+  const ParamInfo& xe = m.net().layout().at("x_embedder.weight");
+  const ParamInfo& f1 = m.net().layout().at("blocks.0.mlp.fc1.weight");
+  CHECK(std::equal(after.begin() + long(xe.offset), after.begin() + long(xe.offset + xe.size),
+                   before.begin() + long(xe.offset)));
+  CHECK_FALSE(std::equal(after.begin() + long(f1.offset), after.begin() + long(f1.offset + f1.size),
+                         before.begin() + long(f1.offset)));
+  Model r(be, small_net(), 1);
+  CHECK_THROWS_WITH(Trainer<Model>(r, ShortcutConfig{}, fast(), quiet(6)).resume((dir / "checkpoints" / "last").string()),
+                    Catch::Contains("adamw.param_groups"));
+  Trainer<Model> same(r, ShortcutConfig{}, frozen, quiet(6));
+  CHECK_NOTHROW(same.resume((dir / "checkpoints" / "last").string()));
+}
+
+TEST_CASE("hooks: every step with its losses and lr, every checkpoint with its folder, the user's state kept",
+          "[trainer][hooks]") {
+  Be be;
+  const fs::path dir = temp_dir("hooks");
+  Model m(be, small_net(), 1);
+  TrainerConfig tc = quiet(5);
+  tc.out_dir = dir.string();
+  tc.checkpoint_every = 2;
+  tc.log_every = 1;
+  Trainer<Model> t(m, ShortcutConfig{}, fast(), tc);
+  std::vector<StepInfo> steps;
+  std::vector<std::pair<int64_t, std::string>> saves;
+  std::vector<int64_t> plain;
+  t.hooks().on_step = [&](const StepInfo& s) { steps.push_back(s); };
+  t.hooks().on_checkpoint = [&](int64_t s, const std::string& d) {
+    CHECK(fs::exists(fs::path(d) / "ema.safetensors"));  // complete when the hook runs
+    saves.emplace_back(s, d);
+  };
+  int saved = 0;
+  t.hooks().user_state = [&] { return nlohmann::json{{"saves", ++saved}}; };
+  t.run(Rows(toy_rows), [&](int64_t s) { plain.push_back(s); });  // the old step callback still runs too
+  REQUIRE(steps.size() == 5);
+  const auto lines = read_lines(dir / "metrics.jsonl");
+  REQUIRE(lines.size() == 5);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    CHECK(steps[i].step == int64_t(i + 1));
+    CHECK(steps[i].loss == lines[i]["loss"].get<double>());
+    CHECK(steps[i].flow_loss == lines[i]["flow_loss"].get<double>());
+    CHECK(steps[i].bootstrap_loss == lines[i]["bootstrap_loss"].get<double>());
+    CHECK(steps[i].lr == lines[i]["lr"].get<double>());
+  }
+  CHECK(steps[0].lr == Approx(fast().lr / 2));  // warm-up
+  CHECK(plain == std::vector<int64_t>{1, 2, 3, 4, 5});
+  const auto ck = dir / "checkpoints";
+  using P = std::pair<int64_t, std::string>;
+  CHECK(saves == std::vector<P>{{2, (ck / "step_2").string()}, {4, (ck / "step_4").string()},
+                                {5, (ck / "last").string()}});
+
+  Model r(be, small_net(), 1);
+  TrainerConfig more = tc;
+  more.steps = 7;
+  more.out_dir = "";
+  Trainer<Model> t2(r, ShortcutConfig{}, fast(), more);
+  CHECK(t2.resumed_user_state().is_null());
+  t2.resume((ck / "step_4").string());
+  CHECK(t2.resumed_user_state() == nlohmann::json{{"saves", 2}});
+  std::vector<int64_t> resumed;
+  t2.hooks().on_step = [&](const StepInfo& s) { resumed.push_back(s.step); };
+  t2.run(Rows(toy_rows));
+  CHECK(resumed == std::vector<int64_t>{5, 6, 7});
+}
