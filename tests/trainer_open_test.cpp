@@ -113,7 +113,7 @@ using Rows = Trainer<Model>::RowsFn;
 
 }  // namespace
 
-TEST_CASE("resume refuses a changed training configuration, naming each field; the option allows it",
+TEST_CASE("resume refuses a changed training configuration naming each field - the option allows it",
           "[trainer][resume]") {
   Be be;
   const fs::path dir = temp_dir("config");
@@ -332,7 +332,7 @@ struct Arena3 {
 };
 }  // namespace
 
-TEST_CASE("AdamW groups: no decay on a masked tensor, a frozen tensor and its moments untouched, an lr scale",
+TEST_CASE("AdamW groups: no decay on a masked tensor - a frozen tensor and its moments untouched - an lr scale",
           "[adamw][groups]") {
   SECTION("weight-decay mask: with zero gradient the decayed tensors shrink, the masked one stays") {
     Arena3 z;
@@ -398,7 +398,7 @@ TEST_CASE("AdamW groups: no decay on a masked tensor, a frozen tensor and its mo
   }
 }
 
-TEST_CASE("AdamW groups: a pattern that matches nothing is an error naming it; groups are part of the config",
+TEST_CASE("AdamW groups: a pattern that matches nothing is an error naming it - groups are part of the config",
           "[adamw][groups][resume]") {
   Arena3 z;
   AdamWConfig c;
@@ -444,7 +444,7 @@ TEST_CASE("AdamW groups: a pattern that matches nothing is an error naming it; g
   CHECK_NOTHROW(same.resume((dir / "checkpoints" / "last").string()));
 }
 
-TEST_CASE("hooks: every step with its losses and lr, every checkpoint with its folder, the user's state kept",
+TEST_CASE("hooks: every step with its losses and lr - every checkpoint with its folder - the user's state kept",
           "[trainer][hooks]") {
   Be be;
   const fs::path dir = temp_dir("hooks");

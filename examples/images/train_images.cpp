@@ -69,6 +69,10 @@ int main(int argc, char** argv) {
   app.add_option("--per-class", o.per_class, "samples per class in the grids")->check(CLI::Range(1, 64))->capture_default_str();
   app.add_option("--resume", o.resume, "checkpoint folder to resume from (weights, EMA, optimizer, step, RNG)")
       ->check(CLI::ExistingDirectory);
+  app.add_flag("--allow-config-change", o.allow_config_change,
+               "with --resume: continue although the training settings (learning rate, weight decay, objective, "
+               "batch, EMA, ...) differ from the checkpoint's; without it such a resume is refused (--steps may "
+               "always change)");
   app.add_option("--minutes", o.minutes, "wall-time budget: stop after the step that passes it (0: none; the "
                  "learning rate is constant after warm-up, so a cut-short run is a complete run)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();

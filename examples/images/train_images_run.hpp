@@ -17,6 +17,7 @@ struct TrainImagesOptions {
   std::string objective = "shortcut";
   std::string out;   // default out/images/<dataset>-<objective>
   std::string resume;
+  bool allow_config_change = false;  // with resume: other training settings than the checkpoint's
   std::string init;         // weights file or checkpoint folder to start from (fine-tuning)
   std::string data_file;    // safetensors or .npy images [N, H, W, C] instead of --dataset
   std::string labels_file;  // .npy labels [N] for data_file
@@ -116,7 +117,11 @@ int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& com
   tc.max_seconds = o.minutes * 60;
   Trainer<Model, dist::AnyCommunicator> trainer(model, sc, oc, tc, comm);
   if (!o.resume.empty()) {
-    trainer.resume(o.resume);
+    try {
+      trainer.resume(o.resume, ResumeOptions{.allow_config_change = o.allow_config_change});
+    } catch (const ConfigError& e) {  // the settings differ from the checkpoint's: say the flag, not the API
+      throw ConfigError(cat(e.what(), "; here: --allow-config-change"));
+    }
     if (lead) std::printf("resumed from %s at step %lld\n", o.resume.c_str(), (long long)trainer.step());
   }
   if (lead && comm.size() > 1)

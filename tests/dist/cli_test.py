@@ -121,6 +121,18 @@ def main(work, train, mpiexec):
             check(max_diff(weights(last(name), f), weights(half, f)) == 0,
                   f"resumed on {ranks or 1} rank(s) and saved: {f} = the 2-rank checkpoint's, bit for bit")
 
+    # -- another learning rate on resume: refused, naming the field, unless allowed
+    def changed_lr(out, *extra):
+        return run([train, *args(lr="1e-3"), "--steps", "6", "-o", os.path.join(work, out), "--resume", half, *extra])
+
+    rc, text, _ = changed_lr("lr_changed")
+    check(rc not in (0, None) and "adamw.lr" in text and "--allow-config-change" in text,
+          "resume with another --lr is refused, naming adamw.lr and the flag that allows it"
+          + ("" if rc not in (0, None) and "adamw.lr" in text else f"\n      output: {text.strip()[-600:]}"))
+    rc, text, _ = changed_lr("lr_allowed", "--allow-config-change")
+    check(rc == 0 and "at step 3" in text, "... and continued with --allow-config-change"
+          + ("" if rc == 0 else f"\n      output: {text.strip()[-600:]}"))
+
     # -- faults: each ends the whole job quickly with the rank's name
     rc, text, secs = run([*mpiexec, "-n", "2", "sh", "-c",
                           'if [ "${OMPI_COMM_WORLD_RANK:-$PMI_RANK}" = 1 ]; then (sleep 4; kill -9 $$) & fi; exec "$0" "$@"',
