@@ -60,6 +60,17 @@ __global__ void bootstrap_target_kernel(T* target, const T* v1, const T* vc, con
   }
 }
 
+// target = (xp + (1 - tp[r]) v - xt) / (1 - t[r])   (the consistency objectives' target velocity)
+template <class I, class T>
+__global__ void consistency_target_kernel(T* target, const T* xt, const T* xp, const T* v, const T* t, const T* tp,
+                                          I total, int n) {
+  for (I i = I(global_thread()); i < total; i += I(grid_threads())) {
+    const I r = i / I(n);
+    const float end = to_f32(xp[i]) + (1.f - to_f32(tp[r])) * to_f32(v[i]);
+    target[i] = from_f32<T>((end - to_f32(xt[i])) / (1.f - to_f32(t[r])));
+  }
+}
+
 // One block per row: row_loss[r] = mean_j (pred - target)^2 (fp32 sum over the row, a fixed-order
 // block reduction, so the loss is deterministic); grad = grad_scale * 2 (pred - target) / n.
 template <class T>
@@ -109,6 +120,16 @@ void bootstrap_target(T* target, const T* v1, const T* vc, const T* vu, int n_cf
   by_index_width(total, [&](auto i) {
     using I = decltype(i);
     launch("bootstrap_target_kernel", bootstrap_target_kernel<I, T>, blocks_for(total), kThreads, 0, s, target, v1, vc, vu, n_cfg, w, I(total), n, clip);
+  });
+}
+template <class T>
+void consistency_target(T* target, const T* xt, const T* xp, const T* v, const T* t, const T* tp, int rows, int n,
+                        cudaStream_t s) {
+  const size_t total = size_t(rows) * n;
+  if (!total) return;
+  by_index_width(total, [&](auto i) {
+    using I = decltype(i);
+    launch("consistency_target_kernel", consistency_target_kernel<I, T>, blocks_for(total), kThreads, 0, s, target, xt, xp, v, t, tp, I(total), n);
   });
 }
 template <class T>

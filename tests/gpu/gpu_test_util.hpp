@@ -39,8 +39,10 @@ inline Gpu& gpu() {
 template <class Be>
 using Buf = typename Be::template Buffer<typename Be::Scalar>;
 
+// Host doubles to a device buffer of the backend's scalar, and back (named apart from
+// shortcut::upload/download, which keep the element type).
 template <class Be>
-Buf<Be> upload(const Be& be, const std::vector<double>& h) {
+Buf<Be> upload_d(const Be& be, const std::vector<double>& h) {
   using S = typename Be::Scalar;
   std::vector<S> tmp(h.begin(), h.end());
   Buf<Be> b(h.size());
@@ -54,7 +56,7 @@ typename Be::template Buffer<int32_t> upload_ids(const Be& be, const std::vector
   return b;
 }
 template <class Be, class B>
-std::vector<double> download(const Be& be, const B& b) {
+std::vector<double> download_d(const Be& be, const B& b) {
   std::vector<typename B::value_type> tmp(b.size());
   be.to_host(tmp.data(), b.data(), b.size());
   return std::vector<double>(tmp.begin(), tmp.end());

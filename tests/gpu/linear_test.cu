@@ -16,20 +16,20 @@ struct Shape {
 Outputs run_linear(auto& be, const Shape& s, const std::vector<std::vector<double>>& in) {
   const auto &x = in[0], &W = in[1], &b = in[2], &dout = in[3], &din0 = in[4], &dW0 = in[5], &db0 = in[6];
   const int N = s.N, I = s.I, O = s.O;
-  auto dx = upload(be, x), dWt = upload(be, W), dbias = upload(be, b), dg = upload(be, dout);
+  auto dx = upload_d(be, x), dWt = upload_d(be, W), dbias = upload_d(be, b), dg = upload_d(be, dout);
   auto out = poisoned(be, size_t(N) * O), out_nb = poisoned(be, size_t(N) * O);
   be.linear_forward(out.data(), dx.data(), dWt.data(), dbias.data(), N, I, O);
   be.linear_forward(out_nb.data(), dx.data(), dWt.data(), nullptr, N, I, O);
-  auto din = poisoned(be, size_t(N) * I), din_acc = upload(be, din0);
-  auto gW = upload(be, dW0), gb = upload(be, db0);
+  auto din = poisoned(be, size_t(N) * I), din_acc = upload_d(be, din0);
+  auto gW = upload_d(be, dW0), gb = upload_d(be, db0);
   be.linear_backward(din.data(), gW.data(), gb.data(), dg.data(), dx.data(), dWt.data(), N, I, O);
   be.linear_backward(din_acc.data(), nullptr, nullptr, dg.data(), dx.data(), dWt.data(), N, I, O, true);
-  auto gW2 = upload(be, dW0);  // din skipped, no bias
+  auto gW2 = upload_d(be, dW0);  // din skipped, no bias
   be.linear_backward(nullptr, gW2.data(), nullptr, dg.data(), dx.data(), dWt.data(), N, I, O);
-  return Outputs{{"out", download(be, out)},         {"out (no bias)", download(be, out_nb)},
-                 {"din", download(be, din)},         {"din (+=)", download(be, din_acc)},
-                 {"dW (+=)", download(be, gW)},      {"db (+=)", download(be, gb)},
-                 {"dW (+=, no din)", download(be, gW2)}};
+  return Outputs{{"out", download_d(be, out)},         {"out (no bias)", download_d(be, out_nb)},
+                 {"din", download_d(be, din)},         {"din (+=)", download_d(be, din_acc)},
+                 {"dW (+=)", download_d(be, gW)},      {"db (+=)", download_d(be, gb)},
+                 {"dW (+=, no din)", download_d(be, gW2)}};
 }
 
 std::vector<std::vector<double>> random_linear_inputs(const Shape& s) {

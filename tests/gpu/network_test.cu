@@ -29,7 +29,7 @@ template <class Net, class Be>
 Run run_net(Be& be, const Net& net, const Inputs& in) {
   using S = typename Be::Scalar;
   const size_t n = in.x.size();
-  auto P = upload(be, in.P), x = upload(be, in.x), t = upload(be, in.t), k = upload(be, in.k), R = upload(be, in.dout);
+  auto P = upload_d(be, in.P), x = upload_d(be, in.x), t = upload_d(be, in.t), k = upload_d(be, in.k), R = upload_d(be, in.dout);
   auto y = upload_ids(be, in.y);
   auto out = poisoned(be, n), dx = poisoned(be, n);
   Buf<Be> G(in.P.size());
@@ -37,7 +37,7 @@ Run run_net(Be& be, const Net& net, const Inputs& in) {
   typename Net::Context ctx;
   net.forward(ctx, P.data(), x.data(), t.data(), k.data(), y.data(), in.B, out.data());
   net.backward(ctx, P.data(), G.data(), R.data(), dx.data());
-  return {download(be, out), download(be, G), download(be, dx)};
+  return {download_d(be, out), download_d(be, G), download_d(be, dx)};
 }
 
 template <template <class> class Net, class Config>

@@ -47,12 +47,12 @@ void check_attention(const std::string& what, const AttnShape& s, Run&& run) {
                                 (inv_sqrt ? " scale=1/sqrt(hd)" : " scale=1/hd") + " sd=" + std::to_string(int(sd));
       compare_backends(label, [&](auto& be) {
         using S = typename std::decay_t<decltype(be)>::Scalar;
-        auto dq = upload(be, qkv), dg = upload(be, dout);
+        auto dq = upload_d(be, qkv), dg = upload_d(be, dout);
         auto out = poisoned(be, size_t(B) * Tn * D), lse = poisoned(be, size_t(B) * H * Tn);
         auto dqkv = poisoned(be, qkv.size());
         run(be, out.data(), lse.data(), dqkv.data(), dq.data(), dg.data(), B, Tn, H, hd, S(scale));
-        auto g = download(be, dqkv);
-        return Outputs{{"out", download(be, out)}, {"lse", download(be, lse)}, {"dq", part_of(g, D, 0)},
+        auto g = download_d(be, dqkv);
+        return Outputs{{"out", download_d(be, out)}, {"lse", download_d(be, lse)}, {"dq", part_of(g, D, 0)},
                        {"dk", part_of(g, D, 1)},   {"dv", part_of(g, D, 2)}};
       }, kReductionTol);
     }
@@ -86,14 +86,14 @@ void check_ln_modulate(const std::string& what, const AdaShape& s, Run&& run) {
   auto dx0 = testutil::randn(n), dmod0 = testutil::randn(size_t(B) * M);
   for (auto& v : x) v += 0.7;  // rows with a non-zero mean
   compare_backends(ada_label(what, s), [&](auto& be) {
-    auto dx_in = upload(be, x), dm = upload(be, mod), dg = upload(be, dout);
+    auto dx_in = upload_d(be, x), dm = upload_d(be, mod), dg = upload_d(be, dout);
     auto out = poisoned(be, n), mean = poisoned(be, size_t(B) * Tn), rstd = poisoned(be, size_t(B) * Tn);
-    auto dx = upload(be, dx0), gmod = upload(be, dmod0);  // both accumulate
+    auto dx = upload_d(be, dx0), gmod = upload_d(be, dmod0);  // both accumulate
     run(be, out.data(), mean.data(), rstd.data(), dx.data(), gmod.data(), dx_in.data(), dm.data(), dg.data(), M, B,
         Tn, D);
-    return Outputs{{"out", download(be, out)},   {"mean", download(be, mean)},
-                   {"rstd", download(be, rstd)}, {"dx (+=)", download(be, dx)},
-                   {"dshift, dscale (+=)", download(be, gmod)}};
+    return Outputs{{"out", download_d(be, out)},   {"mean", download_d(be, mean)},
+                   {"rstd", download_d(be, rstd)}, {"dx (+=)", download_d(be, dx)},
+                   {"dshift, dscale (+=)", download_d(be, gmod)}};
   }, kReductionTol);
 }
 
@@ -113,10 +113,10 @@ void check_gated_residual(const std::string& what, const AdaShape& s, Run&& run)
   auto dxo = testutil::randn(n), dmod0 = testutil::randn(size_t(B) * M);
   const int g = M >= 3 * D ? 2 * D : D;  // the gate's offset in a modulation row
   compare_backends(ada_label(what, s), [&](auto& be) {
-    auto dx = upload(be, x), dy_in = upload(be, y), dm = upload(be, mod), dg = upload(be, dxo);
-    auto dy = poisoned(be, n), gmod = upload(be, dmod0);
+    auto dx = upload_d(be, x), dy_in = upload_d(be, y), dm = upload_d(be, mod), dg = upload_d(be, dxo);
+    auto dy = poisoned(be, n), gmod = upload_d(be, dmod0);
     run(be, dx.data(), dy.data(), gmod.data() + g, dg.data(), dm.data() + g, dy_in.data(), M, B, Tn, D);
-    return Outputs{{"x (+=)", download(be, dx)}, {"dy", download(be, dy)}, {"dgate (+=)", download(be, gmod)}};
+    return Outputs{{"x (+=)", download_d(be, dx)}, {"dy", download_d(be, dy)}, {"dgate (+=)", download_d(be, gmod)}};
   }, kReductionTol);
 }
 

@@ -10,16 +10,16 @@ TEST_CASE("GELU and SiLU forward/backward match the CPU backend", "[ops][element
   for (size_t n : {size_t(1), size_t(1000), size_t(1 << 20) + 3}) {
     auto x = randn(n, 3.0), g = randn(n);
     compare_backends("activations n=" + std::to_string(n), [&](auto& be) {
-      auto dx = upload(be, x), dg = upload(be, g);
+      auto dx = upload_d(be, x), dg = upload_d(be, g);
       auto gf = poisoned(be, n), gb = poisoned(be, n), sf = poisoned(be, n), sb = poisoned(be, n);
       be.gelu_forward(gf.data(), dx.data(), n);
       be.gelu_backward(gb.data(), dg.data(), dx.data(), n);
       be.silu_forward(sf.data(), dx.data(), n);
       be.silu_backward(sb.data(), dg.data(), dx.data(), n);
-      auto inplace = upload(be, g);  // the networks call gelu_backward(d, d, x)
+      auto inplace = upload_d(be, g);  // the networks call gelu_backward(d, d, x)
       be.gelu_backward(inplace.data(), inplace.data(), dx.data(), n);
-      return Outputs{{"gelu", download(be, gf)}, {"gelu'", download(be, gb)}, {"silu", download(be, sf)},
-                     {"silu'", download(be, sb)}, {"gelu' in place", download(be, inplace)}};
+      return Outputs{{"gelu", download_d(be, gf)}, {"gelu'", download_d(be, gb)}, {"silu", download_d(be, sf)},
+                     {"silu'", download_d(be, sb)}, {"gelu' in place", download_d(be, inplace)}};
     }, kElementwiseTol);
   }
 }
@@ -31,18 +31,18 @@ TEST_CASE("add, axpy, add_rows, cfg_combine and fill match the CPU backend", "[o
   const double a = testutil::randn(1)[0], w = 1.0 + std::abs(testutil::randn(1)[0]);
   compare_backends("elementwise", [&](auto& be) {
     using S = typename std::decay_t<decltype(be)>::Scalar;
-    auto dy = upload(be, y), dx = upload(be, x), dr = upload(be, row);
+    auto dy = upload_d(be, y), dx = upload_d(be, x), dr = upload_d(be, row);
     be.add_inplace(dy.data(), dx.data(), n);
-    auto da = upload(be, y);
+    auto da = upload_d(be, y);
     be.axpy(da.data(), S(a), dx.data(), n);
-    auto db = upload(be, x);
+    auto db = upload_d(be, x);
     be.add_rows(db.data(), dr.data(), B, R);
     auto dc = poisoned(be, n);
     be.cfg_combine(dc.data(), dx.data(), da.data(), S(w), n);
     auto df = poisoned(be, n);
     be.fill(df.data(), S(a), n);
-    return Outputs{{"add_inplace", download(be, dy)}, {"axpy", download(be, da)}, {"add_rows", download(be, db)},
-                   {"cfg_combine", download(be, dc)}, {"fill", download(be, df)}};
+    return Outputs{{"add_inplace", download_d(be, dy)}, {"axpy", download_d(be, da)}, {"add_rows", download_d(be, db)},
+                   {"cfg_combine", download_d(be, dc)}, {"fill", download_d(be, df)}};
   }, kElementwiseTol);
 }
 
@@ -55,20 +55,20 @@ TEST_CASE("timestep embedding and label embedding match the CPU backend", "[ops]
   auto table = randn(size_t(rows) * D), dout = randn(size_t(B) * D), dtable0 = randn(size_t(rows) * D);
   for (int dim : {256, 10}) {
     compare_backends("timestep embedding dim=" + std::to_string(dim), [&](auto& be) {
-      auto dt = upload(be, t), dk = upload(be, k);
+      auto dt = upload_d(be, t), dk = upload_d(be, k);
       auto et = poisoned(be, size_t(B) * dim), ek = poisoned(be, size_t(B) * dim);
       be.timestep_embedding(et.data(), dt.data(), B, dim);
       be.timestep_embedding(ek.data(), dk.data(), B, dim);
-      return Outputs{{"of t", download(be, et)}, {"of k", download(be, ek)}};
+      return Outputs{{"of t", download_d(be, et)}, {"of k", download_d(be, ek)}};
     }, kElementwiseTol);
   }
   compare_backends("label embedding", [&](auto& be) {
-    auto dtab = upload(be, table), dg = upload(be, dout), dT = upload(be, dtable0);
+    auto dtab = upload_d(be, table), dg = upload_d(be, dout), dT = upload_d(be, dtable0);
     auto dids = upload_ids(be, ids);
     auto out = poisoned(be, size_t(B) * D);
     be.embedding_forward(out.data(), dtab.data(), dids.data(), B, D);
     be.embedding_backward(dT.data(), dg.data(), dids.data(), B, D);  // += onto random values
-    return Outputs{{"forward", download(be, out)}, {"backward (+=)", download(be, dT)}};
+    return Outputs{{"forward", download_d(be, out)}, {"backward (+=)", download_d(be, dT)}};
   }, kElementwiseTol);
 }
 
@@ -83,11 +83,11 @@ TEST_CASE("patch gather and scatter match the CPU backend in both orders", "[ops
                           std::to_string(g.C) + " p=" + std::to_string(g.p) +
                           (order == PatchOrder::ChannelMajor ? " channel-major" : " channel-minor");
       compare_backends(label, [&](auto& be) {
-        auto di = upload(be, img), dt = upload(be, tok);
+        auto di = upload_d(be, img), dt = upload_d(be, tok);
         auto gathered = poisoned(be, n_tok), scattered = poisoned(be, n_img);  // H=10, p=4: borders stay NaN
         be.patch_gather(gathered.data(), di.data(), g.B, g.H, g.W, g.C, g.p, order);
         be.patch_scatter(scattered.data(), dt.data(), g.B, g.H, g.W, g.C, g.p, order);
-        return Outputs{{"gather", download(be, gathered)}, {"scatter", download(be, scattered)}};
+        return Outputs{{"gather", download_d(be, gathered)}, {"scatter", download_d(be, scattered)}};
       }, kElementwiseTol);
     }
   }
@@ -99,7 +99,7 @@ TEST_CASE("normal() draws the CPU backend's numbers", "[ops][targets]") {
     compare_backends("normal n=" + std::to_string(n), [&](auto& be) {
       auto x = poisoned(be, n);
       be.normal(x.data(), n, seed, stream);
-      return Outputs{{"x0", download(be, x)}};
+      return Outputs{{"x0", download_d(be, x)}};
     }, kElementwiseTol);
   }
   // a data-parallel rank draws numbers [first, first + n) of the stream: the tail of the whole draw
@@ -107,7 +107,7 @@ TEST_CASE("normal() draws the CPU backend's numbers", "[ops][targets]") {
   compare_backends("normal first=517", [&](auto& be) {
     auto x = poisoned(be, n);
     be.normal(x.data(), n, seed, stream, first);
-    return Outputs{{"x0", download(be, x)}};
+    return Outputs{{"x0", download_d(be, x)}};
   }, kElementwiseTol);
 }
 
@@ -120,35 +120,46 @@ TEST_CASE("flow rows, bootstrap steps and MSE loss match the CPU backend", "[ops
   auto vc = randn(total, 3.0), vu = randn(total, 3.0), vc2 = randn(total, 3.0), vu2 = randn(total, 3.0);
   const double w = 1.5, clip = 4.0;
   compare_backends("flow_rows", [&](auto& be) {
-    auto d1 = upload(be, x1), d0 = upload(be, x0), dt = upload(be, t);
+    auto d1 = upload_d(be, x1), d0 = upload_d(be, x0), dt = upload_d(be, t);
     auto xt = poisoned(be, total), tg = poisoned(be, total), xt2 = poisoned(be, total);
     be.flow_rows(xt.data(), tg.data(), d1.data(), d0.data(), dt.data(), rows, n);
     be.flow_rows(xt2.data(), nullptr, d1.data(), d0.data(), dt.data(), rows, n);
-    return Outputs{{"xt", download(be, xt)}, {"target", download(be, tg)}, {"xt (no target)", download(be, xt2)}};
+    return Outputs{{"xt", download_d(be, xt)}, {"target", download_d(be, tg)}, {"xt (no target)", download_d(be, xt2)}};
   }, kElementwiseTol);
   for (int n_cfg : {0, 5}) {
     compare_backends("bootstrap n_cfg=" + std::to_string(n_cfg), [&](auto& be) {
       using S = typename std::decay_t<decltype(be)>::Scalar;
-      auto dx = upload(be, x), dh = upload(be, hd);
-      auto dc = upload(be, vc), du = upload(be, vu), dc2 = upload(be, vc2), du2 = upload(be, vu2);
+      auto dx = upload_d(be, x), dh = upload_d(be, hd);
+      auto dc = upload_d(be, vc), du = upload_d(be, vu), dc2 = upload_d(be, vc2), du2 = upload_d(be, vu2);
       // unguided (n_cfg = 0): vu is never read, so it may be null
       const S* u = n_cfg ? du.data() : nullptr;
       const S* u2 = n_cfg ? du2.data() : nullptr;
       auto x2 = poisoned(be, total), v1 = poisoned(be, total), tg = poisoned(be, total);
       be.bootstrap_half_step(x2.data(), v1.data(), dx.data(), dc.data(), u, n_cfg, S(w), dh.data(), rows, n, S(clip));
       be.bootstrap_target(tg.data(), v1.data(), dc2.data(), u2, n_cfg, S(w), rows, n, S(clip));
-      return Outputs{{"x2", download(be, x2)}, {"v1", download(be, v1)}, {"target", download(be, tg)}};
+      return Outputs{{"x2", download_d(be, x2)}, {"v1", download_d(be, v1)}, {"target", download_d(be, tg)}};
     }, kElementwiseTol);
   }
+  // t up to 1 - 1/128 (the grid's last point), tp = t + d up to 1: the division by 1 - t is the
+  // largest (128x) amplification of the inputs' rounding the op sees in training
+  auto tc = uniform(rows, 0.0, 127.0 / 128), xp = randn(total, 2.0), vp = randn(total, 3.0);
+  std::vector<double> tp(tc);
+  for (auto& v : tp) v = std::min(1.0, v + 1.0 / 64);
+  compare_backends("consistency_target", [&](auto& be) {
+    auto dxt = upload_d(be, x), dxp = upload_d(be, xp), dv = upload_d(be, vp), dt = upload_d(be, tc), dtp = upload_d(be, tp);
+    auto tg = poisoned(be, total);
+    be.consistency_target(tg.data(), dxt.data(), dxp.data(), dv.data(), dt.data(), dtp.data(), rows, n);
+    return Outputs{{"target", download_d(be, tg)}};
+  }, kElementwiseTol);
   auto pred = randn(size_t(9) * 300), target = randn(size_t(9) * 300);
   compare_backends("mse_loss", [&](auto& be) {
     using S = typename std::decay_t<decltype(be)>::Scalar;
-    auto dp = upload(be, pred), dt = upload(be, target);
+    auto dp = upload_d(be, pred), dt = upload_d(be, target);
     auto grad = poisoned(be, pred.size()), rl = poisoned(be, 9), rl2 = poisoned(be, 9);
     be.mse_loss(grad.data(), rl.data(), dp.data(), dt.data(), 9, 300, S(1.0 / 9));
     be.mse_loss(nullptr, rl2.data(), dp.data(), dt.data(), 9, 300, S(1.0 / 9));
-    return Outputs{{"grad", download(be, grad)}, {"row loss", download(be, rl)},
-                   {"row loss (no grad)", download(be, rl2)}};
+    return Outputs{{"grad", download_d(be, grad)}, {"row loss", download_d(be, rl)},
+                   {"row loss (no grad)", download_d(be, rl2)}};
   }, kReductionTol);
 }
 
@@ -158,15 +169,15 @@ TEST_CASE("AdamW and EMA match the CPU backend", "[ops][optimizer]") {
   for (int64_t step : {int64_t(1), int64_t(3), int64_t(1000)}) {
     compare_backends("adamw step=" + std::to_string(step), [&](auto& be) {
       using S = typename std::decay_t<decltype(be)>::Scalar;
-      auto dp = upload(be, p), dg = upload(be, g), dm = upload(be, m), dv = upload(be, v);
+      auto dp = upload_d(be, p), dg = upload_d(be, g), dm = upload_d(be, m), dv = upload_d(be, v);
       be.adamw_step(dp.data(), dg.data(), dm.data(), dv.data(), n, S(1e-3), S(0.9), S(0.999), S(1e-8), S(0.1), step);
-      return Outputs{{"p", download(be, dp)}, {"m", download(be, dm)}, {"v", download(be, dv)}};
+      return Outputs{{"p", download_d(be, dp)}, {"m", download_d(be, dm)}, {"v", download_d(be, dv)}};
     }, kElementwiseTol);
   }
   compare_backends("ema", [&](auto& be) {
     using S = typename std::decay_t<decltype(be)>::Scalar;
-    auto de = upload(be, m), dp = upload(be, p);
+    auto de = upload_d(be, m), dp = upload_d(be, p);
     be.ema_update(de.data(), dp.data(), S(0.999), n);
-    return Outputs{{"ema", download(be, de)}};
+    return Outputs{{"ema", download_d(be, de)}};
   }, kElementwiseTol);
 }

@@ -27,7 +27,7 @@ StepRun run_training(Be& be, const nn::DiTConfig& c, const std::vector<double>& 
   AdamW opt;
   EmaTracker ema;
   Rng rng(1234);
-  auto dx1 = upload(be, x1);
+  auto dx1 = upload_d(be, x1);
   StepRun r;
   for (int s = 0; s < steps; ++s) {
     m.arena().zero_grad();

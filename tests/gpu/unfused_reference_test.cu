@@ -87,8 +87,8 @@ TEST_CASE("unfused bootstrap half step and target match the CPU backend", "[unfu
   for (int n_cfg : {0, 5, rows}) {
     compare_backends("unfused bootstrap n_cfg=" + std::to_string(n_cfg), [&](auto& be) {
       using S = typename std::decay_t<decltype(be)>::Scalar;
-      auto dx = upload(be, x), dh = upload(be, hd);
-      auto dc = upload(be, vc), du = upload(be, vu), dc2 = upload(be, vc2), du2 = upload(be, vu2);
+      auto dx = upload_d(be, x), dh = upload_d(be, hd);
+      auto dc = upload_d(be, vc), du = upload_d(be, vu), dc2 = upload_d(be, vc2), du2 = upload_d(be, vu2);
       const S* u = n_cfg ? du.data() : nullptr;  // unguided: vu is never read
       const S* u2 = n_cfg ? du2.data() : nullptr;
       auto x2 = poisoned(be, total), v1 = poisoned(be, total), tg = poisoned(be, total);
@@ -102,7 +102,7 @@ TEST_CASE("unfused bootstrap half step and target match the CPU backend", "[unfu
                                S(clip));
         be.bootstrap_target(tg.data(), v1.data(), dc2.data(), u2, n_cfg, S(w), rows, n, S(clip));
       }
-      return Outputs{{"x2", download(be, x2)}, {"v1", download(be, v1)}, {"target", download(be, tg)}};
+      return Outputs{{"x2", download_d(be, x2)}, {"v1", download_d(be, v1)}, {"target", download_d(be, tg)}};
     }, kElementwiseTol);
   }
 }
@@ -121,7 +121,7 @@ void check_optimizer(const std::string& label, const std::vector<uf::Span>& span
   for (int64_t step : steps) {
     compare_backends(label + " adamw step=" + std::to_string(step), [&](auto& be) {
       using S = typename std::decay_t<decltype(be)>::Scalar;
-      auto dp = upload(be, p), dg = upload(be, g), dm = upload(be, m), dv = upload(be, v);
+      auto dp = upload_d(be, p), dg = upload_d(be, g), dm = upload_d(be, m), dv = upload_d(be, v);
       if constexpr (is_gpu<decltype(be)>) {
         uf::adamw_step(be.stream(), dp.data(), dg.data(), dm.data(), dv.data(), spans, S(1e-3), S(0.9), S(0.999),
                        S(1e-8), S(0.1), step);
@@ -129,19 +129,19 @@ void check_optimizer(const std::string& label, const std::vector<uf::Span>& span
       } else {
         be.adamw_step(dp.data(), dg.data(), dm.data(), dv.data(), n, S(1e-3), S(0.9), S(0.999), S(1e-8), S(0.1), step);
       }
-      return Outputs{{"p", download(be, dp)}, {"m", download(be, dm)}, {"v", download(be, dv)}};
+      return Outputs{{"p", download_d(be, dp)}, {"m", download_d(be, dm)}, {"v", download_d(be, dv)}};
     }, kElementwiseTol);
   }
   compare_backends(label + " ema", [&](auto& be) {
     using S = typename std::decay_t<decltype(be)>::Scalar;
-    auto de = upload(be, e), dp = upload(be, p);
+    auto de = upload_d(be, e), dp = upload_d(be, p);
     if constexpr (is_gpu<decltype(be)>) {
       uf::ema_update(be.stream(), de.data(), dp.data(), S(0.999), spans);
       be.synchronize();
     } else {
       be.ema_update(de.data(), dp.data(), S(0.999), n);
     }
-    return Outputs{{"ema", download(be, de)}};
+    return Outputs{{"ema", download_d(be, de)}};
   }, kElementwiseTol);
 }
 

@@ -130,7 +130,8 @@ concept BackendEmbeddingOps = requires {
   static_cast<detail::Op<Be, T*, const T*, int, int, int, int, int, PatchOrder>>(&Be::patch_scatter);
 };
 
-// The training targets of the method: noise, flow rows, bootstrap half step and target, guidance, MSE.
+// The training targets: noise, flow rows, bootstrap half step and target, the consistency objectives'
+// target, guidance, MSE.
 template <class Be, class T>
 concept BackendTargetOps = requires {
   static_cast<detail::Op<Be, T*, size_t, uint64_t, uint64_t, uint64_t>>(&Be::normal);
@@ -138,6 +139,7 @@ concept BackendTargetOps = requires {
   static_cast<detail::Op<Be, T*, T*, const T*, const T*, const T*, int, T, const T*, int, int, T>>(
       &Be::bootstrap_half_step);
   static_cast<detail::Op<Be, T*, const T*, const T*, const T*, int, T, int, int, T>>(&Be::bootstrap_target);
+  static_cast<detail::Op<Be, T*, const T*, const T*, const T*, const T*, const T*, int, int>>(&Be::consistency_target);
   static_cast<detail::Op<Be, T*, const T*, const T*, T, size_t>>(&Be::cfg_combine);
   static_cast<detail::Op<Be, T*, T*, const T*, const T*, int, int, T>>(&Be::mse_loss);
 };

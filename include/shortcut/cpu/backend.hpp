@@ -319,6 +319,16 @@ class Backend {
         target[i] = std::clamp((v1[i] + v2) * T(0.5), -clip, clip);
       }
   }
+  // target = (xp + (1 - tp[r]) v - xt) / (1 - t[r]): the velocity from x_t at t to the endpoint that
+  // the model predicts from the later point xp at tp (the consistency objectives, DESIGN.md §7)
+  void consistency_target(T* target, const T* xt, const T* xp, const T* v, const T* t, const T* tp, int rows,
+                          int n) const {
+    for (int r = 0; r < rows; ++r)
+      for (int j = 0; j < n; ++j) {
+        size_t i = size_t(r) * n + j;
+        target[i] = (xp[i] + (T(1) - tp[r]) * v[i] - xt[i]) / (T(1) - t[r]);
+      }
+  }
   // out = vu + w (vc - vu)
   void cfg_combine(T* out, const T* vc, const T* vu, T w, size_t n) const {
     for (size_t i = 0; i < n; ++i) out[i] = vu[i] + w * (vc[i] - vu[i]);

@@ -196,6 +196,10 @@ class Backend {
                         T clip) const {
     kernels::bootstrap_target(target, v1, vc, vu, n_cfg, w, rows, n, clip, stream_);
   }
+  void consistency_target(T* target, const T* xt, const T* xp, const T* v, const T* t, const T* tp, int rows,
+                          int n) const {
+    kernels::consistency_target(target, xt, xp, v, t, tp, rows, n, stream_);
+  }
   void cfg_combine(T* out, const T* vc, const T* vu, T w, size_t n) const {
     kernels::cfg_combine(out, vc, vu, w, n, stream_);
   }

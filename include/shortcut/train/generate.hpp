@@ -41,11 +41,11 @@ std::vector<typename Model::T> generate(Model& m, S& sampler, const std::vector<
     const int64_t c = std::min<int64_t>(chunk, N - first);
     std::vector<T> x0 = noise ? std::vector<T>(noise->begin() + first * n, noise->begin() + (first + c) * n)
                               : sample_noise<T>(n, first, c, seed, stream);
-    nn::ensure(dx, x0.size());  // grows only: the last, shorter chunk uses the front
+    nn::ensure(dx, x0.size());
     nn::ensure(dy, size_t(c));
     be.to_device(dx.data(), x0.data(), x0.size());
     be.to_device(dy.data(), labels.data() + first, size_t(c));
-    sampler.sample(m, DeviceSpan<T, Be>(dx).first(x0.size()), DeviceSpan<const int32_t, Be>(dy).first(size_t(c)), s);
+    sampler.sample(m, dx, dy, s);
     be.to_host(out.data() + first * n, dx.data(), x0.size());
     if (bar) bar->update(first + c);
   }

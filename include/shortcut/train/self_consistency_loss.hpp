@@ -11,6 +11,7 @@
 
 #include "shortcut/core/batch_slice.hpp"
 #include "shortcut/core/rng.hpp"
+#include "shortcut/train/objective.hpp"
 #include "shortcut/train/shortcut_config.hpp"
 #include "shortcut/train/shortcut_model.hpp"
 
@@ -88,44 +89,39 @@ class SelfConsistencyLoss {
   using IBuf = typename Backend::template Buffer<int32_t>;
   using DSpan = DeviceSpan<const T, Backend>;  // training data x1 [rows, sample]
 
-  struct Result {
-    double loss = 0, flow_loss = 0, bootstrap_loss = 0;  // means over the batch's (bootstrap, flow) rows
-    // Sums of row losses over the rows computed here; the sums of all ranks make the batch's sums.
-    double loss_sum = 0, flow_sum = 0, bootstrap_sum = 0;
-    int batch = 0, bootstrap_rows = 0;  // the whole batch's rows and bootstrap rows
-    // The means from the sums (after the sums were added up over the ranks).
-    void set_means() {
-      loss = loss_sum / batch;
-      bootstrap_loss = bootstrap_rows ? bootstrap_sum / bootstrap_rows : 0;
-      flow_loss = batch > bootstrap_rows ? flow_sum / (batch - bootstrap_rows) : 0;
-    }
-  };
+  using Result = LossResult;
 
   explicit SelfConsistencyLoss(const ShortcutConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
   const ShortcutConfig& config() const { return cfg_; }
   const BatchPlan& plan() const { return plan_; }
   // Device buffers of the last built batch: inputs [B, n] and targets [B, n].
-  const T* inputs() const { return xt_.data(); }
-  const T* targets() const { return target_.data(); }
+  const T* inputs() const { return rows_.xt(); }
+  const T* targets() const { return rows_.target(); }
+
+  // The TrainingObjective interface (train/objective.hpp); its settings are the ShortcutConfig.
+  std::string name() const { return cfg_.objective == Objective::FlowMatching ? "flow_matching" : "shortcut"; }
+  nlohmann::json to_json() const { return cfg_.to_json(); }
+  const ShortcutConfig& sampling() const { return cfg_; }
+  void validate(int B) const { cfg_.validate(B); }
+  int bootstrap_rows(int B) const { return cfg_.bootstrap_rows(B); }
+  void set_progress(const TrainingProgress&) {}  // the same targets all run long
 
   // Builds the training rows of slice s from its data x1 (device [s.rows(), n]) and labels y (host
   // [s.rows()]: the batch plan is drawn on the host).
   void build(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    s.check();
-    check_size("training data x1", x1.size(), size_t(s.rows()) * size_t(n));
-    check_size("training labels y", y.size(), size_t(s.rows()));
+    check_step_inputs(s, x1, y, n);
     plan_ = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
     const int B = plan_.B;
     const size_t N = size_t(B) * n;
-    nn::ensure(x0_, N); nn::ensure(xt_, N); nn::ensure(target_, N);
-    upload(be, t_, to_t(plan_.t)); upload(be, k_, to_t(plan_.k)); upload(be, y_, plan_.y);
+    nn::ensure(x0_, N);
+    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
     // the slice's rows of the batch's noise: its bootstrap rows, then its other rows
     const size_t nb = size_t(s.boot_rows()) * n;
     be.normal(x0_.data(), nb, rng.seed(), plan_.noise_stream, uint64_t(s.boot_begin) * uint64_t(n));
     be.normal(x0_.data() + nb, N - nb, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
-    be.flow_rows(xt_.data(), target_.data(), x1.data(), x0_.data(), t_.data(), B, int(n));
+    be.flow_rows(rows_.xt(), rows_.target(), x1.data(), x0_.data(), rows_.t(), B, int(n));
     if (plan_.Bb > 0) bootstrap_targets(m);
   }
   // The whole batch: y.size() rows.
@@ -135,24 +131,7 @@ class SelfConsistencyLoss {
   // the mean over the whole batch, so the gradients of all slices add up to the batch's gradient.
   Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     build(m, x1, y, s, rng);
-    Backend& be = m.backend();
-    const int n = int(m.sample_size()), B = plan_.B;
-    nn::ensure(grad_, size_t(B) * n);
-    nn::ensure(row_loss_, size_t(B));
-    const T* pred = m.forward(xt_.data(), t_.data(), k_.data(), y_.data(), B);
-    be.mse_loss(grad_.data(), row_loss_.data(), pred, target_.data(), B, n, T(1) / T(s.batch));
-    m.backward(grad_.data());
-    std::vector<T> rl(B);
-    be.to_host(rl.data(), row_loss_.data(), size_t(B));
-    Result r;
-    for (int i = 0; i < B; ++i) {
-      r.loss_sum += rl[i];
-      (i < plan_.Bb ? r.bootstrap_sum : r.flow_sum) += rl[i];
-    }
-    r.batch = s.batch;
-    r.bootstrap_rows = cfg_.bootstrap_rows(s.batch);
-    r.set_means();
-    return r;
+    return rows_.regress(m, plan_.B, plan_.Bb, s.batch, cfg_.bootstrap_rows(s.batch));
   }
   // The whole batch: y.size() rows.
   Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, Rng& rng) { return step(m, x1, y, whole(y), rng); }
@@ -164,8 +143,7 @@ class SelfConsistencyLoss {
   }
   template <class U>
   static void upload(Backend& be, typename Backend::template Buffer<U>& dst, const std::vector<U>& src) {
-    nn::ensure(dst, src.size());
-    be.to_device(dst.data(), src.data(), src.size());
+    RegressionRows<Model>::put(be, dst, src);
   }
 
   // v1 = s(x_t, t, k_b+1); x2 = clip(x_t + d/2 v1); v2 = s(x2, t + d/2, k_b+1); target = clip((v1+v2)/2),
@@ -194,20 +172,21 @@ class SelfConsistencyLoss {
       m.net().forward(m.eval_context(), W, qx_.data(), qt_.data(), qk_.data(), qy_.data(), Q, qv_.data());
     };
     const T w = T(cfg_.cfg_scale), clip = T(cfg_.target_clip);
-    query(xt_.data());
-    be.bootstrap_half_step(x2_.data(), v1_.data(), xt_.data(), qv_.data(), qv_.data() + rows_n, nc, w, hd_.data(), Bb,
+    query(rows_.xt());
+    be.bootstrap_half_step(x2_.data(), v1_.data(), rows_.xt(), qv_.data(), qv_.data() + rows_n, nc, w, hd_.data(), Bb,
                            int(n), clip);
     for (int r = 0; r < Q; ++r) qt[r] += plan_.half_d[r < Bb ? r : r - Bb];
     upload(be, qt_, to_t(qt));
     query(x2_.data());
-    be.bootstrap_target(target_.data(), v1_.data(), qv_.data(), qv_.data() + rows_n, nc, w, Bb, int(n), clip);
+    be.bootstrap_target(rows_.target(), v1_.data(), qv_.data(), qv_.data() + rows_n, nc, w, Bb, int(n), clip);
   }
   static std::vector<T> to_t(const std::vector<float>& v) { return std::vector<T>(v.begin(), v.end()); }
 
   ShortcutConfig cfg_;
   BatchPlan plan_;
-  Buf x0_, xt_, target_, t_, k_, grad_, row_loss_, qx_, qv_, qt_, qk_, hd_, x2_, v1_;
-  IBuf y_, qy_;
+  RegressionRows<Model> rows_;
+  Buf x0_, qx_, qv_, qt_, qk_, hd_, x2_, v1_;
+  IBuf qy_;
 };
 
 }  // namespace shortcut

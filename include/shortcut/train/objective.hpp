@@ -1,0 +1,137 @@
+// Training objectives as an extension point: what the rows of a batch are queried with and trained
+// towards. SelfConsistencyLoss (shortcut and flow matching) and the baselines of DESIGN.md §7 each
+// satisfy TrainingObjective; Trainer, the checkpoints' metadata and the sampler are generic over it.
+//
+// An objective builds its rows on the device from this rank's data rows x1 and host labels y, drawing
+// every random choice from the Rng it is given (so that N ranks and resume reproduce one process),
+// computes its targets without gradient, and regresses the model's training forward on them. The
+// sampler needs one fact about it: whether the network was trained to read the step size d (then N
+// steps query k = log2 N) or not (then every query uses k = L, as flow matching): sampling() says so
+// as the ShortcutConfig the sampler and load_generator already read.
+#pragma once
+#include <concepts>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "shortcut/core/batch_slice.hpp"
+#include "shortcut/core/concepts.hpp"
+#include "shortcut/core/rng.hpp"
+#include "shortcut/core/span.hpp"
+#include "shortcut/nn/linear.hpp"
+#include "shortcut/train/shortcut_config.hpp"
+
+namespace shortcut {
+
+// One step's loss. "Bootstrap" rows are the rows whose targets cost network queries (the shortcut
+// model's bootstrap rows, live reflow's reflow rows); a data-parallel run spreads them over the ranks.
+struct LossResult {
+  double loss = 0, flow_loss = 0, bootstrap_loss = 0;  // means over the batch's (bootstrap, other) rows
+  // Sums of row losses over the rows computed here; the sums of all ranks make the batch's sums.
+  double loss_sum = 0, flow_sum = 0, bootstrap_sum = 0;
+  int batch = 0, bootstrap_rows = 0;  // the whole batch's rows and bootstrap rows
+  // The means from the sums (after the sums were added up over the ranks).
+  void set_means() {
+    loss = loss_sum / batch;
+    bootstrap_loss = bootstrap_rows ? bootstrap_sum / bootstrap_rows : 0;
+    flow_loss = batch > bootstrap_rows ? flow_sum / (batch - bootstrap_rows) : 0;
+  }
+};
+
+// Where the run is: objectives whose targets change over training (stages, a shrinking gap) read it.
+struct TrainingProgress {
+  int64_t step = 0;   // the optimizer steps done before the one being taken
+  int64_t total = 0;  // the planned total (TrainerConfig::steps)
+};
+
+// What Trainer calls on an objective for a model:
+//   name(), to_json()        how it is named and configured (checkpoint metadata; resume compares it)
+//   sampling()               the ShortcutConfig the sampler reads (objective Shortcut: k = log2 N;
+//                            FlowMatching: k = L) with M
+//   validate(B), bootstrap_rows(B)   a batch of B rows is possible; how many rows cost queries
+//   set_progress(p)          before every step
+//   step(m, x1, y, slice, rng) -> LossResult   build, forward, loss / slice.batch, backward (+= grads)
+template <class O, class Model>
+concept TrainingObjective =
+    VelocityModel<Model> &&
+    requires(O& o, const O& co, Model& m, DeviceSpan<const typename Model::T, typename Model::Backend> x1,
+             HostSpan<const int32_t> y, BatchSlice s, Rng& rng, int B, TrainingProgress p) {
+      { co.name() } -> std::convertible_to<std::string>;
+      { co.to_json() } -> std::convertible_to<nlohmann::json>;
+      { co.sampling() } -> std::convertible_to<ShortcutConfig>;
+      co.validate(B);
+      { co.bootstrap_rows(B) } -> std::convertible_to<int>;
+      o.set_progress(p);
+      { o.step(m, x1, y, s, rng) } -> std::same_as<LossResult>;
+    };
+
+// The rows every objective regresses, and the regression: inputs x_t [B, n], targets [B, n] and the
+// queries (t, k, y) [B] on the device; regress() runs the training forward, the MSE against the
+// targets scaled by 1 / batch (so that the slices of all ranks add up to the batch's mean), the
+// backward into the arena, and the loss sums split at the first `boot` rows.
+template <VelocityModel Model>
+class RegressionRows {
+ public:
+  using Backend = typename Model::Backend;
+  using T = typename Model::T;
+
+  // Sizes the buffers for B rows and uploads the queries (host t, k as float, labels).
+  void prepare(Model& m, const std::vector<float>& t, const std::vector<float>& k, const std::vector<int32_t>& y) {
+    Backend& be = m.backend();
+    const size_t B = y.size(), N = B * size_t(m.sample_size());
+    nn::ensure(xt_, N);
+    nn::ensure(target_, N);
+    put(be, t_, std::vector<T>(t.begin(), t.end()));
+    put(be, k_, std::vector<T>(k.begin(), k.end()));
+    put(be, y_, y);
+  }
+  T* xt() { return xt_.data(); }
+  T* target() { return target_.data(); }
+  const T* xt() const { return xt_.data(); }
+  const T* target() const { return target_.data(); }
+  const T* t() const { return t_.data(); }
+  const T* k() const { return k_.data(); }
+  const int32_t* y() const { return y_.data(); }
+
+  // rows local rows, `boot` of them first bootstrap rows; batch / boot_global: the whole batch's.
+  LossResult regress(Model& m, int rows, int boot, int batch, int boot_global) {
+    Backend& be = m.backend();
+    const int n = int(m.sample_size());
+    nn::ensure(grad_, size_t(rows) * n);
+    nn::ensure(row_loss_, size_t(rows));
+    const T* pred = m.forward(xt_.data(), t_.data(), k_.data(), y_.data(), rows);
+    be.mse_loss(grad_.data(), row_loss_.data(), pred, target_.data(), rows, n, T(1) / T(batch));
+    m.backward(grad_.data());
+    std::vector<T> rl(static_cast<size_t>(rows));
+    be.to_host(rl.data(), row_loss_.data(), size_t(rows));
+    LossResult r;
+    for (int i = 0; i < rows; ++i) {
+      r.loss_sum += rl[i];
+      (i < boot ? r.bootstrap_sum : r.flow_sum) += rl[i];
+    }
+    r.batch = batch;
+    r.bootstrap_rows = boot_global;
+    r.set_means();
+    return r;
+  }
+
+  template <class U>
+  static void put(Backend& be, typename Backend::template Buffer<U>& dst, const std::vector<U>& src) {
+    nn::ensure(dst, src.size());
+    be.to_device(dst.data(), src.data(), src.size());
+  }
+
+ private:
+  typename Backend::template Buffer<T> xt_, target_, t_, k_, grad_, row_loss_;
+  typename Backend::template Buffer<int32_t> y_;
+};
+
+// The checks every objective's step makes on its inputs: the slice, the data's and labels' sizes.
+template <class T, class Be>
+void check_step_inputs(const BatchSlice& s, DeviceSpan<const T, Be> x1, HostSpan<const int32_t> y, int64_t n) {
+  s.check();
+  check_size("training data x1", x1.size(), size_t(s.rows()) * size_t(n));
+  check_size("training labels y", y.size(), size_t(s.rows()));
+}
+
+}  // namespace shortcut

@@ -1,0 +1,128 @@
+// Consistency training (DESIGN.md §7; no teacher, the network does not read d): every row starts at
+// x_t on the data path and is trained towards the endpoint that the EMA weights predict from the
+// later point x' = x_{t+d} of the same path (same x0 and x1):
+//   x̂1 = x' + (1 - t') s_ema(x', t'),  target = (x̂1 - x_t) / (1 - t),  t' = t + d,
+// with the gap d = 2^-s shrinking over L stages (stage s = floor(S / (S_max / L)), S the step) and t
+// a multiple of d. At s = 0 the gap is the whole path and the target is flow matching's x1 - x0.
+// The network is always queried at k = L, so the sampler treats the model as flow matching does.
+#pragma once
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "shortcut/train/objective.hpp"
+
+namespace shortcut {
+
+struct ConsistencyTrainingConfig {
+  int denoise_timesteps = 128;     // M: L = log2 M stages, the sampler's largest step count
+  double class_dropout_prob = 0.1;  // rows' labels dropped to the null class
+  bool target_ema = true;          // targets from the EMA weights (false: the raw weights)
+
+  void validate() const {
+    if (!is_power_of_two(denoise_timesteps) || denoise_timesteps < 2)
+      throw ConfigError(cat("denoise_timesteps must be a power of two >= 2, got ", denoise_timesteps));
+    if (!(class_dropout_prob >= 0 && class_dropout_prob <= 1))
+      throw ConfigError(cat("class_dropout_prob must lie in [0, 1], got ", class_dropout_prob));
+  }
+  int levels() const { return ilog2(denoise_timesteps); }
+  nlohmann::json to_json() const {
+    return {{"name", "consistency_training"}, {"denoise_timesteps", denoise_timesteps},
+            {"class_dropout_prob", class_dropout_prob}, {"target_ema", target_ema}};
+  }
+};
+
+template <VelocityModel Model>
+class ConsistencyTraining {
+ public:
+  using Backend = typename Model::Backend;
+  using T = typename Model::T;
+  using DSpan = DeviceSpan<const T, Backend>;
+
+  // The host plan of this rank's rows: query time t, the later time t', labels, the noise stream.
+  struct Plan {
+    int stage = 0;
+    std::vector<float> t, tp, k;
+    std::vector<int32_t> y;
+    uint64_t noise_stream = 0;
+  };
+
+  explicit ConsistencyTraining(const ConsistencyTrainingConfig& c) : c_(c) { c_.validate(); }
+
+  std::string name() const { return "consistency_training"; }
+  nlohmann::json to_json() const { return c_.to_json(); }
+  ShortcutConfig sampling() const {
+    ShortcutConfig s;
+    s.objective = Objective::FlowMatching;  // k = L on every query
+    s.denoise_timesteps = c_.denoise_timesteps;
+    s.class_dropout_prob = c_.class_dropout_prob;
+    return s;
+  }
+  void validate(int B) const {
+    if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
+  }
+  int bootstrap_rows(int) const { return 0; }  // every row costs one query
+  void set_progress(const TrainingProgress& p) {
+    const int L = c_.levels();
+    if (p.total < L)
+      throw ConfigError(cat("consistency training runs ", L, " stages of steps / ", L, " steps each; ", p.total,
+                            " steps make a stage shorter than one step (use at least ", L, " steps)"));
+    stage_ = int(std::min<int64_t>(L - 1, p.step / (p.total / L)));
+  }
+  int stage() const { return stage_; }
+  const Plan& plan() const { return plan_; }
+  const T* inputs() const { return rows_.xt(); }
+  const T* targets() const { return rows_.target(); }
+
+  LossResult step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
+    Backend& be = m.backend();
+    const int64_t n = m.sample_size();
+    check_step_inputs(s, x1, y, n);
+    check_labels(y, m.num_classes());
+    make_plan(s, y, m.num_classes(), rng);
+    const int B = s.rows();
+    const size_t N = size_t(B) * size_t(n);
+    nn::ensure(x0_, N); nn::ensure(xp_, N); nn::ensure(v_, N);
+    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
+    RegressionRows<Model>::put(be, tp_, std::vector<T>(plan_.tp.begin(), plan_.tp.end()));
+    be.normal(x0_.data(), N, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
+    be.flow_rows(rows_.xt(), nullptr, x1.data(), x0_.data(), rows_.t(), B, int(n));
+    be.flow_rows(xp_.data(), nullptr, x1.data(), x0_.data(), tp_.data(), B, int(n));
+    const T* W = m.arena().data(c_.target_ema ? Role::Ema : Role::Param);
+    m.net().forward(m.eval_context(), W, xp_.data(), tp_.data(), rows_.k(), rows_.y(), B, v_.data());
+    be.consistency_target(rows_.target(), rows_.xt(), xp_.data(), v_.data(), rows_.t(), tp_.data(), B, int(n));
+    return rows_.regress(m, B, 0, s.batch, 0);
+  }
+
+ private:
+  // Every rank draws the whole batch's choices in global row order and keeps its rows.
+  void make_plan(const BatchSlice& s, HostSpan<const int32_t> y, int classes, Rng& rng) {
+    const int64_t sections = int64_t(1) << stage_;
+    const int L = c_.levels();
+    Plan p;
+    p.stage = stage_;
+    std::vector<float> t(size_t(s.batch));
+    std::vector<char> drop(size_t(s.batch));
+    for (int r = 0; r < s.batch; ++r) {
+      t[r] = float(rng.randint(sections)) / float(sections);
+      drop[r] = classes <= 1 || rng.uniform() < c_.class_dropout_prob;
+    }
+    for (int i = 0; i < s.rows(); ++i) {
+      const int g = s.global_row(i);
+      p.t.push_back(t[g]);
+      p.tp.push_back(t[g] + 1.f / float(sections));
+      p.k.push_back(float(L));
+      p.y.push_back(drop[g] ? int32_t(classes) : y[i]);
+    }
+    p.noise_stream = rng.next_stream();
+    plan_ = std::move(p);
+  }
+
+  ConsistencyTrainingConfig c_;
+  int stage_ = 0;
+  Plan plan_;
+  RegressionRows<Model> rows_;
+  typename Backend::template Buffer<T> x0_, xp_, v_, tp_;
+};
+
+}  // namespace shortcut
