@@ -117,3 +117,56 @@ TEST_CASE("consistency training: a rank's rows are the whole batch's rows", "[ob
   CHECK(r2.position() == r1.position());
   for (int j = 0; j < 4 * dim; ++j) CHECK(part.targets()[j] == all_t[size_t(4 * dim + j)]);
 }
+
+TEST_CASE("consistency training through Trainer: N steps straight equal N/2 + resume + N/2", "[objectives][ct]") {
+  using Bf = cpu::Backend<float>;
+  using M = ShortcutModel<nn::MlpNet<Bf>>;
+  Bf be;
+  nn::MlpNetConfig nc;
+  nc.hidden = 16;
+  nc.depth = 2;
+  nc.classes = 3;
+  ConsistencyTrainingConfig c;
+  c.denoise_timesteps = 4;  // 2 stages of 4 steps: the resume point sits at the stage boundary
+  AdamWConfig oc;
+  oc.lr = 3e-3;
+  TrainerConfig tc;
+  tc.batch = 16;
+  tc.seed = testutil::gen()() % 1000;
+  tc.progress = false;
+  auto batch = [](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
+    x = data::sample_toy2d("8gaussians", B, rng);
+    y.resize(size_t(B));
+    for (auto& l : y) l = int32_t(rng.randint(3));
+  };
+  using CT = ConsistencyTraining<M>;
+  // the stages follow the planned total, so the half point comes from the straight run's own
+  // checkpoint at step 4 (a run planned for 4 steps would have had shorter stages)
+  const auto dir = testutil::scratch_dir("objectives_ct") / "straight";
+  M straight(be, nc, 1), second(be, nc, 2);
+  tc.steps = 8;
+  tc.out_dir = dir.string();
+  tc.checkpoint_every = 4;
+  Trainer<M, dist::LocalCommunicator, CT>(straight, CT(c), oc, tc).run(batch);
+  tc.out_dir = "";
+  Trainer<M, dist::LocalCommunicator, CT> t2(second, CT(c), oc, tc);
+  t2.resume((dir / "checkpoints" / "step_4").string());
+  CHECK(t2.step() == 4);
+  t2.run(batch);
+  CHECK(t2.loss().stage() == 1);
+  for (Role r : {Role::Param, Role::Ema, Role::AdamM, Role::AdamV}) {
+    INFO("role " << role_name(r));
+    CHECK(straight.arena().to_host(r) == second.arena().to_host(r));
+  }
+  // the checkpoint says how it was trained, and resuming under another objective setting is refused
+  const auto info = read_checkpoint_info(dir / "checkpoints" / "step_4");
+  CHECK(info.training_json.at("objective").at("name") == "consistency_training");
+  CHECK(info.training.objective == Objective::FlowMatching);
+  ConsistencyTrainingConfig other = c;
+  other.class_dropout_prob = 0.5;
+  Trainer<M, dist::LocalCommunicator, CT> t3(second, CT(other), oc, tc);
+  CHECK_THROWS_WITH(t3.resume((dir / "checkpoints" / "step_4").string()), Contains("objective.class_dropout_prob"));
+  // a run too short for its stages is refused at construction
+  tc.steps = 1;
+  CHECK_THROWS_WITH((Trainer<M, dist::LocalCommunicator, CT>(second, CT(c), oc, tc)), Contains("shorter than one step"));
+}

@@ -1,4 +1,5 @@
-// Trainer: the training loop that composes ShortcutModel, SelfConsistencyLoss, AdamW and EmaTracker,
+// Trainer: the training loop that composes ShortcutModel, a TrainingObjective (train/objective.hpp;
+// SelfConsistencyLoss unless told otherwise), AdamW and EmaTracker,
 // with a progress bar, metrics as JSON lines, checkpoints every N steps, and exact resume: the data
 // order and every random draw come from one counter-based Rng whose position is checkpointed, so N
 // steps straight and N/2 + resume + N/2 give the same weights.
@@ -77,7 +78,9 @@ struct TrainerHooks {
   std::function<nlohmann::json()> user_state;
 };
 
-template <VelocityModel Model, dist::Communicator Comm = dist::LocalCommunicator>
+template <VelocityModel Model, dist::Communicator Comm = dist::LocalCommunicator,
+          class Obj = SelfConsistencyLoss<Model>>
+  requires TrainingObjective<Obj, Model>
 class Trainer {
  public:
   using T = typename Model::T;
@@ -92,19 +95,30 @@ class Trainer {
   // Called after every step, on every rank (e.g. to write sample grids every K steps on rank 0).
   using StepFn = std::function<void(int64_t step)>;
 
+  // The shortcut model (or flow matching) by its ShortcutConfig.
   Trainer(Model& m, const ShortcutConfig& sc, const AdamWConfig& oc, const TrainerConfig& tc)
-    requires std::same_as<Comm, dist::LocalCommunicator>
-      : Trainer(m, sc, oc, tc, local_) {
+    requires std::same_as<Comm, dist::LocalCommunicator> && std::same_as<Obj, SelfConsistencyLoss<Model>>
+      : Trainer(m, Obj(sc), oc, tc, local_) {
     comm_ = nullptr;  // its own: communicator() then stays right when the trainer is copied or moved
   }
-  // Data-parallel training over comm (which must outlive the trainer): tc.batch is the global batch.
   Trainer(Model& m, const ShortcutConfig& sc, const AdamWConfig& oc, const TrainerConfig& tc, Comm& comm)
-      : m_(&m), comm_(&comm), loss_(sc), opt_(oc), ema_(tc.ema_tau), tc_(tc), rng_(tc.seed) {
-    sc.validate(tc.batch);
+    requires std::same_as<Obj, SelfConsistencyLoss<Model>>
+      : Trainer(m, Obj(sc), oc, tc, comm) {}
+  // Any objective.
+  Trainer(Model& m, Obj objective, const AdamWConfig& oc, const TrainerConfig& tc)
+    requires std::same_as<Comm, dist::LocalCommunicator>
+      : Trainer(m, std::move(objective), oc, tc, local_) {
+    comm_ = nullptr;
+  }
+  // Data-parallel training over comm (which must outlive the trainer): tc.batch is the global batch.
+  Trainer(Model& m, Obj objective, const AdamWConfig& oc, const TrainerConfig& tc, Comm& comm)
+      : m_(&m), comm_(&comm), loss_(std::move(objective)), opt_(oc), ema_(tc.ema_tau), tc_(tc), rng_(tc.seed) {
+    loss_.validate(tc.batch);
     if (tc.steps < 0) throw ConfigError(cat("steps must be non-negative, got ", tc.steps));
     if (!(tc.max_seconds >= 0)) throw ConfigError(cat("max_seconds must be non-negative, got ", tc.max_seconds));
-    slice_ = BatchSlice::of_rank(tc.batch, sc.bootstrap_rows(tc.batch), comm.rank(), comm.size());
+    slice_ = BatchSlice::of_rank(tc.batch, loss_.bootstrap_rows(tc.batch), comm.rank(), comm.size());
     opt_.bind(m.net().layout());  // a parameter-group pattern that matches nothing fails here
+    if (tc.steps > 0) loss_.set_progress({0, tc.steps});  // a schedule the run cannot hold fails here
   }
 
   int64_t step() const { return opt_.step_count(); }
@@ -119,19 +133,23 @@ class Trainer {
   // Seconds spent in the gradient and loss all-reduces so far (0 on one rank).
   double allreduce_seconds() const { return allreduce_s_; }
   Rng& rng() { return rng_; }
-  const SelfConsistencyLoss<Model>& loss() const { return loss_; }
-  const typename SelfConsistencyLoss<Model>::Result& last() const { return last_; }
+  const Obj& loss() const { return loss_; }
+  const LossResult& last() const { return last_; }
   TrainerHooks& hooks() { return hooks_; }
   // What hooks().user_state returned when the checkpoint resumed from was saved (null if nothing).
   const nlohmann::json& resumed_user_state() const { return user_state_; }
 
   // The training configuration stored with checkpoints (beside the network config, which every
   // weights file carries so that it can be loaded on its own).
+  // "shortcut" is what the sampler reads (for another objective: its sampling convention and M);
+  // another objective's own settings go under "objective".
   nlohmann::json training_json() const {
-    return {{"shortcut", loss_.config().to_json()},
-            {"adamw", opt_.config().to_json()},
-            {"ema_tau", tc_.ema_tau},
-            {"batch", tc_.batch}};
+    nlohmann::json j = {{"shortcut", ShortcutConfig(loss_.sampling()).to_json()},
+                        {"adamw", opt_.config().to_json()},
+                        {"ema_tau", tc_.ema_tau},
+                        {"batch", tc_.batch}};
+    if constexpr (!std::same_as<Obj, SelfConsistencyLoss<Model>>) j["objective"] = loss_.to_json();
+    return j;
   }
 
   // The data source's state is the one of the last step the run took (none before the first run).
@@ -218,6 +236,7 @@ class Trainer {
         be.to_device(dx1.data(), x1.data(), x1.size());
       }
       m_->arena().zero_grad();
+      loss_.set_progress({step(), tc_.steps});
       last_ = loss_.step(*m_, DeviceSpan<const T, Backend>(dx1).first(rows_n), y, slice, rng_);
       // the bar's clock started with the run; rank 0's clock decides for every rank
       stop = lead && tc_.max_seconds > 0 && bar.elapsed() >= tc_.max_seconds;
@@ -331,12 +350,12 @@ class Trainer {
   BatchSlice slice_;
   dist::BufferReducer<Backend> reducer_;
   double allreduce_s_ = 0;
-  SelfConsistencyLoss<Model> loss_;
+  Obj loss_;
   AdamW opt_;
   EmaTracker ema_;
   TrainerConfig tc_;
   Rng rng_;
-  typename SelfConsistencyLoss<Model>::Result last_;
+  LossResult last_;
   TrainerHooks hooks_;
   nlohmann::json data_state_;       // the data source's state as of the last step (null: none)
   bool restore_data_ = false;       // resume() loaded a data state that the next run() restores
