@@ -118,7 +118,9 @@ class Trainer {
     if (!(tc.max_seconds >= 0)) throw ConfigError(cat("max_seconds must be non-negative, got ", tc.max_seconds));
     slice_ = BatchSlice::of_rank(tc.batch, loss_.bootstrap_rows(tc.batch), comm.rank(), comm.size());
     opt_.bind(m.net().layout());  // a parameter-group pattern that matches nothing fails here
-    if (tc.steps > 0) loss_.set_progress({0, tc.steps});  // a schedule the run cannot hold fails here
+    // a teacher that is missing or of another shape, or a schedule the run cannot hold, fails here
+    if constexpr (requires { loss_.attach(m); }) loss_.attach(m);
+    if (tc.steps > 0) loss_.set_progress({0, tc.steps});
   }
 
   int64_t step() const { return opt_.step_count(); }
@@ -164,6 +166,7 @@ class Trainer {
     if (!data_state_.is_null()) s.extra[kDataSourceKey] = data_state_;
     if (hooks_.user_state) s.extra[kUserKey] = hooks_.user_state();
     io::save_checkpoint(dir, m_->net(), m_->arena(), s, opt);
+    if constexpr (requires { loss_.save_state(dir); }) loss_.save_state(dir);  // e.g. a distillation's teacher
   }
   // Restores weights, EMA, moments, step and RNG position, and the data source's state at the next
   // run(); the network config must match, and the training configuration too (ConfigError naming
@@ -174,6 +177,7 @@ class Trainer {
       throw ConfigError(cat("cannot resume from ", dir, ": the training configuration differs from the checkpoint's: ",
                             diff, " (ResumeOptions::allow_config_change continues under the new configuration)"));
     io::TrainState s = io::load_checkpoint(dir, m_->net(), m_->arena());
+    if constexpr (requires { loss_.load_state(dir); }) loss_.load_state(dir);
     opt_.set_step_count(s.step);
     rng_ = Rng(s.rng_seed, s.rng_position);
     data_state_ = s.extra.is_object() ? s.extra.value(kDataSourceKey, nlohmann::json()) : nlohmann::json();

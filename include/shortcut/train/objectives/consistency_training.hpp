@@ -32,6 +32,47 @@ struct ConsistencyTrainingConfig {
   }
 };
 
+// The host plan of one rank's rows of a consistency batch: query time t on the grid of `sections`
+// points, the later time t' = t + gap, the constant step input k, labels (null where dropped) and
+// the noise stream. Every rank draws the whole batch's choices in global row order.
+struct ConsistencyPlan {
+  int stage = 0;
+  std::vector<float> t, tp, k;
+  std::vector<int32_t> y;
+  uint64_t noise_stream = 0;
+};
+
+inline ConsistencyPlan consistency_plan(const BatchSlice& s, HostSpan<const int32_t> y, int classes, int64_t sections,
+                                        double gap, float k, double dropout, Rng& rng) {
+  ConsistencyPlan p;
+  std::vector<float> t(size_t(s.batch));
+  std::vector<char> drop(size_t(s.batch));
+  for (int r = 0; r < s.batch; ++r) {
+    t[r] = float(rng.randint(sections)) / float(sections);
+    drop[r] = classes <= 1 || rng.uniform() < dropout;
+  }
+  for (int i = 0; i < s.rows(); ++i) {
+    const int g = s.global_row(i);
+    p.t.push_back(t[g]);
+    p.tp.push_back(float(t[g] + gap));
+    p.k.push_back(k);
+    p.y.push_back(drop[g] ? int32_t(classes) : y[i]);
+  }
+  p.noise_stream = rng.next_stream();
+  return p;
+}
+
+// The consistency target of the rows in `rows` (x_t, t, k, y uploaded) from the later points xp at
+// tp: x̂1 = xp + (1 - tp) s_W(xp, tp), target = (x̂1 - x_t) / (1 - t). v: scratch [B, n].
+template <VelocityModel Model, class Buf>
+void consistency_targets(Model& m, RegressionRows<Model>& rows, const typename Model::T* xp,
+                         const typename Model::T* tp, const typename Model::T* W, int B, Buf& v) {
+  const int n = int(m.sample_size());
+  nn::ensure(v, size_t(B) * size_t(n));
+  m.net().forward(m.eval_context(), W, xp, tp, rows.k(), rows.y(), B, v.data());
+  m.backend().consistency_target(rows.target(), rows.xt(), xp, v.data(), rows.t(), tp, B, n);
+}
+
 template <VelocityModel Model>
 class ConsistencyTraining {
  public:
@@ -39,13 +80,7 @@ class ConsistencyTraining {
   using T = typename Model::T;
   using DSpan = DeviceSpan<const T, Backend>;
 
-  // The host plan of this rank's rows: query time t, the later time t', labels, the noise stream.
-  struct Plan {
-    int stage = 0;
-    std::vector<float> t, tp, k;
-    std::vector<int32_t> y;
-    uint64_t noise_stream = 0;
-  };
+  using Plan = ConsistencyPlan;
 
   explicit ConsistencyTraining(const ConsistencyTrainingConfig& c) : c_(c) { c_.validate(); }
 
@@ -79,45 +114,24 @@ class ConsistencyTraining {
     const int64_t n = m.sample_size();
     check_step_inputs(s, x1, y, n);
     check_labels(y, m.num_classes());
-    make_plan(s, y, m.num_classes(), rng);
+    const int64_t sections = int64_t(1) << stage_;
+    plan_ = consistency_plan(s, y, m.num_classes(), sections, 1.0 / double(sections), float(c_.levels()),
+                             c_.class_dropout_prob, rng);
+    plan_.stage = stage_;
     const int B = s.rows();
     const size_t N = size_t(B) * size_t(n);
-    nn::ensure(x0_, N); nn::ensure(xp_, N); nn::ensure(v_, N);
+    nn::ensure(x0_, N); nn::ensure(xp_, N);
     rows_.prepare(m, plan_.t, plan_.k, plan_.y);
     RegressionRows<Model>::put(be, tp_, std::vector<T>(plan_.tp.begin(), plan_.tp.end()));
     be.normal(x0_.data(), N, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
     be.flow_rows(rows_.xt(), nullptr, x1.data(), x0_.data(), rows_.t(), B, int(n));
     be.flow_rows(xp_.data(), nullptr, x1.data(), x0_.data(), tp_.data(), B, int(n));
-    const T* W = m.arena().data(c_.target_ema ? Role::Ema : Role::Param);
-    m.net().forward(m.eval_context(), W, xp_.data(), tp_.data(), rows_.k(), rows_.y(), B, v_.data());
-    be.consistency_target(rows_.target(), rows_.xt(), xp_.data(), v_.data(), rows_.t(), tp_.data(), B, int(n));
+    consistency_targets(m, rows_, xp_.data(), tp_.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B,
+                        v_);
     return rows_.regress(m, B, 0, s.batch, 0);
   }
 
  private:
-  // Every rank draws the whole batch's choices in global row order and keeps its rows.
-  void make_plan(const BatchSlice& s, HostSpan<const int32_t> y, int classes, Rng& rng) {
-    const int64_t sections = int64_t(1) << stage_;
-    const int L = c_.levels();
-    Plan p;
-    p.stage = stage_;
-    std::vector<float> t(size_t(s.batch));
-    std::vector<char> drop(size_t(s.batch));
-    for (int r = 0; r < s.batch; ++r) {
-      t[r] = float(rng.randint(sections)) / float(sections);
-      drop[r] = classes <= 1 || rng.uniform() < c_.class_dropout_prob;
-    }
-    for (int i = 0; i < s.rows(); ++i) {
-      const int g = s.global_row(i);
-      p.t.push_back(t[g]);
-      p.tp.push_back(t[g] + 1.f / float(sections));
-      p.k.push_back(float(L));
-      p.y.push_back(drop[g] ? int32_t(classes) : y[i]);
-    }
-    p.noise_stream = rng.next_stream();
-    plan_ = std::move(p);
-  }
-
   ConsistencyTrainingConfig c_;
   int stage_ = 0;
   Plan plan_;

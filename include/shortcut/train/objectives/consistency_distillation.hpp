@@ -1,0 +1,96 @@
+// Consistency distillation (DESIGN.md §7; a teacher, the network does not read d): a trained
+// flow-matching teacher takes one Euler step of 1/M from x_t, clipped to ±4, to x' at t' = t + 1/M;
+// the student's EMA predicts the endpoint from there and the row is trained towards it:
+//   x' = clip(x_t + s_teacher(x_t, t) / M),  x̂1 = x' + (1 - t') s_ema(x', t'),  target = (x̂1 - x_t) / (1 - t),
+// t on the grid of multiples of 1/M below 1. Queries use k = L, so the sampler treats the model as
+// flow matching does.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "shortcut/train/objectives/consistency_training.hpp"
+#include "shortcut/train/objectives/teacher.hpp"
+
+namespace shortcut {
+
+struct ConsistencyDistillationConfig {
+  int denoise_timesteps = 128;      // M: the teacher's step is 1/M
+  double class_dropout_prob = 0.1;  // rows' labels dropped to the null class
+  bool target_ema = true;           // the endpoint from the student's EMA weights (false: raw)
+  double step_clip = 4;             // x' clipped to ±step_clip
+  std::string teacher;              // checkpoint folder or weights file of a flow-matching model
+
+  void validate() const {
+    ConsistencyTrainingConfig{denoise_timesteps, class_dropout_prob, target_ema}.validate();
+    if (!(step_clip > 0)) throw ConfigError(cat("step_clip must be positive, got ", step_clip));
+  }
+  int levels() const { return ilog2(denoise_timesteps); }
+  nlohmann::json to_json() const {
+    return {{"name", "consistency_distillation"}, {"denoise_timesteps", denoise_timesteps},
+            {"class_dropout_prob", class_dropout_prob}, {"target_ema", target_ema}, {"step_clip", step_clip},
+            {"teacher", teacher}};
+  }
+};
+
+template <VelocityModel Model>
+class ConsistencyDistillation {
+ public:
+  using Backend = typename Model::Backend;
+  using T = typename Model::T;
+
+  explicit ConsistencyDistillation(const ConsistencyDistillationConfig& c) : c_((c.validate(), c)), teacher_(c.teacher) {}
+
+  std::string name() const { return "consistency_distillation"; }
+  nlohmann::json to_json() const { return c_.to_json(); }
+  ShortcutConfig sampling() const {
+    ShortcutConfig s;
+    s.objective = Objective::FlowMatching;
+    s.denoise_timesteps = c_.denoise_timesteps;
+    s.class_dropout_prob = c_.class_dropout_prob;
+    return s;
+  }
+  void validate(int B) const {
+    if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
+  }
+  int bootstrap_rows(int) const { return 0; }
+  void set_progress(const TrainingProgress&) {}
+  void attach(Model& m) { teacher_.attach(m); }
+  const ConsistencyPlan& plan() const { return plan_; }
+  const T* inputs() const { return rows_.xt(); }
+  const T* targets() const { return rows_.target(); }
+  const T* later_points() const { return xp_.data(); }
+
+  LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
+    if (!teacher_.attached()) teacher_.attach(m);
+    Backend& be = m.backend();
+    const int64_t n = m.sample_size();
+    check_step_inputs(s, x1, y, n);
+    check_labels(y, m.num_classes());
+    const int M = c_.denoise_timesteps;
+    plan_ = consistency_plan(s, y, m.num_classes(), M, 1.0 / M, float(c_.levels()), c_.class_dropout_prob, rng);
+    const int B = s.rows();
+    const size_t N = size_t(B) * size_t(n);
+    nn::ensure(x0_, N); nn::ensure(xp_, N); nn::ensure(vt_, N); nn::ensure(step_, size_t(B));
+    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
+    RegressionRows<Model>::put(be, tp_, std::vector<T>(plan_.tp.begin(), plan_.tp.end()));
+    RegressionRows<Model>::put(be, step_, std::vector<T>(size_t(B), T(1.0 / M)));
+    be.normal(x0_.data(), N, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
+    be.flow_rows(rows_.xt(), nullptr, x1.data(), x0_.data(), rows_.t(), B, int(n));
+    teacher_.forward(rows_.xt(), rows_.t(), rows_.k(), rows_.y(), B, vt_.data());
+    // x' = clip(x_t + v / M): the bootstrap half step with no guidance and a step of 1/M per row
+    be.bootstrap_half_step(xp_.data(), vt_.data(), rows_.xt(), vt_.data(), nullptr, 0, T(1), step_.data(), B, int(n),
+                           T(c_.step_clip));
+    consistency_targets(m, rows_, xp_.data(), tp_.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B,
+                        vt_);
+    return rows_.regress(m, B, 0, s.batch, 0);
+  }
+
+ private:
+  ConsistencyDistillationConfig c_;
+  TeacherWeights<Model> teacher_;
+  ConsistencyPlan plan_;
+  RegressionRows<Model> rows_;
+  typename Backend::template Buffer<T> x0_, xp_, vt_, tp_, step_;
+};
+
+}  // namespace shortcut

@@ -1,0 +1,193 @@
+// Progressive distillation (DESIGN.md §7; a teacher, the network does not read d): training runs in
+// L stages; in stage s = floor(S / (S_max / L)) every row takes a step d = 2^-(L-1-s) from x_t (t a
+// multiple of d) and is trained towards the teacher's two half steps of d/2, averaged (the bootstrap
+// target of DESIGN.md §2 applied to every row, guided with cfg_scale in the first stage only). The
+// teacher starts as a trained flow-matching checkpoint and becomes the current model (its EMA
+// weights when teacher_ema) at every stage boundary, so each stage halves the steps the last one
+// needed: stage L-1 distils one step. A checkpoint carries the teacher (teacher.safetensors and the
+// stage it belongs to), so a resumed run continues with the teacher it had.
+#pragma once
+#include <algorithm>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "shortcut/train/objectives/teacher.hpp"
+
+namespace shortcut {
+
+struct ProgressiveDistillationConfig {
+  int denoise_timesteps = 128;      // M: L = log2 M stages
+  double class_dropout_prob = 0.1;  // rows' labels dropped to the null class
+  double cfg_scale = 1.5;           // guidance of the first stage's targets (0: none)
+  double target_clip = 4;           // the half step and the target clipped to ±target_clip
+  bool teacher_ema = true;          // at a stage boundary the teacher becomes the EMA (false: raw) weights
+  std::string teacher;              // checkpoint folder or weights file of a flow-matching model
+
+  void validate() const {
+    if (!is_power_of_two(denoise_timesteps) || denoise_timesteps < 2)
+      throw ConfigError(cat("denoise_timesteps must be a power of two >= 2, got ", denoise_timesteps));
+    if (!(class_dropout_prob >= 0 && class_dropout_prob <= 1))
+      throw ConfigError(cat("class_dropout_prob must lie in [0, 1], got ", class_dropout_prob));
+    if (!std::isfinite(cfg_scale) || cfg_scale < 0) throw ConfigError(cat("cfg_scale must be >= 0, got ", cfg_scale));
+    if (!(target_clip > 0)) throw ConfigError(cat("target_clip must be positive, got ", target_clip));
+  }
+  int levels() const { return ilog2(denoise_timesteps); }
+  nlohmann::json to_json() const {
+    return {{"name", "progressive_distillation"}, {"denoise_timesteps", denoise_timesteps},
+            {"class_dropout_prob", class_dropout_prob}, {"cfg_scale", cfg_scale}, {"target_clip", target_clip},
+            {"teacher_ema", teacher_ema}, {"teacher", teacher}};
+  }
+};
+
+template <VelocityModel Model>
+class ProgressiveDistillation {
+ public:
+  using Backend = typename Model::Backend;
+  using T = typename Model::T;
+  static constexpr const char* kStageFile = "teacher_stage.json";
+
+  // The host plan of this rank's rows.
+  struct Plan {
+    int stage = 0, n_cfg = 0;
+    std::vector<float> t, k, half_d;
+    std::vector<int32_t> y;
+    uint64_t noise_stream = 0;
+  };
+
+  explicit ProgressiveDistillation(const ProgressiveDistillationConfig& c) : c_((c.validate(), c)), teacher_(c.teacher) {}
+
+  std::string name() const { return "progressive_distillation"; }
+  nlohmann::json to_json() const { return c_.to_json(); }
+  ShortcutConfig sampling() const {
+    ShortcutConfig s;
+    s.objective = Objective::FlowMatching;  // queried at k = L throughout
+    s.denoise_timesteps = c_.denoise_timesteps;
+    s.class_dropout_prob = c_.class_dropout_prob;
+    s.cfg_scale = c_.cfg_scale;
+    return s;
+  }
+  void validate(int B) const {
+    if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
+  }
+  int bootstrap_rows(int) const { return 0; }  // every row costs the same two teacher queries
+  void attach(Model& m) { teacher_.attach(m); }
+
+  // Stage of the step about to be taken; crossing into a later stage makes the model the teacher.
+  void set_progress(const TrainingProgress& p) {
+    const int L = c_.levels();
+    if (p.total < L)
+      throw ConfigError(cat("progressive distillation runs ", L, " stages of steps / ", L, " steps each; ", p.total,
+                            " steps make a stage shorter than one step (use at least ", L, " steps)"));
+    stage_ = int(std::min<int64_t>(L - 1, p.step / (p.total / L)));
+    if (teacher_.attached() && stage_ > teacher_stage_) {
+      teacher_.assign(c_.teacher_ema ? Role::Ema : Role::Param);
+      teacher_stage_ = stage_;
+    }
+  }
+  int stage() const { return stage_; }
+  int teacher_stage() const { return teacher_stage_; }
+  const TeacherWeights<Model>& teacher() const { return teacher_; }
+  const Plan& plan() const { return plan_; }
+  const T* inputs() const { return rows_.xt(); }
+  const T* targets() const { return rows_.target(); }
+
+  // The teacher travels with the checkpoints (Trainer::save / resume call these).
+  void save_state(const std::string& dir) const {
+    if (!teacher_.attached()) return;
+    teacher_.save(dir);
+    std::ofstream(std::filesystem::path(dir) / kStageFile) << nlohmann::json{{"stage", teacher_stage_}}.dump();
+  }
+  void load_state(const std::string& dir) {
+    const auto f = std::filesystem::path(dir) / TeacherWeights<Model>::kFile;
+    const auto sf = std::filesystem::path(dir) / kStageFile;
+    std::ifstream in(sf);
+    if (!in || !std::filesystem::exists(f))
+      throw FileError("checkpoint " + dir + " has no teacher (" + f.filename().string() + ", " + kStageFile +
+                      "): was it saved by progressive distillation?");
+    nlohmann::json j;
+    try {
+      in >> j;
+      teacher_stage_ = j.at("stage").get<int>();
+    } catch (const nlohmann::json::exception& e) {
+      throw FileError(sf.string() + ": " + e.what());
+    }
+    teacher_.load(f);
+  }
+
+  LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
+    if (!teacher_.attached()) teacher_.attach(m);
+    Backend& be = m.backend();
+    const int64_t n = m.sample_size();
+    check_step_inputs(s, x1, y, n);
+    check_labels(y, m.num_classes());
+    make_plan(m, s, y, rng);
+    const int B = s.rows(), nc = plan_.n_cfg, Q = B + nc;
+    const size_t N = size_t(B) * size_t(n), cfg_n = size_t(nc) * size_t(n);
+    nn::ensure(x0_, N); nn::ensure(x2_, N); nn::ensure(v1_, N);
+    nn::ensure(qx_, size_t(Q) * n); nn::ensure(qv_, size_t(Q) * n);
+    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
+    std::vector<float> qt(static_cast<size_t>(Q)), qk(static_cast<size_t>(Q), float(c_.levels()));
+    std::vector<int32_t> qy(static_cast<size_t>(Q));
+    for (int r = 0; r < Q; ++r) {
+      qt[r] = plan_.t[r < B ? r : r - B];
+      qy[r] = r < B ? plan_.y[r] : m.null_label();
+    }
+    auto put_f = [&](auto& buf, const std::vector<float>& v) {
+      RegressionRows<Model>::put(be, buf, std::vector<T>(v.begin(), v.end()));
+    };
+    put_f(qt_, qt); put_f(qk_, qk); put_f(hd_, plan_.half_d);
+    RegressionRows<Model>::put(be, qy_, qy);
+    be.normal(x0_.data(), N, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
+    be.flow_rows(rows_.xt(), nullptr, x1.data(), x0_.data(), rows_.t(), B, int(n));
+    auto query = [&](const T* x) {
+      be.copy(qx_.data(), x, N);
+      be.copy(qx_.data() + N, x, cfg_n);
+      teacher_.forward(qx_.data(), qt_.data(), qk_.data(), qy_.data(), Q, qv_.data());
+    };
+    const T w = T(c_.cfg_scale), clip = T(c_.target_clip);
+    query(rows_.xt());
+    be.bootstrap_half_step(x2_.data(), v1_.data(), rows_.xt(), qv_.data(), qv_.data() + N, nc, w, hd_.data(), B,
+                           int(n), clip);
+    for (int r = 0; r < Q; ++r) qt[r] += plan_.half_d[r < B ? r : r - B];
+    put_f(qt_, qt);
+    query(x2_.data());
+    be.bootstrap_target(rows_.target(), v1_.data(), qv_.data(), qv_.data() + N, nc, w, B, int(n), clip);
+    return rows_.regress(m, B, 0, s.batch, 0);
+  }
+
+ private:
+  void make_plan(const Model& m, const BatchSlice& s, HostSpan<const int32_t> y, Rng& rng) {
+    const int L = c_.levels(), classes = m.num_classes();
+    const int64_t sections = int64_t(1) << (L - 1 - stage_);
+    Plan p;
+    p.stage = stage_;
+    std::vector<float> t(size_t(s.batch));
+    std::vector<char> drop(size_t(s.batch));
+    for (int r = 0; r < s.batch; ++r) {
+      t[r] = float(rng.randint(sections)) / float(sections);
+      drop[r] = classes <= 1 || rng.uniform() < c_.class_dropout_prob;
+    }
+    for (int i = 0; i < s.rows(); ++i) {
+      const int g = s.global_row(i);
+      p.t.push_back(t[g]);
+      p.k.push_back(float(L));
+      p.half_d.push_back(0.5f / float(sections));
+      p.y.push_back(drop[g] ? int32_t(classes) : y[i]);
+    }
+    const bool guided = stage_ == 0 && c_.cfg_scale > 0 && classes > 1;
+    p.n_cfg = guided ? s.rows() : 0;
+    p.noise_stream = rng.next_stream();
+    plan_ = std::move(p);
+  }
+
+  ProgressiveDistillationConfig c_;
+  TeacherWeights<Model> teacher_;
+  int stage_ = 0, teacher_stage_ = 0;
+  Plan plan_;
+  RegressionRows<Model> rows_;
+  typename Backend::template Buffer<T> x0_, x2_, v1_, qx_, qv_, qt_, qk_, hd_;
+  typename Backend::template Buffer<int32_t> qy_;
+};
+
+}  // namespace shortcut
