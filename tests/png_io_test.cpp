@@ -244,6 +244,17 @@ TEST_CASE("png: scatter panels place points on a fixed range and label them", "[
   CHECK(w == 256 + 16);
   CHECK(read_png_text(path).at(0).value == "test");
   CHECK_THROWS_AS(scatter_image({}), ConfigError);
+
+  // in rows of 2 columns: panel 2 starts the second row, its point where panel 0's is in the first
+  o.columns = 2;
+  Image grid = scatter_image({ScatterPanel("data", a.data(), 1, red), ScatterPanel("", b.data(), 2, red),
+                              ScatterPanel("x", a.data(), 1, red)}, o);
+  CHECK(grid.width == 2 * 100 + 3 * 6);
+  CHECK(grid.height == 2 * (100 + label_h + 6) + 6);
+  const int row2 = 100 + label_h + 6;
+  CHECK(int(grid.at(6 + 75, row2 + 6 + label_h + 75)[1]) == 0);
+  CHECK(int(grid.at(6 + 75, 6 + label_h + 75)[1]) == 0);
+  CHECK(int(grid.at(112 + 75, row2 + 6 + label_h + 75)[1]) == 255);  // no fourth panel: background
 }
 
 TEST_CASE("png: the bitmap font draws its glyphs", "[png]") {

@@ -415,13 +415,14 @@ struct ScatterOptions {
   double gain = 0.5;    // ink per point: a pixel hit k times has opacity 1 - exp(-gain k)
   bool axes = true;     // light lines through the origin
   int label_scale = 0;  // font scale for labels; 0: 2 for panels of 200 pixels and more, else 1
+  int columns = 0;      // panels per row (0: all in one row)
 };
 
-// Panels side by side, each a density-shaded scatter of its points over the same fixed range, with
+// Panels side by side (in rows of `columns`), each a density-shaded scatter of its points over the same fixed range, with
 // its label above it; points outside the range are not drawn.
 inline Image scatter_image(const std::vector<ScatterPanel>& panels, const ScatterOptions& opt = {}) {
   const double xl = opt.xlim, yl = opt.ylim > 0 ? opt.ylim : opt.xlim;
-  if (panels.empty() || opt.size < 8 || !(xl > 0) || !(yl > 0) || opt.pad < 0 || opt.dot_radius < 0)
+  if (panels.empty() || opt.size < 8 || !(xl > 0) || !(yl > 0) || opt.pad < 0 || opt.dot_radius < 0 || opt.columns < 0)
     throw ConfigError(cat("scatter_image: need at least one panel, size >= 8, positive limits (got ",
                           panels.size(), " panels, size ", opt.size, ", xlim ", xl, ", ylim ", yl, ")"));
   for (auto& p : panels)
@@ -431,18 +432,21 @@ inline Image scatter_image(const std::vector<ScatterPanel>& panels, const Scatte
   bool labels = false;
   for (auto& p : panels) labels = labels || !p.label.empty();
   const int label_h = labels ? kGlyphHeight * scale + opt.pad : 0;
-  Image img(n * S + (n + 1) * opt.pad, S + 2 * opt.pad + label_h, 3, 255);
+  const int cols = opt.columns > 0 ? std::min(opt.columns, n) : n, rows = (n + cols - 1) / cols;
+  const int row_h = S + label_h + opt.pad;
+  Image img(cols * S + (cols + 1) * opt.pad, rows * row_h + opt.pad, 3, 255);
   const int r = opt.dot_radius;
   std::vector<float> hits(size_t(S) * S);
   for (int i = 0; i < n; ++i) {
     const ScatterPanel& p = panels[i];
-    const int ox = opt.pad + i * (S + opt.pad), oy = opt.pad + label_h;
+    const int top = (i / cols) * row_h;
+    const int ox = opt.pad + (i % cols) * (S + opt.pad), oy = top + opt.pad + label_h;
     if (!p.label.empty()) {
       // keep what fits in the panel's width
       std::string_view text = p.label;
       const int fit = (S + scale) / ((kGlyphWidth + 1) * scale);
       if (int(text.size()) > fit) text = text.substr(0, size_t(std::max(fit, 0)));
-      draw_text(img, ox + (S - text_width(text, scale)) / 2, opt.pad, text, {40, 40, 40}, scale);
+      draw_text(img, ox + (S - text_width(text, scale)) / 2, top + opt.pad, text, {40, 40, 40}, scale);
     }
     auto set = [&](int x, int y, uint8_t g) {
       uint8_t* q = img.at(ox + x, oy + y);
