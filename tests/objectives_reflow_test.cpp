@@ -7,6 +7,7 @@
 #include <cmath>
 
 #include "linear_test_net.hpp"
+#include "objective_test_util.hpp"
 #include "test_util.hpp"
 
 using namespace shortcut;
@@ -25,13 +26,7 @@ TEST_CASE("live reflow: reflow and flow rows match a hand computation", "[object
   c.denoise_timesteps = M;
   c.cfg_scale = 2.0;
   LiveReflow<Model> lr(c);
-  const auto x1 = testutil::randn(B * dim, 2.0);
-  std::vector<int32_t> y(B);
-  for (int i = 0; i < B; ++i) y[i] = i % classes;
-  Rng rng(uint64_t(testutil::gen()()));
-  const uint64_t seed = rng.seed();
-  m.arena().zero_grad();
-  const LossResult res = lr.step(m, upload(be, x1), y, BatchSlice::all(B), rng);
+  [[maybe_unused]] const auto [x1, y, seed, res] = objtest::run_step(lr, m, B, dim, classes);
   const auto& p = lr.plan();
   REQUIRE(p.Br == B / 4);
   CHECK(res.bootstrap_rows == B / 4);

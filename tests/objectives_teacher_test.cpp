@@ -9,6 +9,7 @@
 #include <cmath>
 
 #include "linear_test_net.hpp"
+#include "objective_test_util.hpp"
 #include "test_util.hpp"
 
 using namespace shortcut;
@@ -72,13 +73,7 @@ TEST_CASE("consistency distillation: targets match a hand computation", "[object
   ConsistencyDistillation<Model> cd(c);
   cd.attach(m);
   const int B = 40, M = 8, L = 3;
-  const auto x1 = testutil::randn(B * dim, 2.0);
-  std::vector<int32_t> y(B);
-  for (int i = 0; i < B; ++i) y[i] = i % classes;
-  Rng rng(uint64_t(testutil::gen()()));
-  const uint64_t seed = rng.seed();
-  m.arena().zero_grad();
-  cd.step(m, upload(be, x1), y, BatchSlice::all(B), rng);
+  [[maybe_unused]] const auto [x1, y, seed, res] = objtest::run_step(cd, m, B, dim, classes);
   const auto& p = cd.plan();
   const auto W = m.arena().to_host(Role::Ema);
   const double a = 1 - 1e-5;
@@ -119,13 +114,7 @@ TEST_CASE("progressive distillation: targets match a hand computation in every s
     // the teacher: the file in stage 0, then the model's EMA at the boundary it crossed
     const auto T = stage == 0 ? Wt : m.arena().to_host(Role::Ema);
     CHECK(pd.teacher().host() == T);
-    const auto x1 = testutil::randn(B * dim, 2.0);
-    std::vector<int32_t> y(B);
-    for (int i = 0; i < B; ++i) y[i] = i % classes;
-    Rng rng(uint64_t(testutil::gen()()));
-    const uint64_t seed = rng.seed();
-    m.arena().zero_grad();
-    pd.step(m, upload(be, x1), y, BatchSlice::all(B), rng);
+    [[maybe_unused]] const auto [x1, y, seed, res] = objtest::run_step(pd, m, B, dim, classes);
     const auto& p = pd.plan();
     const double a = 1 - 1e-5, w = 2.0, clip = 1.5, d = std::ldexp(1.0, -(L - 1 - stage));
     CHECK(p.n_cfg == (stage == 0 ? B : 0));  // guided in the first stage only

@@ -8,6 +8,7 @@
 #include <cmath>
 
 #include "linear_test_net.hpp"
+#include "objective_test_util.hpp"
 #include "test_util.hpp"
 
 using namespace shortcut;
@@ -48,13 +49,7 @@ TEST_CASE("consistency training: targets match a hand computation at every stage
     for (int stage = 0; stage < L; ++stage) {
       ct.set_progress({int64_t(stage) * 10, int64_t(L) * 10});
       REQUIRE(ct.stage() == stage);
-      const auto x1 = testutil::randn(B * dim, 2.0);
-      std::vector<int32_t> y(B);
-      for (int i = 0; i < B; ++i) y[i] = i % classes;
-      Rng rng(uint64_t(testutil::gen()()));
-      const uint64_t seed = rng.seed();
-      m.arena().zero_grad();
-      ct.step(m, upload(be, x1), y, BatchSlice::all(B), rng);
+      [[maybe_unused]] const auto [x1, y, seed, res] = objtest::run_step(ct, m, B, dim, classes);
       const auto& p = ct.plan();
       const double a = 1 - 1e-5, d = std::ldexp(1.0, -stage);
       for (int r = 0; r < B; ++r) {

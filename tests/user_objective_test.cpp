@@ -35,7 +35,7 @@ class MyFlowMatching {
                   Rng& rng) {
     auto& be = m.backend();
     const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n);
+    check_step_inputs(s, x1, y, n, m.num_classes());
     const BatchPlan p = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
     rows_.prepare(m, p.t, p.k, p.y);
     x0_.resize(size_t(p.B * n));

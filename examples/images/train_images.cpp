@@ -45,8 +45,17 @@ int main(int argc, char** argv) {
                  "at zero output");
   app.add_option("--preset", o.preset, "DiT preset: tiny, small, medium, DiT-S/4, DiT-S, DiT-B, DiT-L, DiT-XL")
       ->capture_default_str();
-  app.add_option("--objective", o.objective, "shortcut, or flow for the plain flow-matching baseline")
-      ->check(CLI::IsMember({"shortcut", "flow"}))->capture_default_str();
+  app.add_option("--objective", o.objective,
+                 "shortcut; flow for the plain flow-matching baseline; or one of the paper's other baselines "
+                 "(DESIGN.md section 7): progressive_distillation, consistency_distillation (both need --teacher), "
+                 "consistency_training, live_reflow")
+      ->check(CLI::IsMember({"shortcut", "flow", "progressive_distillation", "consistency_distillation",
+                             "consistency_training", "live_reflow"}))
+      ->capture_default_str();
+  app.add_option("--teacher", o.teacher,
+                 "for progressive_distillation and consistency_distillation: a trained flow-matching checkpoint "
+                 "folder (or weights file) of the same network; the student starts from it unless --init or "
+                 "--resume is given");
   app.add_option("--batch", o.batch, "batch size")->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("--steps", o.steps, "total training steps")->check(CLI::Range(int64_t(0), int64_t(1) << 40))->capture_default_str();
   app.add_option("--lr", o.lr, "AdamW learning rate")->check(CLI::PositiveNumber)->capture_default_str();

@@ -14,7 +14,8 @@ struct TrainImagesOptions {
   std::string dataset = "fashion-mnist";
   std::string data;  // default data/<dataset>
   std::string preset = "tiny";
-  std::string objective = "shortcut";
+  std::string objective = "shortcut";  // or flow, progressive_distillation, consistency_distillation, ...
+  std::string teacher;  // the distillations' flow-matching teacher (checkpoint folder or weights file)
   std::string out;   // default out/images/<dataset>-<objective>
   std::string resume;
   bool allow_config_change = false;  // with resume: other training settings than the checkpoint's
@@ -52,54 +53,12 @@ inline nlohmann::json init_config(const std::string& path) {
   return io::detail::file_config(r);
 }
 
-// comm: the ranks of a data-parallel run (one process: a LocalCommunicator); --batch is the global
-// batch, each rank computes batch / ranks rows; rank 0 alone prints, writes grids and checkpoints.
-template <class Be>
-int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& comm) {
-  using Model = ShortcutModel<nn::DiT<Be>>;
-  const bool lead = comm.rank() == 0;
-  (void)BatchSlice::of_rank(o.batch, 0, comm.rank(), comm.size());  // an uneven split fails before the data loads
-  const bool from_file = !o.data_file.empty();
-  const std::string name = from_file ? fs::path(o.data_file).stem().string() : o.dataset;
-  const fs::path out = o.out.empty() ? fs::path("out/images") / (name + "-" + o.objective) : fs::path(o.out);
-  if (!o.init.empty() && !o.resume.empty())
-    throw ConfigError("--init and --resume exclude each other (--resume continues a run, --init starts a new one)");
-  if (!from_file && (!o.labels_file.empty() || o.classes != 0))
-    throw ConfigError("--labels-file and --classes go with --data-file");
-  (void)nn::DiTConfig::preset(o.preset);  // an unknown preset fails before the data loads
-  data::ImageDataset train = from_file ? data::load_tensor_dataset(o.data_file, o.labels_file, o.classes)
-                                       : load_split(o.data.empty() ? "data/" + o.dataset : o.data, "train");
-  if (train.h != train.w)
-    throw ShapeError(cat("images must be square (the DiT's image size is one number), got ", train.h, "x", train.w));
-  nn::DiTConfig dc;
-  const nlohmann::json init_cfg = o.init.empty() ? nlohmann::json() : init_config(o.init);
-  if (!init_cfg.is_null()) {
-    // the network the weights were made for; the data must fit it
-    dc = nn::DiTConfig::from_json(init_cfg);
-    if (dc.image != train.h || dc.channels != train.c)
-      throw ShapeError(cat("--init ", o.init, " holds a DiT for ", dc.image, "x", dc.image, "x", dc.channels,
-                           " images; the data has ", train.h, "x", train.w, "x", train.c));
-    if (train.classes > dc.classes)
-      throw ShapeError(cat("--init ", o.init, " holds a DiT for ", dc.classes, " classes; the data has labels up to ",
-                           train.classes - 1));
-    train.classes = dc.classes;
-  } else {
-    dc = nn::DiTConfig::preset(o.preset, train.h, train.c, train.classes);
-  }
-  Model model(be, dc, o.seed);
-  if (!o.init.empty()) {
-    io::InitReport r = io::load_initial_weights(o.init, model.net(), model.arena());
-    if (lead) std::printf("initial weights: %s (EMA: %s)%s\n", r.weights_file.c_str(), r.ema_file.c_str(),
-                init_cfg.is_null() ? "; the file has no config: the preset's network" : "; its network, --preset ignored");
-    if (lead && !r.zero_initialised.empty())
-      std::printf("the file has no d_embedder: %zu tensors zero-initialised (output layer zero, so the model starts "
-                  "as the file's at every step size)\n", r.zero_initialised.size());
-  }
-
-  ShortcutConfig sc;
-  sc.objective = o.objective == "flow" ? Objective::FlowMatching : Objective::Shortcut;
-  sc.cfg_scale = o.cfg_scale;
-  sc.bootstrap_fraction = o.bootstrap_fraction;
+// The training loop of train_images for one objective: progress, sample grids, checkpoints.
+template <class Model, class Obj>
+int train_objective(Model& model, Obj objective, const TrainImagesOptions& o, dist::AnyCommunicator& comm,
+                    const data::ImageDataset& train, const nn::DiTConfig& dc, const std::string& name,
+                    const fs::path& out) {
+  const bool lead = comm.rank() == 0, from_file = !o.data_file.empty();
   AdamWConfig oc;
   oc.lr = o.lr;
   oc.weight_decay = o.weight_decay;
@@ -115,7 +74,8 @@ int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& com
   tc.progress = !o.quiet;
   tc.label = o.objective;
   tc.max_seconds = o.minutes * 60;
-  Trainer<Model, dist::AnyCommunicator> trainer(model, sc, oc, tc, comm);
+  Trainer<Model, dist::AnyCommunicator, Obj> trainer(model, std::move(objective), oc, tc, comm);
+  const ShortcutConfig sc = trainer.loss().sampling();  // how the grids are sampled
   if (!o.resume.empty()) {
     try {
       trainer.resume(o.resume, ResumeOptions{.allow_config_change = o.allow_config_change});
@@ -174,6 +134,88 @@ int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& com
   std::printf("done: %lld steps; checkpoints in %s, sample grids in %s\n", (long long)trainer.step(),
               (out / "checkpoints").c_str(), (out / "samples").c_str());
   return 0;
+}
+
+
+// comm: the ranks of a data-parallel run (one process: a LocalCommunicator); --batch is the global
+// batch, each rank computes batch / ranks rows; rank 0 alone prints, writes grids and checkpoints.
+template <class Be>
+int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& comm) {
+  using Model = ShortcutModel<nn::DiT<Be>>;
+  const bool lead = comm.rank() == 0;
+  (void)BatchSlice::of_rank(o.batch, 0, comm.rank(), comm.size());  // an uneven split fails before the data loads
+  const bool from_file = !o.data_file.empty();
+  const std::string name = from_file ? fs::path(o.data_file).stem().string() : o.dataset;
+  const fs::path out = o.out.empty() ? fs::path("out/images") / (name + "-" + o.objective) : fs::path(o.out);
+  if (!o.init.empty() && !o.resume.empty())
+    throw ConfigError("--init and --resume exclude each other (--resume continues a run, --init starts a new one)");
+  if (!from_file && (!o.labels_file.empty() || o.classes != 0))
+    throw ConfigError("--labels-file and --classes go with --data-file");
+  (void)nn::DiTConfig::preset(o.preset);  // an unknown preset fails before the data loads
+  data::ImageDataset train = from_file ? data::load_tensor_dataset(o.data_file, o.labels_file, o.classes)
+                                       : load_split(o.data.empty() ? "data/" + o.dataset : o.data, "train");
+  if (train.h != train.w)
+    throw ShapeError(cat("images must be square (the DiT's image size is one number), got ", train.h, "x", train.w));
+  nn::DiTConfig dc;
+  const nlohmann::json init_cfg = o.init.empty() ? nlohmann::json() : init_config(o.init);
+  if (!init_cfg.is_null()) {
+    // the network the weights were made for; the data must fit it
+    dc = nn::DiTConfig::from_json(init_cfg);
+    if (dc.image != train.h || dc.channels != train.c)
+      throw ShapeError(cat("--init ", o.init, " holds a DiT for ", dc.image, "x", dc.image, "x", dc.channels,
+                           " images; the data has ", train.h, "x", train.w, "x", train.c));
+    if (train.classes > dc.classes)
+      throw ShapeError(cat("--init ", o.init, " holds a DiT for ", dc.classes, " classes; the data has labels up to ",
+                           train.classes - 1));
+    train.classes = dc.classes;
+  } else {
+    dc = nn::DiTConfig::preset(o.preset, train.h, train.c, train.classes);
+  }
+  Model model(be, dc, o.seed);
+  if (!o.init.empty()) {
+    io::InitReport r = io::load_initial_weights(o.init, model.net(), model.arena());
+    if (lead) std::printf("initial weights: %s (EMA: %s)%s\n", r.weights_file.c_str(), r.ema_file.c_str(),
+                init_cfg.is_null() ? "; the file has no config: the preset's network" : "; its network, --preset ignored");
+    if (lead && !r.zero_initialised.empty())
+      std::printf("the file has no d_embedder: %zu tensors zero-initialised (output layer zero, so the model starts "
+                  "as the file's at every step size)\n", r.zero_initialised.size());
+  }
+
+  if (!o.teacher.empty() && o.init.empty() && o.resume.empty()) {
+    // a distillation's student starts from its teacher, as in the paper
+    io::load_initial_weights(o.teacher, model.net(), model.arena());
+    if (lead) std::printf("the student starts from the teacher's weights (%s)\n", o.teacher.c_str());
+  }
+  const int M = ShortcutConfig{}.denoise_timesteps;
+  if (o.objective == "shortcut" || o.objective == "flow") {
+    ShortcutConfig sc;
+    sc.objective = o.objective == "flow" ? Objective::FlowMatching : Objective::Shortcut;
+    sc.cfg_scale = o.cfg_scale;
+    sc.bootstrap_fraction = o.bootstrap_fraction;
+    return train_objective(model, SelfConsistencyLoss<Model>(sc), o, comm, train, dc, name, out);
+  }
+  if (o.objective == "progressive_distillation") {
+    ProgressiveDistillationConfig c;
+    c.denoise_timesteps = M;
+    c.cfg_scale = o.cfg_scale;
+    c.teacher = o.teacher;
+    return train_objective(model, ProgressiveDistillation<Model>(c), o, comm, train, dc, name, out);
+  }
+  if (o.objective == "consistency_distillation") {
+    ConsistencyDistillationConfig c;
+    c.denoise_timesteps = M;
+    c.teacher = o.teacher;
+    return train_objective(model, ConsistencyDistillation<Model>(c), o, comm, train, dc, name, out);
+  }
+  if (o.objective == "consistency_training") {
+    ConsistencyTrainingConfig c;
+    c.denoise_timesteps = M;
+    return train_objective(model, ConsistencyTraining<Model>(c), o, comm, train, dc, name, out);
+  }
+  LiveReflowConfig c;
+  c.denoise_timesteps = M;
+  c.cfg_scale = o.cfg_scale;
+  return train_objective(model, LiveReflow<Model>(c), o, comm, train, dc, name, out);
 }
 
 }  // namespace examples

@@ -163,6 +163,32 @@ def main(work, train, mpiexec):
     bad([*mpiexec, "-n", "3", *rank(batch="40")], ("cannot be split evenly over 3 ranks",),
         "a batch of 40 on 3 ranks is refused")
 
+    # -- the paper's other objectives through the same program (DESIGN.md section 7)
+    teacher = last("one")
+    bad([train, *args(steps="8", checkpoint_every="0", out=os.path.join(work, "cd_bad"),
+                      objective="consistency_distillation")],
+        ("--teacher PATH",), "consistency distillation without --teacher is refused")
+    bad([train, *args(steps="8", checkpoint_every="0", out=os.path.join(work, "cd_bad"),
+                      objective="consistency_distillation", teacher=os.path.join(work, "nowhere"))],
+        ("nowhere", "does not exist"), "a teacher that does not exist is refused")
+    bad([train, *args(steps="3", checkpoint_every="0", out=os.path.join(work, "ct_bad"),
+                      objective="consistency_training")],
+        ("shorter than one step",), "consistency training shorter than its 7 stages is refused")
+    rc, text, _ = train_run(0, "pd", 8, "--objective", "progressive_distillation", "--teacher", teacher)
+    check("starts from the teacher" in text, "progressive distillation: the student starts from the teacher")
+    check(os.path.exists(os.path.join(last("pd"), "teacher.safetensors")),
+          "progressive distillation: its checkpoint holds the teacher")
+    with open(os.path.join(last("pd"), "ema.safetensors"), "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        meta = json.loads(f.read(n))["__metadata__"]
+    check(json.loads(meta["training"])["objective"]["name"] == "progressive_distillation",
+          "progressive distillation: the checkpoint's training metadata names the objective")
+    # live reflow's reflow rows are spread over the ranks like bootstrap rows: 2 ranks = one process
+    train_run(0, "reflow_one", 6, "--objective", "live_reflow")
+    train_run(2, "reflow_two", 6, "--objective", "live_reflow")
+    diff = max_diff(weights(last("reflow_two")), weights(last("reflow_one")))
+    check(diff <= tol, f"live reflow on 2 ranks vs one process: max diff {diff:.3g} (<= {tol:.3g})")
+
     print("all checks passed" if not FAILURES else f"{len(FAILURES)} check(s) failed", flush=True)
     sys.exit(1 if FAILURES else 0)
 

@@ -126,12 +126,35 @@ class RegressionRows {
   typename Backend::template Buffer<int32_t> y_;
 };
 
-// The checks every objective's step makes on its inputs: the slice, the data's and labels' sizes.
+// The checks every objective's step makes on its inputs: the slice, the data's and labels' sizes,
+// the labels in [0, classes].
 template <class T, class Be>
-void check_step_inputs(const BatchSlice& s, DeviceSpan<const T, Be> x1, HostSpan<const int32_t> y, int64_t n) {
+void check_step_inputs(const BatchSlice& s, DeviceSpan<const T, Be> x1, HostSpan<const int32_t> y, int64_t n,
+                       int classes) {
   s.check();
   check_size("training data x1", x1.size(), size_t(s.rows()) * size_t(n));
   check_size("training labels y", y.size(), size_t(s.rows()));
+  check_labels(y, classes);
+}
+
+// The settings every baseline objective shares: M (a power of two >= 2) and the label dropout.
+inline void check_schedule(int denoise_timesteps, double class_dropout_prob) {
+  if (!is_power_of_two(denoise_timesteps) || denoise_timesteps < 2)
+    throw ConfigError(cat("denoise_timesteps must be a power of two >= 2, got ", denoise_timesteps));
+  if (!(class_dropout_prob >= 0 && class_dropout_prob <= 1))
+    throw ConfigError(cat("class_dropout_prob must lie in [0, 1], got ", class_dropout_prob));
+}
+
+// What an objective tells the sampler: `reads_d` (N steps query k = log2 N) or not (k = L always,
+// as flow matching), M, and the label dropout and guidance it trained with.
+inline ShortcutConfig sampling_config(bool reads_d, int denoise_timesteps, double class_dropout_prob,
+                                      double cfg_scale = ShortcutConfig{}.cfg_scale) {
+  ShortcutConfig s;
+  s.objective = reads_d ? Objective::Shortcut : Objective::FlowMatching;
+  s.denoise_timesteps = denoise_timesteps;
+  s.class_dropout_prob = class_dropout_prob;
+  s.cfg_scale = cfg_scale;
+  return s;
 }
 
 }  // namespace shortcut

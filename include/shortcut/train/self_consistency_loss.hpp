@@ -111,7 +111,7 @@ class SelfConsistencyLoss {
   void build(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n);
+    check_step_inputs(s, x1, y, n, m.num_classes());
     plan_ = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
     const int B = plan_.B;
     const size_t N = size_t(B) * n;

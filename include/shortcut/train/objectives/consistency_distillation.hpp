@@ -42,13 +42,7 @@ class ConsistencyDistillation {
 
   std::string name() const { return "consistency_distillation"; }
   nlohmann::json to_json() const { return c_.to_json(); }
-  ShortcutConfig sampling() const {
-    ShortcutConfig s;
-    s.objective = Objective::FlowMatching;
-    s.denoise_timesteps = c_.denoise_timesteps;
-    s.class_dropout_prob = c_.class_dropout_prob;
-    return s;
-  }
+  ShortcutConfig sampling() const { return sampling_config(false, c_.denoise_timesteps, c_.class_dropout_prob); }
   void validate(int B) const {
     if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
   }
@@ -64,8 +58,7 @@ class ConsistencyDistillation {
     if (!teacher_.attached()) teacher_.attach(m);
     Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n);
-    check_labels(y, m.num_classes());
+    check_step_inputs(s, x1, y, n, m.num_classes());
     const int M = c_.denoise_timesteps;
     plan_ = consistency_plan(s, y, m.num_classes(), M, 1.0 / M, float(c_.levels()), c_.class_dropout_prob, rng);
     const int B = s.rows();

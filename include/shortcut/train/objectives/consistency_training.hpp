@@ -20,10 +20,7 @@ struct ConsistencyTrainingConfig {
   bool target_ema = true;          // targets from the EMA weights (false: the raw weights)
 
   void validate() const {
-    if (!is_power_of_two(denoise_timesteps) || denoise_timesteps < 2)
-      throw ConfigError(cat("denoise_timesteps must be a power of two >= 2, got ", denoise_timesteps));
-    if (!(class_dropout_prob >= 0 && class_dropout_prob <= 1))
-      throw ConfigError(cat("class_dropout_prob must lie in [0, 1], got ", class_dropout_prob));
+    check_schedule(denoise_timesteps, class_dropout_prob);
   }
   int levels() const { return ilog2(denoise_timesteps); }
   nlohmann::json to_json() const {
@@ -86,13 +83,7 @@ class ConsistencyTraining {
 
   std::string name() const { return "consistency_training"; }
   nlohmann::json to_json() const { return c_.to_json(); }
-  ShortcutConfig sampling() const {
-    ShortcutConfig s;
-    s.objective = Objective::FlowMatching;  // k = L on every query
-    s.denoise_timesteps = c_.denoise_timesteps;
-    s.class_dropout_prob = c_.class_dropout_prob;
-    return s;
-  }
+  ShortcutConfig sampling() const { return sampling_config(false, c_.denoise_timesteps, c_.class_dropout_prob); }
   void validate(int B) const {
     if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
   }
@@ -112,8 +103,7 @@ class ConsistencyTraining {
   LossResult step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n);
-    check_labels(y, m.num_classes());
+    check_step_inputs(s, x1, y, n, m.num_classes());
     const int64_t sections = int64_t(1) << stage_;
     plan_ = consistency_plan(s, y, m.num_classes(), sections, 1.0 / double(sections), float(c_.levels()),
                              c_.class_dropout_prob, rng);

@@ -21,13 +21,10 @@ struct LiveReflowConfig {
   double cfg_scale = 1.5;           // guidance of the reflow rows' generation (0: unconditional)
 
   void validate() const {
-    if (!is_power_of_two(denoise_timesteps) || denoise_timesteps < 2)
-      throw ConfigError(cat("denoise_timesteps must be a power of two >= 2, got ", denoise_timesteps));
+    check_schedule(denoise_timesteps, class_dropout_prob);
     if (!(reflow_fraction >= 0 && reflow_fraction <= 1))
       throw ConfigError(cat("reflow_fraction must lie in [0, 1], got ", reflow_fraction));
     if (euler_steps < 1) throw ConfigError(cat("euler_steps must be at least 1, got ", euler_steps));
-    if (!(class_dropout_prob >= 0 && class_dropout_prob <= 1))
-      throw ConfigError(cat("class_dropout_prob must lie in [0, 1], got ", class_dropout_prob));
     if (!std::isfinite(cfg_scale) || cfg_scale < 0) throw ConfigError(cat("cfg_scale must be >= 0, got ", cfg_scale));
   }
   int levels() const { return ilog2(denoise_timesteps); }
@@ -55,12 +52,8 @@ class LiveReflow {
 
   std::string name() const { return "live_reflow"; }
   nlohmann::json to_json() const { return c_.to_json(); }
-  ShortcutConfig sampling() const {
-    ShortcutConfig s;  // objective Shortcut: N steps query k = log2 N
-    s.denoise_timesteps = c_.denoise_timesteps;
-    s.class_dropout_prob = c_.class_dropout_prob;
-    s.cfg_scale = c_.cfg_scale;
-    return s;
+  ShortcutConfig sampling() const {  // it reads d: N steps query k = log2 N
+    return sampling_config(true, c_.denoise_timesteps, c_.class_dropout_prob, c_.cfg_scale);
   }
   void validate(int B) const {
     if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
@@ -75,8 +68,7 @@ class LiveReflow {
   LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n);
-    check_labels(y, m.num_classes());
+    check_step_inputs(s, x1, y, n, m.num_classes());
     make_plan(m, s, y, rng);
     const int B = s.rows(), Br = plan_.Br;
     const size_t N = size_t(B) * size_t(n), Nr = size_t(Br) * size_t(n);

@@ -25,10 +25,7 @@ struct ProgressiveDistillationConfig {
   std::string teacher;              // checkpoint folder or weights file of a flow-matching model
 
   void validate() const {
-    if (!is_power_of_two(denoise_timesteps) || denoise_timesteps < 2)
-      throw ConfigError(cat("denoise_timesteps must be a power of two >= 2, got ", denoise_timesteps));
-    if (!(class_dropout_prob >= 0 && class_dropout_prob <= 1))
-      throw ConfigError(cat("class_dropout_prob must lie in [0, 1], got ", class_dropout_prob));
+    check_schedule(denoise_timesteps, class_dropout_prob);
     if (!std::isfinite(cfg_scale) || cfg_scale < 0) throw ConfigError(cat("cfg_scale must be >= 0, got ", cfg_scale));
     if (!(target_clip > 0)) throw ConfigError(cat("target_clip must be positive, got ", target_clip));
   }
@@ -59,13 +56,8 @@ class ProgressiveDistillation {
 
   std::string name() const { return "progressive_distillation"; }
   nlohmann::json to_json() const { return c_.to_json(); }
-  ShortcutConfig sampling() const {
-    ShortcutConfig s;
-    s.objective = Objective::FlowMatching;  // queried at k = L throughout
-    s.denoise_timesteps = c_.denoise_timesteps;
-    s.class_dropout_prob = c_.class_dropout_prob;
-    s.cfg_scale = c_.cfg_scale;
-    return s;
+  ShortcutConfig sampling() const {  // queried at k = L throughout
+    return sampling_config(false, c_.denoise_timesteps, c_.class_dropout_prob, c_.cfg_scale);
   }
   void validate(int B) const {
     if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
@@ -119,8 +111,7 @@ class ProgressiveDistillation {
     if (!teacher_.attached()) teacher_.attach(m);
     Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n);
-    check_labels(y, m.num_classes());
+    check_step_inputs(s, x1, y, n, m.num_classes());
     make_plan(m, s, y, rng);
     const int B = s.rows(), nc = plan_.n_cfg, Q = B + nc;
     const size_t N = size_t(B) * size_t(n), cfg_n = size_t(nc) * size_t(n);

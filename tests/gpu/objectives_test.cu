@@ -1,0 +1,105 @@
+// The baseline objectives of DESIGN.md §7 (progressive and consistency distillation, consistency
+// training, live reflow) on the CUDA backend against the same steps on the CPU backend: a few steps
+// of each through the objective, AdamW and the EMA, on a small DiT, with the host-side plans and the
+// shared Philox noise equal on both. Tolerance as in training_test.cu: from the float CPU backend's
+// own error against double.
+#include "gpu_test_util.hpp"
+
+using namespace shortcut;
+using namespace gputest;
+using testutil::randn;
+
+namespace {
+
+struct ObjectiveRun {
+  std::vector<double> losses, param, grad;
+};
+
+// `make` builds the objective for a model type: make.template operator()<Model>().
+template <class Be, class Make>
+ObjectiveRun run_objective(Be& be, const nn::DiTConfig& c, const std::vector<double>& P0,
+                           const std::vector<double>& x1, const std::vector<int32_t>& y, int steps, Make make) {
+  using T = typename Be::Scalar;
+  using Model = ShortcutModel<nn::DiT<Be>>;
+  Model m(be, c, 7);
+  m.arena().from_host(Role::Param, std::vector<T>(P0.begin(), P0.end()));
+  m.arena().copy_role(Role::Ema, Role::Param);
+  auto obj = make.template operator()<Model>();
+  if constexpr (requires { obj.attach(m); }) obj.attach(m);
+  AdamW opt;
+  EmaTracker ema(0.9);
+  Rng rng(99);
+  const auto dx1 = upload_d(be, x1);
+  ObjectiveRun r;
+  for (int s = 0; s < steps; ++s) {
+    obj.set_progress({s, steps});
+    m.arena().zero_grad();
+    const LossResult res = obj.step(m, dx1, y, BatchSlice::all(int(y.size())), rng);
+    r.losses.insert(r.losses.end(), {res.loss, res.flow_loss, res.bootstrap_loss});
+    opt.step(m.arena());
+    ema.update(m.arena());
+  }
+  auto host = [&](Role role) {
+    auto v = m.arena().to_host(role);
+    return std::vector<double>(v.begin(), v.end());
+  };
+  r.param = host(Role::Param);
+  r.grad = host(Role::Grad);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("the baseline objectives' training steps on the GPU match the CPU backend", "[network][objectives]") {
+  nn::DiTConfig c;
+  c.image = 8; c.channels = 2; c.patch = 2; c.hidden = 64; c.depth = 2; c.heads = 2; c.classes = 3;
+  const int B = 16, steps = 4;  // 4 steps over L = 2 stages: one stage boundary (progressive's teacher swap)
+  Ref ref;
+  cpu::Backend<float> f32;
+  nn::DiT<Ref> probe(ref, c);
+  const auto P0 = randn(probe.layout().total(), 0.1);
+  const auto x1 = randn(size_t(B) * probe.sample_size());
+  const auto y = random_ids(B, c.classes);
+  // the teacher: other random weights, as a weights file every backend reads
+  const auto teacher = testutil::scratch_dir("gpu_objectives") / "teacher.safetensors";
+  {
+    ShortcutModel<nn::DiT<Ref>> t(ref, c, 3);
+    t.arena().from_host(Role::Ema, randn(t.arena().size(), 0.1));
+    io::save_weights(teacher, t.net(), t.arena(), Role::Ema);
+  }
+  auto compare = [&](const std::string& name, auto make) {
+    const ObjectiveRun want = run_objective(ref, c, P0, x1, y, steps, make);
+    const ObjectiveRun f = run_objective(f32, c, P0, x1, y, steps, make);
+    const ObjectiveRun got = run_objective(gpu(), c, P0, x1, y, steps, make);
+    auto check = [&](const std::string& what, const std::vector<double>& g, const std::vector<double>& fv,
+                     const std::vector<double>& r) {
+      check_close(name + " " + what, g, r, std::max(2e-4, 10 * rel_err(fv, r)));
+    };
+    check("losses", got.losses, f.losses, want.losses);
+    check("parameters", got.param, f.param, want.param);
+    check("gradients of the last step", got.grad, f.grad, want.grad);
+  };
+  compare("consistency training", []<class M>() {
+    ConsistencyTrainingConfig k;
+    k.denoise_timesteps = 4;
+    return ConsistencyTraining<M>(k);
+  });
+  compare("consistency distillation", [&]<class M>() {
+    ConsistencyDistillationConfig k;
+    k.denoise_timesteps = 8;
+    k.teacher = teacher.string();
+    return ConsistencyDistillation<M>(k);
+  });
+  compare("progressive distillation", [&]<class M>() {
+    ProgressiveDistillationConfig k;
+    k.denoise_timesteps = 4;
+    k.teacher = teacher.string();
+    return ProgressiveDistillation<M>(k);
+  });
+  compare("live reflow", []<class M>() {
+    LiveReflowConfig k;
+    k.denoise_timesteps = 8;
+    k.euler_steps = 3;
+    return LiveReflow<M>(k);
+  });
+}
