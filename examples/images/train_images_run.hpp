@@ -181,6 +181,7 @@ int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& com
                   "as the file's at every step size)\n", r.zero_initialised.size());
   }
 
+  if (!o.teacher.empty() && !fs::exists(o.teacher)) throw FileError("--teacher " + o.teacher + " does not exist");
   if (!o.teacher.empty() && o.init.empty() && o.resume.empty()) {
     // a distillation's student starts from its teacher, as in the paper
     io::load_initial_weights(o.teacher, model.net(), model.arena());

@@ -170,7 +170,7 @@ def main(work, train, mpiexec):
         ("--teacher PATH",), "consistency distillation without --teacher is refused")
     bad([train, *args(steps="8", checkpoint_every="0", out=os.path.join(work, "cd_bad"),
                       objective="consistency_distillation", teacher=os.path.join(work, "nowhere"))],
-        ("nowhere", "does not exist"), "a teacher that does not exist is refused")
+        ("--teacher", "nowhere", "does not exist"), "a teacher that does not exist is refused")
     bad([train, *args(steps="3", checkpoint_every="0", out=os.path.join(work, "ct_bad"),
                       objective="consistency_training")],
         ("shorter than one step",), "consistency training shorter than its 7 stages is refused")

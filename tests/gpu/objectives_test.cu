@@ -79,7 +79,7 @@ TEST_CASE("the baseline objectives' training steps on the GPU match the CPU back
     check("parameters", got.param, f.param, want.param);
     check("gradients of the last step", got.grad, f.grad, want.grad);
   };
-  compare("consistency training", []<class M>() {
+  compare("consistency training", [&]<class M>() {  // a capture: no conversion to a function pointer (nvcc warns)
     ConsistencyTrainingConfig k;
     k.denoise_timesteps = 4;
     return ConsistencyTraining<M>(k);
@@ -96,7 +96,7 @@ TEST_CASE("the baseline objectives' training steps on the GPU match the CPU back
     k.teacher = teacher.string();
     return ProgressiveDistillation<M>(k);
   });
-  compare("live reflow", []<class M>() {
+  compare("live reflow", [&]<class M>() {
     LiveReflowConfig k;
     k.denoise_timesteps = 8;
     k.euler_steps = 3;

@@ -95,6 +95,7 @@ class RegressionRows {
 
   // rows local rows, `boot` of them first bootstrap rows; batch / boot_global: the whole batch's.
   LossResult regress(Model& m, int rows, int boot, int batch, int boot_global) {
+    if (rows < 1 || batch < rows) throw ShapeError(cat("regression over ", rows, " rows of a batch of ", batch));
     Backend& be = m.backend();
     const int n = int(m.sample_size());
     nn::ensure(grad_, size_t(rows) * n);
