@@ -9,6 +9,7 @@
 // steps query k = log2 N) or not (then every query uses k = L, as flow matching): sampling() says so
 // as the ShortcutConfig the sampler and load_generator already read.
 #pragma once
+#include <algorithm>
 #include <concepts>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -144,6 +145,15 @@ inline void check_schedule(int denoise_timesteps, double class_dropout_prob) {
     throw ConfigError(cat("denoise_timesteps must be a power of two >= 2, got ", denoise_timesteps));
   if (!(class_dropout_prob >= 0 && class_dropout_prob <= 1))
     throw ConfigError(cat("class_dropout_prob must lie in [0, 1], got ", class_dropout_prob));
+}
+
+// The stage of a staged objective (L stages of total / L steps, the remainder in the last) for the
+// step about to be taken; a run shorter than L steps is refused, naming the objective.
+inline int stage_of(const TrainingProgress& p, int L, const char* objective) {
+  if (p.total < L)
+    throw ConfigError(cat(objective, " runs ", L, " stages of steps / ", L, " steps each; ", p.total,
+                          " steps make a stage shorter than one step (use at least ", L, " steps)"));
+  return int(std::min<int64_t>(L - 1, p.step / (p.total / L)));
 }
 
 // What an objective tells the sampler: `reads_d` (N steps query k = log2 N) or not (k = L always,

@@ -88,13 +88,7 @@ class ConsistencyTraining {
     if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
   }
   int bootstrap_rows(int) const { return 0; }  // every row costs one query
-  void set_progress(const TrainingProgress& p) {
-    const int L = c_.levels();
-    if (p.total < L)
-      throw ConfigError(cat("consistency training runs ", L, " stages of steps / ", L, " steps each; ", p.total,
-                            " steps make a stage shorter than one step (use at least ", L, " steps)"));
-    stage_ = int(std::min<int64_t>(L - 1, p.step / (p.total / L)));
-  }
+  void set_progress(const TrainingProgress& p) { stage_ = stage_of(p, c_.levels(), "consistency training"); }
   int stage() const { return stage_; }
   const Plan& plan() const { return plan_; }
   const T* inputs() const { return rows_.xt(); }

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "shortcut/train/objectives/consistency_training.hpp"
 #include "shortcut/train/objectives/teacher.hpp"
 
 namespace shortcut {
@@ -67,11 +68,7 @@ class ProgressiveDistillation {
 
   // Stage of the step about to be taken; crossing into a later stage makes the model the teacher.
   void set_progress(const TrainingProgress& p) {
-    const int L = c_.levels();
-    if (p.total < L)
-      throw ConfigError(cat("progressive distillation runs ", L, " stages of steps / ", L, " steps each; ", p.total,
-                            " steps make a stage shorter than one step (use at least ", L, " steps)"));
-    stage_ = int(std::min<int64_t>(L - 1, p.step / (p.total / L)));
+    stage_ = stage_of(p, c_.levels(), "progressive distillation");
     if (teacher_.attached() && stage_ > teacher_stage_) {
       teacher_.assign(c_.teacher_ema ? Role::Ema : Role::Param);
       teacher_stage_ = stage_;
@@ -151,24 +148,18 @@ class ProgressiveDistillation {
   void make_plan(const Model& m, const BatchSlice& s, HostSpan<const int32_t> y, Rng& rng) {
     const int L = c_.levels(), classes = m.num_classes();
     const int64_t sections = int64_t(1) << (L - 1 - stage_);
+    // the rows and their draws are consistency training's, with the step d in place of the gap
+    ConsistencyPlan c = consistency_plan(s, y, classes, sections, 1.0 / double(sections), float(L),
+                                         c_.class_dropout_prob, rng);
     Plan p;
     p.stage = stage_;
-    std::vector<float> t(size_t(s.batch));
-    std::vector<char> drop(size_t(s.batch));
-    for (int r = 0; r < s.batch; ++r) {
-      t[r] = float(rng.randint(sections)) / float(sections);
-      drop[r] = classes <= 1 || rng.uniform() < c_.class_dropout_prob;
-    }
-    for (int i = 0; i < s.rows(); ++i) {
-      const int g = s.global_row(i);
-      p.t.push_back(t[g]);
-      p.k.push_back(float(L));
-      p.half_d.push_back(0.5f / float(sections));
-      p.y.push_back(drop[g] ? int32_t(classes) : y[i]);
-    }
+    p.t = std::move(c.t);
+    p.k = std::move(c.k);
+    p.y = std::move(c.y);
+    p.noise_stream = c.noise_stream;
+    p.half_d.assign(p.t.size(), 0.5f / float(sections));
     const bool guided = stage_ == 0 && c_.cfg_scale > 0 && classes > 1;
     p.n_cfg = guided ? s.rows() : 0;
-    p.noise_stream = rng.next_stream();
     plan_ = std::move(p);
   }
 
