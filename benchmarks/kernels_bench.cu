@@ -12,6 +12,7 @@
 // (memory-bound ops) or "TFLOP/s" (matrix work), with the same formula for every impl of a kernel,
 // so the counters of one kernel compare as its times do.
 //
+// BM_attention_bf16tc_forward is the bf16 tensor-core attention (not yet in the backend: issue 11).
 // Shapes: DiT-S/B on 32x32x4 latents with patch 2 (256 tokens; D = 384, 6 heads of 64 / D = 768,
 // 12 heads) at batch 32 (N = 8192 rows), longer sequences, DiT-XL's head dim 72, and the two
 // end-to-end configs at batch 256: mnist-S2 (196 tokens, D 384, 6 heads of 64: N = 50176) and
@@ -35,6 +36,7 @@
 #include <vector>
 
 #include "benchmarks/reference/unfused.cuh"
+#include "kernels/attention_tc.cuh"
 #include "shortcut/cuda.hpp"
 
 namespace {
@@ -254,6 +256,33 @@ void BM_attention_forward(benchmark::State& st, Impl impl) {
                               scale, work.data());
     });
   }
+  set_flops(st, 4.0 * B * H * double(T) * T * hd);
+}
+
+// The bf16 tensor-core forward (kernels/attention_tc.cuh) at the same shapes and FLOP count; its
+// fraction of ceiling is taken against the bf16 matmul ceiling.
+void BM_attention_bf16tc_forward(benchmark::State& st, Impl) {
+  const int B = int(st.range(0)), T = int(st.range(1)), H = int(st.range(2)), hd = int(st.range(3));
+  const size_t rows = size_t(B) * T, D = size_t(H) * hd;
+  using Bf = shortcut::cuda::DeviceBuffer<__nv_bfloat16>;
+  struct Set {
+    Bf qkv, out;
+    Buf lse;
+  };
+  std::vector<Set> sets;
+  for (int c = 0, n = rotation(rows * D * 2 * 4); c < n; ++c) {
+    Buf f = random_buffer(rows * 3 * D);
+    Set s{Bf(rows * 3 * D), Bf(rows * D), Buf(size_t(B) * H * T)};
+    to_bf16_kernel<<<shortcut::kernels::blocks_for(f.size()), 256, 0, be().stream()>>>(s.qkv.data(), f.data(), f.size());
+    SHORTCUT_CUDA_CHECK_LAUNCH("to_bf16_kernel");
+    be().synchronize();  // f is freed at the end of this iteration
+    sets.push_back(std::move(s));
+  }
+  timed(st, int(sets.size()), [&](int c) {
+    auto& s = sets[c];
+    shortcut::kernels::attention_forward_tc(s.out.data(), s.lse.data(), s.qkv.data(), B, T, H, hd, 1.f / hd,
+                                            be().stream());
+  });
   set_flops(st, 4.0 * B * H * double(T) * T * hd);
 }
 
@@ -651,6 +680,7 @@ SHORTCUT_BENCH_CPU(BM_linear_backward, linear_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_forward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_forward, unfused, attention_shapes);
 SHORTCUT_BENCH_CPU(BM_attention_forward, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_bf16tc_forward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_backward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_backward, unfused, attention_shapes);
 SHORTCUT_BENCH_CPU(BM_attention_backward, attention_shapes);

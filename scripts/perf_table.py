@@ -164,7 +164,8 @@ def kernel_table(kernels):
             frac = fmt(f["GB/s"] / ceil_copy, 2) if ceil_copy else "—"
         elif "TFLOP/s" in f:
             rate = f"{fmt(f['TFLOP/s'])} TFLOP/s"
-            ceil = ceil_tf32 if "tf32" in kernel or "tf32" in shape else ceil_fp32
+            ceil = (ceil_bf16 if "bf16" in kernel else
+                    ceil_tf32 if "tf32" in kernel or "tf32" in shape else ceil_fp32)
             frac = fmt(f["TFLOP/s"] / ceil, 2) if ceil else "—"
         fu, uu, cu = us(f), us(u), us(c)
         cells = [kernel, shape, fmt(fu) if "error" not in f else "error", fmt(uu), fmt(cu), rate, frac,

@@ -40,7 +40,8 @@ int main(int argc, char** argv) {
   std::string dataset = "fashion-mnist", data_dir, classifier, out = "quality.json", steps_s = "1,2,4,8,128",
               device = "cpu";
   std::vector<std::string> models;
-  int samples = 1000, chunk = 250;
+  std::string figure;
+  int samples = 1000, chunk = 250, figure_columns = 6;
   double guidance = 1.0;
   uint64_t seed = 0;
   bool quiet = false;
@@ -58,6 +59,10 @@ int main(int argc, char** argv) {
   app.add_option("-o,--out", out, "JSON file to write")->capture_default_str();
   app.add_option("--device", device, "where the models sample: cpu or cuda (the classifier runs on the CPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--figure", figure,
+                 "also write a PNG: one row per model, one block per step count, its first samples (classes 0, 1, ...)");
+  app.add_option("--figure-columns", figure_columns, "samples per block in --figure")
+      ->check(CLI::Range(1, 64))->capture_default_str();
   app.add_flag("-q,--quiet", quiet, "no progress bars");
   CLI11_PARSE(app, argc, argv);
   try {
@@ -108,7 +113,12 @@ int main(int argc, char** argv) {
     std::printf("classifier test accuracy %.4f; FD of %d real training images vs the test split: %.3f\n", clf_acc, nf,
                 floor);
     nlohmann::json results = nlohmann::json::array();
-    std::printf("%-12s %6s %10s %9s\n", "model", "steps", "fd", "accuracy");
+    const int shown = std::min(figure_columns, samples);
+    std::vector<Block> blocks;  // --figure: one per step count, rows = models
+    for (int N : steps) blocks.push_back({cat(N, N == 1 ? " step" : " steps"), {}});
+    int name_w = 12;
+    for (const Loaded& m : loaded) name_w = std::max(name_w, int(m.name.size()));
+    std::printf("%-*s %6s %10s %9s\n", name_w, "model", "steps", "fd", "accuracy");
     for (const Loaded& model : loaded) {
       const std::string& name = model.name;
       ImageGenerator* gen = model.gen.get();
@@ -119,16 +129,27 @@ int main(int argc, char** argv) {
                              test.classes));
       std::vector<int32_t> labels(samples);
       for (int i = 0; i < samples; ++i) labels[i] = i % dc.classes;
-      for (int N : steps) {
+      for (size_t si = 0; si < steps.size(); ++si) {
+        const int N = steps[si];
         ProgressBar bar(cat(name, " ", N, " steps"), samples, 0, !quiet);
         auto imgs = gen->generate(labels, N, guidance, seed, chunk, nullptr, &bar);
         bar.finish();
+        blocks[si].images.insert(blocks[si].images.end(), imgs.begin(),
+                                 imgs.begin() + static_cast<std::ptrdiff_t>(shown * test.image_size()));
         auto fg = features(clf, CP, imgs.data(), labels.data(), samples, test.image_size());
         double fd = metrics::frechet_distance(metrics::gaussian_stats(std::span<const float>(fg.f), d), test_stats);
         double acc = double(fg.correct) / samples;
-        std::printf("%-12s %6d %10.3f %9.3f\n", name.c_str(), N, fd, acc);
+        std::printf("%-*s %6d %10.3f %9.3f\n", name_w, name.c_str(), N, fd, acc);
         results.push_back({{"model", name}, {"steps", N}, {"fd", fd}, {"accuracy", acc}});
       }
+    }
+    if (!figure.empty()) {
+      std::vector<std::string> names;
+      for (const Loaded& m : loaded) names.push_back(m.name);
+      io::Image img = compose_blocks(blocks, int(loaded.size()), shown, test.h, test.w, test.c, names);
+      io::write_png(figure, img, {{"Software", "shortcut evaluate_images"}, {"guidance", cat(guidance)},
+                                  {"seed", cat(seed)}});
+      std::printf("wrote %s\n", figure.c_str());
     }
     nlohmann::json j = {{"dataset", dataset},       {"samples", samples},    {"guidance", guidance},
                         {"classifier", classifier}, {"classifier_test_accuracy", clf_acc},

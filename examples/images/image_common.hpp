@@ -57,7 +57,9 @@ struct Block {
 };
 inline io::Image compose_blocks(const std::vector<Block>& blocks, int rows, int cols, int H, int W, int C,
                                 const std::vector<std::string>& row_labels = {}) {
-  const int scale = 1, label_w = row_labels.empty() ? 0 : 6 * 8 + 4, gap = 10, head = 7 * scale + 8;
+  const int scale = 1, gap = 10, head = 7 * scale + 8;
+  int label_w = 0;  // as wide as the longest row label (model names in the evaluation's figure)
+  for (const std::string& l : row_labels) label_w = std::max(label_w, io::text_width(l, scale) + 4);
   std::vector<io::Image> grids;
   for (auto& b : blocks) {
     io::GridOptions g;
@@ -83,7 +85,7 @@ inline io::Image compose_blocks(const std::vector<Block>& blocks, int rows, int 
   }
   const int cell = grids.empty() ? 0 : (grids[0].height - 2) / rows;
   for (size_t r = 0; r < row_labels.size() && int(r) < rows; ++r)
-    io::draw_text(out, 2, head + 2 + int(r) * cell + cell / 2 - 3, row_labels[r].substr(0, 8), {40, 40, 40}, scale);
+    io::draw_text(out, 2, head + 2 + int(r) * cell + cell / 2 - 3, row_labels[r], {40, 40, 40}, scale);
   return out;
 }
 

@@ -108,6 +108,7 @@ const char* op_name(WarpOp op) {
     case WarpOp::Any: return "__any_sync";
     case WarpOp::All: return "__all_sync";
     case WarpOp::Sync: return "__syncwarp";
+    case WarpOp::MmaBf16: return "mma.sync.m16n8k16.bf16";
   }
   return "?";
 }
@@ -541,6 +542,40 @@ void syncthreads() {
 #endif
 }
 
+// mma.m16n8k16 bf16 -> fp32 for a whole warp: value[l] points to lane l's MmaBf16Fragments. The
+// layouts, with g = lane / 4 and q = lane % 4 (PTX ISA tables):
+//   A: a_i at row g + 8 * ((i / 2) % 2), column 2q + (i % 2) + 8 * (i / 4); a_{2j}, a_{2j+1} in a[j]
+//   B: b_i at row (k) 2q + (i % 2) + 8 * (i / 2), column (n) g;              b_{2j}, b_{2j+1} in b[j]
+//   C, D: c_i at row g + 8 * (i / 2), column 2q + (i % 2)
+// The products of two bf16 are exact in fp32; the sum is taken in double and rounded once (the
+// device's fp32 accumulation is at least this close to exact, within the tolerances of the tests).
+void mma_bf16(WarpSlot& s) {
+  float A[16][16], B[16][8], C[16][8];
+  auto half = [](uint32_t reg, int i) {
+    const uint32_t u = (i % 2 ? reg >> 16 : reg & 0xffffu) << 16;
+    float v;
+    std::memcpy(&v, &u, 4);
+    return v;
+  };
+  for (int l = 0; l < 32; ++l) {
+    const auto* f = reinterpret_cast<const MmaBf16Fragments*>(s.value[l]);
+    const int g = l / 4, q = l % 4;
+    for (int i = 0; i < 8; ++i) A[g + 8 * ((i / 2) % 2)][2 * q + (i % 2) + 8 * (i / 4)] = half(f->a[i / 2], i);
+    for (int i = 0; i < 4; ++i) B[2 * q + (i % 2) + 8 * (i / 2)][g] = half(f->b[i / 2], i);
+    for (int i = 0; i < 4; ++i) C[g + 8 * (i / 2)][2 * q + (i % 2)] = f->c[i];
+  }
+  for (int l = 0; l < 32; ++l) {
+    auto* f = reinterpret_cast<MmaBf16Fragments*>(s.value[l]);
+    const int g = l / 4, q = l % 4;
+    for (int i = 0; i < 4; ++i) {
+      const int r = g + 8 * (i / 2), c = 2 * q + (i % 2);
+      double acc = C[r][c];
+      for (int k = 0; k < 16; ++k) acc += double(A[r][k]) * B[k][c];
+      f->d[i] = float(acc);
+    }
+  }
+}
+
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width) {
   Worker& w = on_fiber(op_name(op));
   Fiber& f = *w.current;
@@ -557,6 +592,11 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   if (mask & ~exists) {
     std::snprintf(buf, sizeof buf, "%s with mask 0x%08x names lanes that do not exist (this warp has %u)", op_name(op),
                   mask, count);
+    fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
+  }
+  if (op == WarpOp::MmaBf16 && (mask != 0xffffffffu || count != 32)) {
+    std::snprintf(buf, sizeof buf, "%s needs all 32 lanes of a full warp (mask 0x%08x, %u lanes)", op_name(op), mask,
+                  count);
     fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
   }
   if (op <= WarpOp::ShflXor && (width < 1 || width > 32 || (width & (width - 1)))) {
@@ -596,6 +636,7 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
     return s.result[lane];
   }
   // the last lane of the mask: every lane's result, then wake the others
+  if (op == WarpOp::MmaBf16) mma_bf16(s);
   constexpr uint64_t kUndefined = ~uint64_t(0);  // a source lane outside the mask: NaN, so it shows
   uint32_t pred = 0;
   for (uint32_t m = mask; m; m &= m - 1)

@@ -21,10 +21,26 @@ const ThreadState& self();
 // Blocks until every thread of the block has arrived (a fault if one exits instead).
 void syncthreads();
 
-enum class WarpOp : int { Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Sync };
+enum class WarpOp : int { Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Sync, MmaBf16 };
 // One warp collective: waits for every lane of `mask` (which must include the caller and name only
 // lanes that exist and take part with the same op and mask), then returns this lane's result.
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width);
+
+// One lane's registers of mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (PTX ISA, "Matrix
+// Fragments for mma.m16n8k16 with floating point type"): A 16x16 row-major in 4 registers of two bf16
+// (low half first), B 16x8 column-major in 2, C and D 16x8 fp32 in 4. The instruction is a warp
+// collective of all 32 lanes; the last lane to arrive computes every lane's D from every lane's
+// fragments (src/scheduler.cpp, an implementation of the ISA's layout tables written apart from the
+// kernels' loaders, so that a wrong loader shows as a wrong product).
+struct MmaBf16Fragments {
+  uint32_t a[4];
+  uint32_t b[2];
+  float c[4];
+  float d[4];
+};
+inline void mma_m16n8k16_bf16(MmaBf16Fragments* f) {
+  warp_collective(WarpOp::MmaBf16, 0xffffffffu, reinterpret_cast<uint64_t>(f), 0, 32);
+}
 
 void* dynamic_smem_ptr();
 // A device-side fault (as __trap or a failed device assert): the block stops, the launch's error is

@@ -1,0 +1,179 @@
+// Attention forward on the bf16 tensor cores (mma.sync m16n8k16, fp32 accumulation), flash-attention
+// 2 style: the same contract as attention_forward in attention.cuh (qkv [B,T,3D] with head h at
+// columns h*hd of q | k | v, out [B,T,D], lse [B,H,T] fp32, logits q.k * scale, any T) on bf16
+// storage. Nothing T x T reaches memory.
+//
+// A block of 4 warps owns 64 queries of one (b, h); warp w owns 16 of them and keeps their q
+// fragments in registers for the whole walk over the keys. Per tile of 64 keys the block stages K
+// ([key][dim], dims zero-padded to a multiple of 16) and V transposed ([dim][key]) in shared memory,
+// so that every B fragment register is one 4-byte load. Per warp: S = Q K^T (16 x 64 in 8 fp32 D
+// tiles), scale and mask in fp32, online softmax in registers (each row's max and sum across the 4
+// lanes that hold it: two xor shuffles), P rounded to bf16 straight from the D tiles into A fragments
+// (kernels/mma.cuh) and O += P V into 16 x hd fp32 accumulators, rescaled by exp(m_old - m_new).
+// The row sum l is taken over the fp32 probabilities. out = O / l in bf16, lse = m + log l in fp32.
+//
+// Precision: the inputs are bf16; the logits, softmax, row statistics and accumulation are fp32; P is
+// rounded to bf16 once for the product with V, as every bf16 flash attention does. Rows past the end
+// of the sequence are zeros and masked (logit -inf); head dims 32, 64, 72 and 128 (72: the q.k
+// contraction runs over 80 with zero padding).
+#pragma once
+#include <cmath>
+
+#include "kernels/attention.cuh"
+#include "kernels/mma.cuh"
+
+namespace shortcut::kernels {
+
+inline constexpr int kTcBR = 64, kTcBC = 64, kTcThreads = 128;
+
+template <int HD>
+struct TcHeadDim {
+  static constexpr int kK = (HD + 15) / 16 * 16;  // the q.k contraction, zero-padded
+  static constexpr int kKs = kK + 8;              // K row stride in shared memory (bf16): 16 bytes of skew
+  static constexpr int kVs = kTcBC + 8;           // V^T row stride
+  static_assert(HD % 8 == 0, "the output tiles are 8 wide");
+  static constexpr size_t kSmemBytes = (size_t(kTcBC) * kKs + size_t(HD) * kVs) * sizeof(__nv_bfloat16);
+};
+
+template <int HD>
+__global__ void __launch_bounds__(kTcThreads)
+    attention_forward_tc_kernel(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int Tn, int H, float scale) {
+  using Hd = TcHeadDim<HD>;
+  constexpr int KS = Hd::kK / 16, NT = kTcBC / 8, DT = HD / 8;
+  SHORTCUT_DYNAMIC_SMEM(__nv_bfloat16, tc_smem);  // its own name: extern __shared__ arrays of one name share a type
+  __nv_bfloat16* Ks = tc_smem;                        // [kTcBC][kKs]
+  __nv_bfloat16* Vt = tc_smem + size_t(kTcBC) * Hd::kKs;  // [HD][kVs]
+  const int D = H * HD, row_stride = 3 * D;
+  const int bh = blockIdx.y, b = bh / H, h = bh % H;
+  const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
+  const __nv_bfloat16* base = qkv + size_t(b) * Tn * row_stride + size_t(h) * HD;
+  const int r0 = blockIdx.x * kTcBR + warp * 16 + g, r1 = r0 + 8;  // this lane's two query rows
+
+  const __nv_bfloat16 zero = __float2bfloat16(0.f);
+  const uint32_t zero2 = pack_bf16x2(0.f, 0.f);
+  uint32_t qf[KS][4];
+  #pragma unroll
+  for (int ks = 0; ks < KS; ++ks)
+    #pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int r = (j % 2) ? r1 : r0, c = ks * 16 + 2 * q4 + 8 * (j / 2);
+      qf[ks][j] = (r < Tn && c < HD) ? load_bf16x2(base + size_t(r) * row_stride + c) : zero2;
+    }
+  float o[DT][4];
+  #pragma unroll
+  for (int dt = 0; dt < DT; ++dt)
+    #pragma unroll
+    for (int i = 0; i < 4; ++i) o[dt][i] = 0.f;
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+
+  for (int k0 = 0; k0 < Tn; k0 += kTcBC) {
+    __syncthreads();  // the previous tile's readers are done
+    for (int i = tid; i < kTcBC * (Hd::kK / 2); i += kTcThreads) {
+      const int r = i / (Hd::kK / 2), c = 2 * (i % (Hd::kK / 2)), key = k0 + r;
+      const uint32_t v = (key < Tn && c < HD) ? load_bf16x2(base + size_t(key) * row_stride + D + c) : zero2;
+      memcpy(Ks + r * Hd::kKs + c, &v, 4);
+    }
+    for (int i = tid; i < kTcBC * HD; i += kTcThreads) {
+      const int r = i / HD, c = i % HD, key = k0 + r;
+      Vt[c * Hd::kVs + r] = key < Tn ? base[size_t(key) * row_stride + 2 * D + c] : zero;
+    }
+    __syncthreads();
+
+    float s[NT][4];
+    #pragma unroll
+    for (int nt = 0; nt < NT; ++nt) {
+      #pragma unroll
+      for (int i = 0; i < 4; ++i) s[nt][i] = 0.f;
+      const __nv_bfloat16* kr = Ks + (nt * 8 + g) * Hd::kKs + 2 * q4;
+      #pragma unroll
+      for (int ks = 0; ks < KS; ++ks) {
+        const uint32_t bf[2] = {load_bf16x2(kr + ks * 16), load_bf16x2(kr + ks * 16 + 8)};
+        mma_bf16_16816(s[nt], qf[ks], bf, s[nt]);
+      }
+    }
+    // scale, mask, the tile's row max (rows r0: i = 0, 1; r1: i = 2, 3)
+    float mt[2] = {-INFINITY, -INFINITY};
+    #pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+      #pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        const int key = k0 + nt * 8 + 2 * q4 + (i % 2);
+        s[nt][i] = key < Tn ? s[nt][i] * scale : -INFINITY;
+        mt[i / 2] = fmaxf(mt[i / 2], s[nt][i]);
+      }
+    float alpha[2], mnew[2], rs[2] = {0.f, 0.f};
+    #pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 1));
+      mt[r] = fmaxf(mt[r], __shfl_xor_sync(0xffffffffu, mt[r], 2));
+      mnew[r] = fmaxf(m[r], mt[r]);  // finite: the first tile holds key 0
+      alpha[r] = expf(m[r] - mnew[r]);
+      m[r] = mnew[r];
+    }
+    #pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+      #pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        s[nt][i] = expf(s[nt][i] - mnew[i / 2]);
+        rs[i / 2] += s[nt][i];
+      }
+    #pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 1);
+      rs[r] += __shfl_xor_sync(0xffffffffu, rs[r], 2);
+      l[r] = l[r] * alpha[r] + rs[r];
+    }
+    #pragma unroll
+    for (int dt = 0; dt < DT; ++dt)
+      #pragma unroll
+      for (int i = 0; i < 4; ++i) o[dt][i] *= alpha[i / 2];
+    // O += P V: k runs over the tile's keys, 16 at a time
+    #pragma unroll
+    for (int kk = 0; kk < NT / 2; ++kk) {
+      uint32_t pa[4];
+      pack_a_from_d(pa, s[2 * kk], s[2 * kk + 1]);
+      #pragma unroll
+      for (int dt = 0; dt < DT; ++dt) {
+        const __nv_bfloat16* vr = Vt + (dt * 8 + g) * Hd::kVs + kk * 16 + 2 * q4;
+        const uint32_t bf[2] = {load_bf16x2(vr), load_bf16x2(vr + 8)};
+        mma_bf16_16816(o[dt], pa, bf, o[dt]);
+      }
+    }
+  }
+  const int rows[2] = {r0, r1};
+  #pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (rows[r] >= Tn) continue;
+    const float inv = 1.f / l[r];
+    __nv_bfloat16* orow = out + (size_t(b) * Tn + rows[r]) * D + size_t(h) * HD + 2 * q4;
+    #pragma unroll
+    for (int dt = 0; dt < DT; ++dt) {
+      const uint32_t v = pack_bf16x2(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
+      memcpy(orow + dt * 8, &v, 4);
+    }
+    if (q4 == 0) lse[size_t(bh) * Tn + rows[r]] = m[r] + logf(l[r]);
+  }
+}
+
+template <int HD>
+void attention_forward_tc_hd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int Tn, int H,
+                             float scale, cudaStream_t s) {
+  const dim3 grid(unsigned((Tn + kTcBR - 1) / kTcBR), unsigned(B * H));
+  launch("attention_forward_tc", attention_forward_tc_kernel<HD>, grid, dim3(kTcThreads), TcHeadDim<HD>::kSmemBytes,
+         s, out, lse, qkv, Tn, H, scale);
+}
+
+// The bf16 tensor-core forward; same arguments as attention_forward. Needs sm_80 or later.
+inline void attention_forward_tc(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int Tn, int H,
+                                 int hd, float scale, cudaStream_t s) {
+  attention_check_head_dim(hd);
+  if (B <= 0 || Tn <= 0 || H <= 0) return;
+  switch (hd) {
+    case 32: attention_forward_tc_hd<32>(out, lse, qkv, B, Tn, H, scale, s); break;
+    case 64: attention_forward_tc_hd<64>(out, lse, qkv, B, Tn, H, scale, s); break;
+    case 72: attention_forward_tc_hd<72>(out, lse, qkv, B, Tn, H, scale, s); break;
+    default: attention_forward_tc_hd<128>(out, lse, qkv, B, Tn, H, scale, s); break;
+  }
+}
+
+}  // namespace shortcut::kernels

@@ -1,0 +1,65 @@
+// The tensor-core instruction the bf16 kernels use, and the one place where it differs between a GPU
+// and the CPU emulation: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (sm_80 and later) is
+// inline PTX under nvcc and the emulator's warp collective under g++ (tests/emulation, which computes
+// it from the PTX ISA's fragment tables on its own). Fragment layouts, lane = 4 g + q:
+//   A (16 x 16, row-major): a[j] holds two bf16 (low half first) of row g + 8 (j % 2),
+//                           columns 2q, 2q + 1, plus 8 for j >= 2
+//   B (16 x 8, k x n):      b[j] holds rows (k) 2q, 2q + 1, plus 8 for j = 1, of column (n) g
+//   C, D (16 x 8, fp32):    c[i] at row g + 8 (i / 2), column 2q + (i % 2)
+// So two neighbouring D tiles (columns 0-7, 8-15) are, after a conversion to bf16, the A fragment of
+// the next product with k over those 16 columns (pack_a_from_d): attention's P V needs no shuffle.
+#pragma once
+#include <cstdint>
+
+#include "kernels/common.cuh"
+
+namespace shortcut::kernels {
+
+// Two floats as one register of two bf16, `lo` in the low half (round to nearest even).
+__device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
+  const __nv_bfloat16 l = __float2bfloat16(lo), h = __float2bfloat16(hi);
+  uint16_t lb, hb;
+  memcpy(&lb, &l, 2);
+  memcpy(&hb, &h, 2);
+  return uint32_t(lb) | (uint32_t(hb) << 16);
+}
+
+// Two consecutive bf16 in memory (4-byte aligned) as one fragment register.
+__device__ __forceinline__ uint32_t load_bf16x2(const __nv_bfloat16* p) {
+  uint32_t u;
+  memcpy(&u, p, 4);
+  return u;
+}
+
+// D = A B + C on the tensor cores, fp32 accumulation; every lane of the warp must call it.
+__device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2],
+                                               const float (&c)[4]) {
+#if defined(SHORTCUT_CUDA_EMULATION)
+  ::emu::MmaBf16Fragments f;
+  for (int i = 0; i < 4; ++i) f.a[i] = a[i], f.c[i] = c[i];
+  f.b[0] = b[0];
+  f.b[1] = b[1];
+  ::emu::mma_m16n8k16_bf16(&f);
+  for (int i = 0; i < 4; ++i) d[i] = f.d[i];
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%10, %11, %12, %13};\n"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
+        "f"(c[3]));
+#elif defined(__CUDA_ARCH__)
+  __trap();  // no bf16 tensor cores before sm_80: the host launchers refuse such devices first
+#endif
+}
+
+// The A fragment (16 x 16, k over the 16 columns) of the bf16 rounding of two D tiles: d_lo holds
+// columns 0-7, d_hi columns 8-15 (see the layouts above).
+__device__ __forceinline__ void pack_a_from_d(uint32_t (&a)[4], const float (&d_lo)[4], const float (&d_hi)[4]) {
+  a[0] = pack_bf16x2(d_lo[0], d_lo[1]);
+  a[1] = pack_bf16x2(d_lo[2], d_lo[3]);
+  a[2] = pack_bf16x2(d_hi[0], d_hi[1]);
+  a[3] = pack_bf16x2(d_hi[2], d_hi[3]);
+}
+
+}  // namespace shortcut::kernels

@@ -1,0 +1,254 @@
+// The bf16 tensor-core kernels: the mma wrapper (kernels/mma.cuh) against a plain product, which pins
+// the fragment layouts, and attention forward on the tensor cores (kernels/attention_tc.cuh) against
+// the double CPU backend, forward and backward.
+//
+// Tolerance, as flash-attention's tests derive theirs: the inputs are rounded to bf16 once and the
+// double reference runs on those rounded values; the same math done naively in bf16 (logits rounded to
+// bf16, softmax in fp32, probabilities rounded to bf16, products accumulated in fp32, output rounded to
+// bf16) is measured against that reference on the same inputs, and the kernel's largest error may be at
+// most twice the naive one's. The row statistic lse is fp32 in the kernel (logits from exact bf16
+// products with fp32 accumulation), so it is held to fp32's reduction tolerance instead.
+#include "kernels/attention_tc.cuh"
+#include "kernels/attention_tc_backward.cuh"
+#include "op_cases.hpp"
+
+namespace tc_test {
+
+using namespace gputest;
+namespace kn = shortcut::kernels;
+using bf16 = __nv_bfloat16;
+
+inline double round_bf16(double x) { return double(__bfloat162float(__float2bfloat16(float(x)))); }
+inline std::vector<double> rounded(std::vector<double> x) {
+  for (double& v : x) v = round_bf16(v);
+  return x;
+}
+inline shortcut::cuda::DeviceBuffer<bf16> upload_bf16(const std::vector<double>& x) {
+  std::vector<bf16> h(x.size());
+  for (size_t i = 0; i < x.size(); ++i) h[i] = __float2bfloat16(float(x[i]));
+  shortcut::cuda::DeviceBuffer<bf16> d(x.size());
+  gpu().to_device(d.data(), h.data(), h.size());
+  return d;
+}
+inline std::vector<double> download_bf16(const shortcut::cuda::DeviceBuffer<bf16>& d) {
+  std::vector<bf16> h(d.size());
+  gpu().to_host(h.data(), d.data(), d.size());
+  std::vector<double> out(h.size());
+  for (size_t i = 0; i < h.size(); ++i) out[i] = __bfloat162float(h[i]);
+  return out;
+}
+inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::abs(a[i] - b[i]);
+    if (!(d <= m)) m = std::isnan(d) ? std::numeric_limits<double>::infinity() : d;
+  }
+  return m;
+}
+
+// One warp: D = A B + C with A [16][16] row-major, B [16][8] as [k][n], C and D [16][8], every
+// fragment loaded and stored by the layout tables of kernels/mma.cuh.
+__global__ void mma_once_kernel(float* d, const bf16* A, const bf16* B, const float* C) {
+  const int lane = threadIdx.x, g = lane / 4, q = lane % 4;
+  uint32_t a[4], b[2];
+  float c[4], o[4];
+  for (int j = 0; j < 4; ++j) a[j] = kn::load_bf16x2(A + (g + 8 * (j % 2)) * 16 + 2 * q + 8 * (j / 2));
+  for (int j = 0; j < 2; ++j) {
+    const int k = 2 * q + 8 * j;
+    b[j] = kn::pack_bf16x2(__bfloat162float(B[k * 8 + g]), __bfloat162float(B[(k + 1) * 8 + g]));
+  }
+  for (int i = 0; i < 4; ++i) c[i] = C[(g + 8 * (i / 2)) * 8 + 2 * q + i % 2];
+  kn::mma_bf16_16816(o, a, b, c);
+  for (int i = 0; i < 4; ++i) d[(g + 8 * (i / 2)) * 8 + 2 * q + i % 2] = o[i];
+}
+
+// Attention done naively in bf16 (see the top of the file): out [B,T,D] and lse [B,H,T].
+inline void naive_bf16_attention(std::vector<double>& out, std::vector<double>& lse, const std::vector<double>& qkv,
+                                 const AttnShape& s, double scale) {
+  const int D = s.H * s.hd, T = s.Tn;
+  out.assign(size_t(s.B) * T * D, 0.0);
+  lse.assign(size_t(s.B) * s.H * T, 0.0);
+  std::vector<float> S(T), P(T);
+  for (int b = 0; b < s.B; ++b)
+    for (int h = 0; h < s.H; ++h) {
+      auto at = [&](int t, int part, int j) { return qkv[(size_t(b) * T + t) * 3 * D + part * D + h * s.hd + j]; };
+      for (int i = 0; i < T; ++i) {
+        float mx = -INFINITY, sum = 0.f;
+        for (int j = 0; j < T; ++j) {
+          float dot = 0.f;
+          for (int c = 0; c < s.hd; ++c) dot += float(at(i, 0, c)) * float(at(j, 1, c));
+          S[j] = float(round_bf16(dot * float(scale)));
+          mx = std::max(mx, S[j]);
+        }
+        for (int j = 0; j < T; ++j) sum += (P[j] = std::exp(S[j] - mx));
+        for (int j = 0; j < T; ++j) P[j] = float(round_bf16(P[j] / sum));
+        lse[(size_t(b) * s.H + h) * T + i] = mx + std::log(sum);
+        for (int c = 0; c < s.hd; ++c) {
+          float acc = 0.f;
+          for (int j = 0; j < T; ++j) acc += P[j] * float(at(j, 2, c));
+          out[(size_t(b) * T + i) * D + h * s.hd + c] = round_bf16(acc);
+        }
+      }
+    }
+}
+
+// The backward done naively in bf16, each product's result rounded as a bf16 autograd would round it:
+// P and dP = dO V^T rounded, dS = P (dP - rowsum(dP P)) rounded, dV = P^T dO, dK = scale dS^T Q and
+// dQ = scale dS K rounded; sums in fp32. dqkv [B,T,3D].
+inline std::vector<double> naive_bf16_attention_backward(const std::vector<double>& qkv, const std::vector<double>& dout,
+                                                         const AttnShape& s, double scale) {
+  const int D = s.H * s.hd, T = s.Tn, hd = s.hd;
+  std::vector<double> dqkv(size_t(s.B) * T * 3 * D, 0.0);
+  std::vector<float> P(size_t(T) * T), dS(size_t(T) * T);
+  for (int b = 0; b < s.B; ++b)
+    for (int h = 0; h < s.H; ++h) {
+      auto at = [&](int t, int part, int j) {
+        return float(qkv[(size_t(b) * T + t) * 3 * D + part * D + h * hd + j]);
+      };
+      auto go = [&](int t, int j) { return float(dout[(size_t(b) * T + t) * D + h * hd + j]); };
+      auto grad = [&](int t, int part, int j) -> double& {
+        return dqkv[(size_t(b) * T + t) * 3 * D + part * D + h * hd + j];
+      };
+      for (int i = 0; i < T; ++i) {
+        std::vector<float> S(T);
+        float mx = -INFINITY, sum = 0.f;
+        for (int j = 0; j < T; ++j) {
+          float dot = 0.f;
+          for (int c = 0; c < hd; ++c) dot += at(i, 0, c) * at(j, 1, c);
+          S[j] = float(round_bf16(dot * float(scale)));
+          mx = std::max(mx, S[j]);
+        }
+        for (int j = 0; j < T; ++j) sum += (S[j] = std::exp(S[j] - mx));
+        std::vector<float> dP(T);
+        float rowdot = 0.f;
+        for (int j = 0; j < T; ++j) {
+          P[size_t(i) * T + j] = float(round_bf16(S[j] / sum));
+          float acc = 0.f;
+          for (int c = 0; c < hd; ++c) acc += go(i, c) * at(j, 2, c);
+          dP[j] = float(round_bf16(acc));
+          rowdot += dP[j] * P[size_t(i) * T + j];
+        }
+        for (int j = 0; j < T; ++j) dS[size_t(i) * T + j] = float(round_bf16(P[size_t(i) * T + j] * (dP[j] - rowdot)));
+      }
+      for (int j = 0; j < T; ++j)
+        for (int c = 0; c < hd; ++c) {
+          float v = 0.f, k = 0.f;
+          for (int i = 0; i < T; ++i) {
+            v += P[size_t(i) * T + j] * go(i, c);
+            k += dS[size_t(i) * T + j] * at(i, 0, c);
+          }
+          grad(j, 2, c) = round_bf16(v);
+          grad(j, 1, c) = round_bf16(float(scale) * k);
+        }
+      for (int i = 0; i < T; ++i)
+        for (int c = 0; c < hd; ++c) {
+          float q = 0.f;
+          for (int j = 0; j < T; ++j) q += dS[size_t(i) * T + j] * at(j, 1, c);
+          grad(i, 0, c) = round_bf16(float(scale) * q);
+        }
+    }
+  return dqkv;
+}
+
+}  // namespace tc_test
+
+TEST_CASE("tensor cores: one mma.m16n8k16 bf16 product matches the plain product", "[attention][bf16]") {
+  using namespace tc_test;
+  auto A = rounded(testutil::randn(16 * 16)), B = rounded(testutil::randn(16 * 8)), C = testutil::randn(16 * 8);
+  std::vector<double> ref(16 * 8);
+  for (int r = 0; r < 16; ++r)
+    for (int n = 0; n < 8; ++n) {
+      double acc = double(float(C[r * 8 + n]));
+      for (int k = 0; k < 16; ++k) acc += A[r * 16 + k] * B[k * 8 + n];
+      ref[r * 8 + n] = acc;
+    }
+  auto dA = upload_bf16(A), dB = upload_bf16(B);
+  auto dC = upload_d(gpu(), C);
+  auto dD = poisoned(gpu(), 16 * 8);
+  kn::launch("mma_once_kernel", mma_once_kernel, 1, 32, 0, gpu().stream(), dD.data(), dA.data(), dB.data(),
+             dC.data());
+  const auto got = download_d(gpu(), dD);
+  // exact bf16 products, 17 terms summed in fp32: within a few fp32 roundings of the largest partial sum
+  double scale = 0;
+  for (double v : ref) scale = std::max(scale, std::abs(v));
+  INFO("max |D - ref| = " << max_abs_diff(got, ref) << ", max |ref| = " << scale);
+  CHECK(max_abs_diff(got, ref) <= 1e-5 * (1 + scale));
+}
+
+TEST_CASE("tensor cores: bf16 attention forward matches the double CPU backend within bf16's own error",
+          "[attention][bf16]") {
+  using namespace tc_test;
+  for (AttnShape s : {AttnShape{1, 1, 1, 32}, AttnShape{2, 7, 2, 64}, AttnShape{2, 49, 3, 32}, AttnShape{3, 65, 2, 32},
+                      AttnShape{1, 33, 1, 72}, AttnShape{2, 64, 2, 128}, AttnShape{1, 130, 1, 128},
+                      AttnShape{1, 197, 2, 64}, AttnShape{1, 197, 1, 72}})
+    for (bool inv_sqrt : {false, true})
+      for (double sd : {1.0, 3.0}) {
+        const int D = s.H * s.hd;
+        const double scale = inv_sqrt ? 1.0 / std::sqrt(double(s.hd)) : 1.0 / s.hd;
+        const auto qkv = rounded(testutil::randn(size_t(s.B) * s.Tn * 3 * D, sd));
+        // the reference: the library's double attention on the bf16-rounded inputs
+        Ref ref_be;
+        std::vector<double> ref_out(size_t(s.B) * s.Tn * D), ref_lse(size_t(s.B) * s.H * s.Tn);
+        ref_be.attention_forward(ref_out.data(), ref_lse.data(), qkv.data(), s.B, s.Tn, s.H, s.hd, scale);
+        std::vector<double> naive_out, naive_lse;
+        naive_bf16_attention(naive_out, naive_lse, qkv, s, scale);
+        // the kernel, its outputs poisoned with NaN first
+        auto dqkv = upload_bf16(qkv);
+        auto out = upload_bf16(std::vector<double>(ref_out.size(), std::nan("")));
+        auto lse = poisoned(gpu(), ref_lse.size());
+        kn::attention_forward_tc(out.data(), lse.data(), dqkv.data(), s.B, s.Tn, s.H, s.hd, float(scale),
+                                 gpu().stream());
+        const auto got_out = download_bf16(out), got_lse = download_d(gpu(), lse);
+        const double err = max_abs_diff(got_out, ref_out), naive = max_abs_diff(naive_out, ref_out);
+        double lse_err = 0, lse_scale = 1;
+        for (size_t i = 0; i < ref_lse.size(); ++i) {
+          lse_err = std::max(lse_err, std::isnan(got_lse[i]) ? INFINITY : std::abs(got_lse[i] - ref_lse[i]));
+          lse_scale = std::max(lse_scale, std::abs(ref_lse[i]));
+        }
+        INFO("B=" << s.B << " T=" << s.Tn << " H=" << s.H << " hd=" << s.hd << (inv_sqrt ? " 1/sqrt(hd)" : " 1/hd")
+                  << " sd=" << sd << ": max |out - ref| " << err << " (naive bf16: " << naive << "), max |lse - ref| "
+                  << lse_err);
+        CHECK(err <= 2 * naive + 1e-6);
+        CHECK(lse_err <= kReductionTol * lse_scale);
+      }
+}
+
+TEST_CASE("tensor cores: bf16 attention backward matches the double CPU backend within bf16's own error",
+          "[attention][bf16]") {
+  using namespace tc_test;
+  for (AttnShape s : {AttnShape{1, 1, 1, 32}, AttnShape{2, 7, 2, 64}, AttnShape{2, 49, 3, 32}, AttnShape{3, 65, 2, 32},
+                      AttnShape{1, 33, 1, 72}, AttnShape{2, 64, 2, 128}, AttnShape{1, 130, 1, 128},
+                      AttnShape{1, 197, 2, 64}, AttnShape{1, 197, 1, 72}})
+    for (bool inv_sqrt : {false, true})
+      for (double sd : {1.0, 3.0}) {
+        const int D = s.H * s.hd;
+        const double scale = inv_sqrt ? 1.0 / std::sqrt(double(s.hd)) : 1.0 / s.hd;
+        const auto qkv = rounded(testutil::randn(size_t(s.B) * s.Tn * 3 * D, sd));
+        const auto dout = rounded(testutil::randn(size_t(s.B) * s.Tn * D));
+        Ref ref_be;
+        std::vector<double> out(size_t(s.B) * s.Tn * D), lse(size_t(s.B) * s.H * s.Tn), ref(qkv.size());
+        ref_be.attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.Tn, s.H, s.hd, scale);
+        ref_be.attention_backward(ref.data(), dout.data(), qkv.data(), out.data(), lse.data(), s.B, s.Tn, s.H, s.hd,
+                                  scale);
+        const auto naive = naive_bf16_attention_backward(qkv, dout, s, scale);
+        // the kernels: the tensor-core forward's out and lse feed the backward, as in training
+        auto dqkv_in = upload_bf16(qkv), ddout = upload_bf16(dout);
+        auto dout_tc = upload_bf16(std::vector<double>(out.size(), std::nan("")));
+        auto dlse = poisoned(gpu(), lse.size());
+        kn::attention_forward_tc(dout_tc.data(), dlse.data(), dqkv_in.data(), s.B, s.Tn, s.H, s.hd, float(scale),
+                                 gpu().stream());
+        auto dqkv = upload_bf16(std::vector<double>(qkv.size(), std::nan("")));
+        auto work = poisoned(gpu(), kn::attention_backward_tc_workspace(s.B, s.Tn, s.H, s.hd));
+        kn::attention_backward_tc(dqkv.data(), ddout.data(), dqkv_in.data(), dout_tc.data(), dlse.data(), s.B, s.Tn,
+                                  s.H, s.hd, float(scale), work.data(), gpu().stream());
+        const auto got = download_bf16(dqkv);
+        for (int part = 0; part < 3; ++part) {
+          const auto g = part_of(got, D, part), r = part_of(ref, D, part), n = part_of(naive, D, part);
+          const double err = max_abs_diff(g, r), nerr = max_abs_diff(n, r);
+          INFO("B=" << s.B << " T=" << s.Tn << " H=" << s.H << " hd=" << s.hd << (inv_sqrt ? " 1/sqrt(hd)" : " 1/hd")
+                    << " sd=" << sd << " d" << "qkv"[part] << ": max |kernel - ref| " << err << " (naive bf16: " << nerr
+                    << ")");
+          CHECK(err <= 2 * nerr + 1e-6);
+        }
+      }
+}
