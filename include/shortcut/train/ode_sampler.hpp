@@ -69,12 +69,12 @@ class OdeSampler {
     check_size("sampler input x", x.size(), n);
     check_labels(be, y, m.num_classes());
     nn::ensure(v_, n);
-    std::vector<T> kv(B, T(sampling_level(train_, s.steps))), tv(B);
     nn::ensure(k_, size_t(B)); nn::ensure(t_, size_t(B));
-    be.to_device(k_.data(), kv.data(), size_t(B));
+    // t and k are filled on the device: no host copy inside the loop, so that a backend can capture
+    // the whole loop once (a CUDA graph) and replay it
+    be.fill(k_.data(), T(sampling_level(train_, s.steps)), size_t(B));
     for (int i = 0; i < s.steps; ++i) {
-      std::fill(tv.begin(), tv.end(), T(double(i) / s.steps));
-      be.to_device(t_.data(), tv.data(), size_t(B));
+      be.fill(t_.data(), T(double(i) / s.steps), size_t(B));
       m.velocity(v_.data(), x.data(), t_.data(), k_.data(), y.data(), B, T(s.guidance),
                  s.use_ema ? Role::Ema : Role::Param);
       be.axpy(x.data(), T(1.0 / s.steps), v_.data(), n);
