@@ -150,6 +150,23 @@ inline std::vector<double> naive_bf16_attention_backward(const std::vector<doubl
   return dqkv;
 }
 
+// Every case of the attention tests: 9 shapes (T = 1 ... 197 with partial tiles, every head dim) x
+// both logit scales of the DiT x inputs of sd 1 and 3 (peaked rows), the inputs rounded to bf16.
+template <class F>
+void for_each_case(F&& f) {
+  for (AttnShape s : {AttnShape{1, 1, 1, 32}, AttnShape{2, 7, 2, 64}, AttnShape{2, 49, 3, 32}, AttnShape{3, 65, 2, 32},
+                      AttnShape{1, 33, 1, 72}, AttnShape{2, 64, 2, 128}, AttnShape{1, 130, 1, 128},
+                      AttnShape{1, 197, 2, 64}, AttnShape{1, 197, 1, 72}})
+    for (bool inv_sqrt : {false, true})
+      for (double sd : {1.0, 3.0}) {
+        const double scale = inv_sqrt ? 1.0 / std::sqrt(double(s.hd)) : 1.0 / s.hd;
+        const std::string label = "B=" + std::to_string(s.B) + " T=" + std::to_string(s.Tn) + " H=" +
+                                  std::to_string(s.H) + " hd=" + std::to_string(s.hd) +
+                                  (inv_sqrt ? " 1/sqrt(hd)" : " 1/hd") + " sd=" + std::to_string(int(sd));
+        f(s, scale, rounded(testutil::randn(size_t(s.B) * s.Tn * 3 * s.H * s.hd, sd)), label);
+      }
+}
+
 }  // namespace tc_test
 
 TEST_CASE("tensor cores: one mma.m16n8k16 bf16 product matches the plain product", "[attention][bf16]") {
@@ -178,14 +195,8 @@ TEST_CASE("tensor cores: one mma.m16n8k16 bf16 product matches the plain product
 TEST_CASE("tensor cores: bf16 attention forward matches the double CPU backend within bf16's own error",
           "[attention][bf16]") {
   using namespace tc_test;
-  for (AttnShape s : {AttnShape{1, 1, 1, 32}, AttnShape{2, 7, 2, 64}, AttnShape{2, 49, 3, 32}, AttnShape{3, 65, 2, 32},
-                      AttnShape{1, 33, 1, 72}, AttnShape{2, 64, 2, 128}, AttnShape{1, 130, 1, 128},
-                      AttnShape{1, 197, 2, 64}, AttnShape{1, 197, 1, 72}})
-    for (bool inv_sqrt : {false, true})
-      for (double sd : {1.0, 3.0}) {
+  for_each_case([](const AttnShape& s, double scale, const std::vector<double>& qkv, const std::string& label) {
         const int D = s.H * s.hd;
-        const double scale = inv_sqrt ? 1.0 / std::sqrt(double(s.hd)) : 1.0 / s.hd;
-        const auto qkv = rounded(testutil::randn(size_t(s.B) * s.Tn * 3 * D, sd));
         // the reference: the library's double attention on the bf16-rounded inputs
         Ref ref_be;
         std::vector<double> ref_out(size_t(s.B) * s.Tn * D), ref_lse(size_t(s.B) * s.H * s.Tn);
@@ -205,25 +216,18 @@ TEST_CASE("tensor cores: bf16 attention forward matches the double CPU backend w
           lse_err = std::max(lse_err, std::isnan(got_lse[i]) ? INFINITY : std::abs(got_lse[i] - ref_lse[i]));
           lse_scale = std::max(lse_scale, std::abs(ref_lse[i]));
         }
-        INFO("B=" << s.B << " T=" << s.Tn << " H=" << s.H << " hd=" << s.hd << (inv_sqrt ? " 1/sqrt(hd)" : " 1/hd")
-                  << " sd=" << sd << ": max |out - ref| " << err << " (naive bf16: " << naive << "), max |lse - ref| "
+        INFO(label << ": max |out - ref| " << err << " (naive bf16: " << naive << "), max |lse - ref| "
                   << lse_err);
         CHECK(err <= 2 * naive + 1e-6);
         CHECK(lse_err <= kReductionTol * lse_scale);
-      }
+  });
 }
 
 TEST_CASE("tensor cores: bf16 attention backward matches the double CPU backend within bf16's own error",
           "[attention][bf16]") {
   using namespace tc_test;
-  for (AttnShape s : {AttnShape{1, 1, 1, 32}, AttnShape{2, 7, 2, 64}, AttnShape{2, 49, 3, 32}, AttnShape{3, 65, 2, 32},
-                      AttnShape{1, 33, 1, 72}, AttnShape{2, 64, 2, 128}, AttnShape{1, 130, 1, 128},
-                      AttnShape{1, 197, 2, 64}, AttnShape{1, 197, 1, 72}})
-    for (bool inv_sqrt : {false, true})
-      for (double sd : {1.0, 3.0}) {
+  for_each_case([](const AttnShape& s, double scale, const std::vector<double>& qkv, const std::string& label) {
         const int D = s.H * s.hd;
-        const double scale = inv_sqrt ? 1.0 / std::sqrt(double(s.hd)) : 1.0 / s.hd;
-        const auto qkv = rounded(testutil::randn(size_t(s.B) * s.Tn * 3 * D, sd));
         const auto dout = rounded(testutil::randn(size_t(s.B) * s.Tn * D));
         Ref ref_be;
         std::vector<double> out(size_t(s.B) * s.Tn * D), lse(size_t(s.B) * s.H * s.Tn), ref(qkv.size());
@@ -245,10 +249,9 @@ TEST_CASE("tensor cores: bf16 attention backward matches the double CPU backend 
         for (int part = 0; part < 3; ++part) {
           const auto g = part_of(got, D, part), r = part_of(ref, D, part), n = part_of(naive, D, part);
           const double err = max_abs_diff(g, r), nerr = max_abs_diff(n, r);
-          INFO("B=" << s.B << " T=" << s.Tn << " H=" << s.H << " hd=" << s.hd << (inv_sqrt ? " 1/sqrt(hd)" : " 1/hd")
-                    << " sd=" << sd << " d" << "qkv"[part] << ": max |kernel - ref| " << err << " (naive bf16: " << nerr
+          INFO(label << " d" << "qkv"[part] << ": max |kernel - ref| " << err << " (naive bf16: " << nerr
                     << ")");
           CHECK(err <= 2 * nerr + 1e-6);
         }
-      }
+  });
 }
