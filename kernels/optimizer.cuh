@@ -1,7 +1,9 @@
 // The optimizer kernels and their launchers: one AdamW step and one EMA update, each a single launch
 // over a whole flat parameter arena (parameters, gradients, moments and EMA weights share one layout,
 // see shortcut/core/arena.hpp). Master weights, gradients and moments are fp32 whatever the
-// activations' storage type. The formulas are the CPU backend's, term for term.
+// activations' storage type. The formulas are the CPU backend's, term for term. For bf16 products both
+// kernels can also write a bf16 copy of what they update in the same pass (`copy`, null for none): the
+// weights the products of the next step read, without a separate conversion pass over the arena.
 #pragma once
 #include "kernels/common.cuh"
 
@@ -12,7 +14,7 @@ namespace shortcut::kernels {
 // templates only so that this header can be included from several translation units.
 template <class Unused = void>
 __global__ void adamw_step_kernel(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
-                                  float eps, float wd, float c1, float c2) {
+                                  float eps, float wd, float c1, float c2, __nv_bfloat16* copy) {
   for (size_t i = global_thread(); i < n; i += grid_threads()) {
     float pi = p[i];
     const float gi = g[i];
@@ -21,25 +23,32 @@ __global__ void adamw_step_kernel(float* p, const float* g, float* m, float* v, 
     const float vi = b2 * v[i] + (1.f - b2) * gi * gi;
     m[i] = mi;
     v[i] = vi;
-    p[i] = pi - lr * (mi / c1) / (sqrtf(vi / c2) + eps);
+    const float pn = pi - lr * (mi / c1) / (sqrtf(vi / c2) + eps);
+    p[i] = pn;
+    if (copy) copy[i] = __float2bfloat16(pn);
   }
 }
 
 // ema = tau ema + (1 - tau) p
 template <class Unused = void>
-__global__ void ema_update_kernel(float* ema, const float* p, float tau, size_t n) {
-  for (size_t i = global_thread(); i < n; i += grid_threads()) ema[i] = tau * ema[i] + (1.f - tau) * p[i];
+__global__ void ema_update_kernel(float* ema, const float* p, float tau, size_t n, __nv_bfloat16* copy) {
+  for (size_t i = global_thread(); i < n; i += grid_threads()) {
+    const float e = tau * ema[i] + (1.f - tau) * p[i];
+    ema[i] = e;
+    if (copy) copy[i] = __float2bfloat16(e);
+  }
 }
 
 // ---- launchers ---------------------------------------------------------------------------------
 inline void adamw_step(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2, float eps,
-                       float wd, float c1, float c2, cudaStream_t s) {
+                       float wd, float c1, float c2, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
   if (!n) return;
-  launch("adamw_step_kernel", adamw_step_kernel<>, blocks_for(n), kThreads, 0, s, p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2);
+  launch("adamw_step_kernel", adamw_step_kernel<>, blocks_for(n), kThreads, 0, s, p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2,
+         copy);
 }
-inline void ema_update(float* ema, const float* p, float tau, size_t n, cudaStream_t s) {
+inline void ema_update(float* ema, const float* p, float tau, size_t n, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
   if (!n) return;
-  launch("ema_update_kernel", ema_update_kernel<>, blocks_for(n), kThreads, 0, s, ema, p, tau, n);
+  launch("ema_update_kernel", ema_update_kernel<>, blocks_for(n), kThreads, 0, s, ema, p, tau, n, copy);
 }
 
 }  // namespace shortcut::kernels

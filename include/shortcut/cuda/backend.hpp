@@ -209,11 +209,20 @@ class Backend {
 
   // ---- optimizer --------------------------------------------------------------------------
   void adamw_step(T* p, const T* g, T* m, T* v, size_t n, T lr, T b1, T b2, T eps, T wd, int64_t step) const {
+    adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, step, nullptr);
+  }
+  void ema_update(T* ema, const T* p, T tau, size_t n) const { ema_update(ema, p, tau, n, nullptr); }
+  // The same, also writing bf16(p) (bf16(ema)) into `copy` in the same pass: the weights that bf16
+  // products read (null: no copy).
+  void adamw_step(T* p, const T* g, T* m, T* v, size_t n, T lr, T b1, T b2, T eps, T wd, int64_t step,
+                  __nv_bfloat16* copy) const {
     // the bias corrections exactly as the CPU backend computes them (float pow on the host)
     const T c1 = T(1) - std::pow(b1, T(step)), c2 = T(1) - std::pow(b2, T(step));
-    kernels::adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, stream_);
+    kernels::adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, stream_, copy);
   }
-  void ema_update(T* ema, const T* p, T tau, size_t n) const { kernels::ema_update(ema, p, tau, n, stream_); }
+  void ema_update(T* ema, const T* p, T tau, size_t n, __nv_bfloat16* copy) const {
+    kernels::ema_update(ema, p, tau, n, stream_, copy);
+  }
 
  private:
   int device_ = 0, sms_ = 1;
