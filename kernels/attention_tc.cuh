@@ -35,6 +35,43 @@ struct TcHeadDim {
   static constexpr size_t kSmemBytes = (size_t(kTcBC) * kKs + size_t(HD) * kVs) * sizeof(__nv_bfloat16);
 };
 
+// ---- staging shared by the forward and the backward ---------------------------------------------
+// Rows [row0, row0 + rows) of a bf16 matrix with leading dimension ld (HD columns used) into shared
+// memory, zeros past the end of the sequence and in the padding columns up to `cols` (even):
+// row-major, dst[r * stride + c], two columns per 4-byte access.
+__device__ __forceinline__ void tc_stage_rows(__nv_bfloat16* dst, int stride, const __nv_bfloat16* src, int ld,
+                                              int row0, int rows, int Tn, int HD, int cols) {
+  for (int i = threadIdx.x; i < rows * (cols / 2); i += kTcThreads) {
+    const int r = i / (cols / 2), c = 2 * (i % (cols / 2)), row = row0 + r;
+    const uint32_t v = (row < Tn && c < HD) ? load_bf16x2(src + size_t(row) * ld + c) : pack_bf16x2(0.f, 0.f);
+    memcpy(dst + r * stride + c, &v, 4);
+  }
+}
+// The same transposed, dst[c * stride + r] (HD rows of `rows` values); consecutive threads read
+// consecutive columns of a row, so the global reads coalesce.
+__device__ __forceinline__ void tc_stage_transposed(__nv_bfloat16* dst, int stride, const __nv_bfloat16* src, int ld,
+                                                    int row0, int rows, int Tn, int HD) {
+  for (int i = threadIdx.x; i < rows * HD; i += kTcThreads) {
+    const int r = i / HD, c = i % HD, row = row0 + r;
+    dst[c * stride + r] = row < Tn ? src[size_t(row) * ld + c] : __float2bfloat16(0.f);
+  }
+}
+// The A fragments (16 rows x 16 KS columns) of rows r0 (registers 0, 2) and r1 = r0 + 8 (1, 3) of a
+// bf16 matrix with leading dimension ld, straight from global memory; zeros past the sequence end
+// and beyond HD columns.
+template <int KS>
+__device__ __forceinline__ void tc_load_a(uint32_t (&f)[KS][4], const __nv_bfloat16* src, int ld, int r0, int Tn,
+                                          int HD) {
+  const int q4 = threadIdx.x & 3;
+#pragma unroll
+  for (int ks = 0; ks < KS; ++ks)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int r = r0 + 8 * (j % 2), c = ks * 16 + 2 * q4 + 8 * (j / 2);
+      f[ks][j] = (r < Tn && c < HD) ? load_bf16x2(src + size_t(r) * ld + c) : pack_bf16x2(0.f, 0.f);
+    }
+}
+
 template <int HD>
 __global__ void __launch_bounds__(kTcThreads)
     attention_forward_tc_kernel(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int Tn, int H, float scale) {
@@ -49,16 +86,8 @@ __global__ void __launch_bounds__(kTcThreads)
   const __nv_bfloat16* base = qkv + size_t(b) * Tn * row_stride + size_t(h) * HD;
   const int r0 = blockIdx.x * kTcBR + warp * 16 + g, r1 = r0 + 8;  // this lane's two query rows
 
-  const __nv_bfloat16 zero = __float2bfloat16(0.f);
-  const uint32_t zero2 = pack_bf16x2(0.f, 0.f);
   uint32_t qf[KS][4];
-  #pragma unroll
-  for (int ks = 0; ks < KS; ++ks)
-    #pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int r = (j % 2) ? r1 : r0, c = ks * 16 + 2 * q4 + 8 * (j / 2);
-      qf[ks][j] = (r < Tn && c < HD) ? load_bf16x2(base + size_t(r) * row_stride + c) : zero2;
-    }
+  tc_load_a<KS>(qf, base, row_stride, r0, Tn, HD);
   float o[DT][4];
   #pragma unroll
   for (int dt = 0; dt < DT; ++dt)
@@ -68,15 +97,8 @@ __global__ void __launch_bounds__(kTcThreads)
 
   for (int k0 = 0; k0 < Tn; k0 += kTcBC) {
     __syncthreads();  // the previous tile's readers are done
-    for (int i = tid; i < kTcBC * (Hd::kK / 2); i += kTcThreads) {
-      const int r = i / (Hd::kK / 2), c = 2 * (i % (Hd::kK / 2)), key = k0 + r;
-      const uint32_t v = (key < Tn && c < HD) ? load_bf16x2(base + size_t(key) * row_stride + D + c) : zero2;
-      memcpy(Ks + r * Hd::kKs + c, &v, 4);
-    }
-    for (int i = tid; i < kTcBC * HD; i += kTcThreads) {
-      const int r = i / HD, c = i % HD, key = k0 + r;
-      Vt[c * Hd::kVs + r] = key < Tn ? base[size_t(key) * row_stride + 2 * D + c] : zero;
-    }
+    tc_stage_rows(Ks, Hd::kKs, base + D, row_stride, k0, kTcBC, Tn, HD, Hd::kK);
+    tc_stage_transposed(Vt, Hd::kVs, base + 2 * D, row_stride, k0, kTcBC, Tn, HD);
     __syncthreads();
 
     float s[NT][4];

@@ -93,23 +93,10 @@ __global__ void __launch_bounds__(kTcThreads)
   const float* lse_bh = lse + size_t(bh) * Tn;
   const float* D_bh = Dvec + size_t(bh) * Tn;
   const int key0 = kblock + warp * 16 + g, key1 = key0 + 8;  // this lane's two key rows
-  const __nv_bfloat16 zero = __float2bfloat16(0.f);
-  const uint32_t zero2 = pack_bf16x2(0.f, 0.f);
-
   uint32_t kf[KS][4], vf[KS][4];
-#pragma unroll
-  for (int ks = 0; ks < KS; ++ks)
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int key = (j % 2) ? key1 : key0, c = ks * 16 + 2 * q4 + 8 * (j / 2);
-      const bool ok = key < Tn && c < HD;
-      kf[ks][j] = ok ? load_bf16x2(base + size_t(key) * row_stride + D + c) : zero2;
-      vf[ks][j] = ok ? load_bf16x2(base + size_t(key) * row_stride + 2 * D + c) : zero2;
-    }
-  for (int i = tid; i < HD * P::kBC; i += kTcThreads) {
-    const int c = i / P::kBC, r = i % P::kBC, key = kblock + r;
-    Kt[c * P::kKtS + r] = key < Tn ? base[size_t(key) * row_stride + D + c] : zero;
-  }
+  tc_load_a<KS>(kf, base + D, row_stride, key0, Tn, HD);
+  tc_load_a<KS>(vf, base + 2 * D, row_stride, key0, Tn, HD);
+  tc_stage_transposed(Kt, P::kKtS, base + D, row_stride, kblock, P::kBC, Tn, HD);
   float dk[DT][4], dv[DT][4];
 #pragma unroll
   for (int dt = 0; dt < DT; ++dt)
@@ -118,20 +105,10 @@ __global__ void __launch_bounds__(kTcThreads)
 
   for (int q0 = 0; q0 < Tn; q0 += BR) {
     __syncthreads();  // the previous tile's readers (and Kt's writers, first time) are done
-    for (int i = tid; i < BR * (P::kK / 2); i += kTcThreads) {
-      const int r = i / (P::kK / 2), c = 2 * (i % (P::kK / 2)), query = q0 + r;
-      const bool ok = query < Tn && c < HD;
-      const uint32_t qv = ok ? load_bf16x2(base + size_t(query) * row_stride + c) : zero2;
-      const uint32_t dv2 = ok ? load_bf16x2(dbase + size_t(query) * D + c) : zero2;
-      memcpy(Qs + r * P::kRowS + c, &qv, 4);
-      memcpy(dOs + r * P::kRowS + c, &dv2, 4);
-    }
-    for (int i = tid; i < HD * BR; i += kTcThreads) {
-      const int c = i / BR, r = i % BR, query = q0 + r;
-      const bool ok = query < Tn;
-      Qt[c * P::kColS + r] = ok ? base[size_t(query) * row_stride + c] : zero;
-      dOt[c * P::kColS + r] = ok ? dbase[size_t(query) * D + c] : zero;
-    }
+    tc_stage_rows(Qs, P::kRowS, base, row_stride, q0, BR, Tn, HD, P::kK);
+    tc_stage_rows(dOs, P::kRowS, dbase, D, q0, BR, Tn, HD, P::kK);
+    tc_stage_transposed(Qt, P::kColS, base, row_stride, q0, BR, Tn, HD);
+    tc_stage_transposed(dOt, P::kColS, dbase, D, q0, BR, Tn, HD);
     for (int r = tid; r < BR; r += kTcThreads) {
       const int query = q0 + r;
       lse_s[r] = query < Tn ? lse_bh[query] : INFINITY;  // a missing query: probability 0

@@ -4,8 +4,8 @@
 # docs/images.md (tiny DiT, batch 64). The two distillations start from a flow-matching teacher trained
 # for half the steps and train for the other half; on images the teacher is the flow-matching run's
 # checkpoint at half the steps (the learning rate is constant after warm-up there, so that checkpoint is
-# the model a half-length run ends with). About 20 minutes (toy2d) and 35 minutes (images) on 2 idle
-# cores at 8000 steps.
+# the model a half-length run ends with). About 12 minutes (toy2d) and 40 minutes (images, with the
+# build) on 2 cores at 8000 steps.
 # Usage: scripts/baselines.sh [toy2d|images|all] [steps]        (defaults: all 8000)
 # Writes out/baselines/toy2d/{checkerboard.png,metrics.json} and
 #        out/baselines/fashion-mnist/{objectives.png,quality.json,training_seconds.txt}.

@@ -134,8 +134,9 @@ int main(int argc, char** argv) {
         ProgressBar bar(cat(name, " ", N, " steps"), samples, 0, !quiet);
         auto imgs = gen->generate(labels, N, guidance, seed, chunk, nullptr, &bar);
         bar.finish();
-        blocks[si].images.insert(blocks[si].images.end(), imgs.begin(),
-                                 imgs.begin() + static_cast<std::ptrdiff_t>(shown * test.image_size()));
+        if (!figure.empty())
+          blocks[si].images.insert(blocks[si].images.end(), imgs.begin(),
+                                   imgs.begin() + static_cast<std::ptrdiff_t>(shown * test.image_size()));
         auto fg = features(clf, CP, imgs.data(), labels.data(), samples, test.image_size());
         double fd = metrics::frechet_distance(metrics::gaussian_stats(std::span<const float>(fg.f), d), test_stats);
         double acc = double(fg.correct) / samples;

@@ -138,4 +138,33 @@ void compare_backends(const std::string& label, F&& run, double tol, Gpu* g = nu
   }
 }
 
+// ---- bf16 data: host doubles rounded to bf16, to and from bf16 device buffers --------------------
+inline double round_bf16(double x) { return double(__bfloat162float(__float2bfloat16(float(x)))); }
+inline std::vector<double> rounded(std::vector<double> x) {
+  for (double& v : x) v = round_bf16(v);
+  return x;
+}
+inline shortcut::cuda::DeviceBuffer<__nv_bfloat16> upload_bf16(const std::vector<double>& x) {
+  std::vector<__nv_bfloat16> h(x.size());
+  for (size_t i = 0; i < x.size(); ++i) h[i] = __float2bfloat16(float(x[i]));
+  shortcut::cuda::DeviceBuffer<__nv_bfloat16> d(x.size());
+  gpu().to_device(d.data(), h.data(), h.size());
+  return d;
+}
+inline std::vector<double> download_bf16(const shortcut::cuda::DeviceBuffer<__nv_bfloat16>& d) {
+  std::vector<__nv_bfloat16> h(d.size());
+  gpu().to_host(h.data(), d.data(), d.size());
+  std::vector<double> out(h.size());
+  for (size_t i = 0; i < h.size(); ++i) out[i] = __bfloat162float(h[i]);
+  return out;
+}
+inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  double m = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double d = std::abs(a[i] - b[i]);
+    if (!(d <= m)) m = std::isnan(d) ? std::numeric_limits<double>::infinity() : d;
+  }
+  return m;
+}
+
 }  // namespace gputest

@@ -1,5 +1,6 @@
 // The elementwise, embedding, target and optimizer kernels against the double CPU backend, on fresh
-// random inputs, with NaN-poisoned outputs, at sizes that are not multiples of any block size.
+// random inputs, with NaN-poisoned outputs, at sizes that are not multiples of any block size; and the
+// optimizer kernels' bf16 copies of the weights they update.
 #include "gpu_test_util.hpp"
 
 using namespace shortcut;
@@ -180,4 +181,33 @@ TEST_CASE("AdamW and EMA match the CPU backend", "[ops][optimizer]") {
     be.ema_update(de.data(), dp.data(), S(0.999), n);
     return Outputs{{"ema", download_d(be, de)}};
   }, kElementwiseTol);
+}
+
+// Mixed precision keeps fp32 master weights, moments and EMA and gives the products a bf16 copy: the
+// optimizer kernels write it in the same pass. The fp32 results must be bit for bit those of the
+// plain kernels, and the copy the round-to-nearest-even bf16 of each new value.
+TEST_CASE("AdamW and EMA write the bf16 copy of what they update in the same pass", "[ops][optimizer][bf16]") {
+  auto& be = gpu();
+  for (size_t n : {size_t(1), size_t(33), size_t(10007)}) {
+    const auto p = testutil::randn(n), g = testutil::randn(n), m = testutil::randn(n, 0.1);
+    auto v = testutil::randn(n, 0.05);
+    for (double& x : v) x = std::abs(x);
+    auto run = [&](bool with_copy) {
+      auto dp = upload_d(be, p), dg = upload_d(be, g), dm = upload_d(be, m), dv = upload_d(be, v);
+      auto de = upload_d(be, m);
+      auto pc = upload_bf16(std::vector<double>(n, std::nan(""))), ec = upload_bf16(std::vector<double>(n, std::nan("")));
+      // lr 0.05: an update bf16 can resolve, so a copy of the old value would differ
+      be.adamw_step(dp.data(), dg.data(), dm.data(), dv.data(), n, 0.05f, 0.9f, 0.999f, 1e-8f, 0.1f, 7,
+                    with_copy ? pc.data() : nullptr);
+      be.ema_update(de.data(), dp.data(), 0.999f, n, with_copy ? ec.data() : nullptr);
+      return std::vector<std::vector<double>>{download_d(be, dp), download_d(be, dm), download_d(be, dv),
+                                              download_d(be, de), download_bf16(pc), download_bf16(ec)};
+    };
+    const auto plain = run(false), fused = run(true);
+    INFO("n = " << n);
+    for (int k = 0; k < 4; ++k) CHECK(fused[k] == plain[k]);  // p, m, v, ema: bit for bit
+    CHECK(fused[4] == rounded(plain[0]));                     // bf16(p)
+    CHECK(fused[5] == rounded(plain[3]));                     // bf16(ema)
+    CHECK(std::isnan(plain[4][0]));                           // without a copy nothing is written
+  }
 }
