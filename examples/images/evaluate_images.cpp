@@ -67,6 +67,12 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     check_device(device);
+    // the outputs' folders before minutes of sampling, not after
+    for (const std::string& path : {out, figure}) {
+      const fs::path folder = fs::path(path).parent_path();
+      if (!path.empty() && !folder.empty() && !fs::is_directory(folder))
+        throw FileError(cat("cannot write '", path, "': the folder '", folder.string(), "' does not exist"));
+    }
     if (data_dir.empty()) data_dir = "data/" + dataset;
     if (classifier.empty()) classifier = "out/classifier/" + dataset + ".safetensors";
     std::vector<int> steps;
