@@ -158,6 +158,12 @@ inline std::vector<double> download_bf16(const shortcut::cuda::DeviceBuffer<__nv
   for (size_t i = 0; i < h.size(); ++i) out[i] = __bfloat162float(h[i]);
   return out;
 }
+// ||a - b||_2, +inf where a difference is NaN.
+inline double l2_diff(const std::vector<double>& a, const std::vector<double>& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += (a[i] - b[i]) * (a[i] - b[i]);
+  return std::isnan(s) ? std::numeric_limits<double>::infinity() : std::sqrt(s);
+}
 inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
   double m = 0;
   for (size_t i = 0; i < a.size(); ++i) {
