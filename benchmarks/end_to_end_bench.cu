@@ -1,8 +1,8 @@
 // End to end on the GPU: one shortcut training step and 1-, 4- and 128-step sampling for the PyTorch
 // peer's configurations (mnist-S2: DiT-S/2 on 28x28x1; latent-B2: DiT-B/2 on 32x32x4 latents with
-// 1000 classes; batch 256 each), through the library's templates on cuda::Backend, in full fp32 and
-// with TF32 matrix products (the peer's "tf32" mode allows TF32 too; its "bf16" mode has no
-// counterpart here yet). Counters: images/s and TFLOP/s counted as the peer counts them
+// 1000 classes; batch 256 each), through the library's templates on cuda::Backend in each of its
+// precisions: full fp32, TF32 matrix products (the peer's "tf32" mode allows TF32 too) and bf16 mixed
+// precision (products and attention on the bf16 tensor cores; the peer's "bf16" is autocast). Counters: images/s and TFLOP/s counted as the peer counts them
 // (end_to_end.hpp), so that scripts/perf_table.py can put both side by side.
 //
 // Names: BM_train_step/<config>/<precision> and BM_sample/<config>/<steps>/<precision>; the time is
@@ -19,10 +19,12 @@ namespace {
 using namespace shortcut;
 using Net = nn::DiT<cuda::Backend>;
 
-cuda::Backend& backend(bool tf32) {
-  static cuda::Backend fp32_be(cuda::Options{-1, false});
-  static cuda::Backend tf32_be(cuda::Options{-1, true});
-  return tf32 ? tf32_be : fp32_be;
+using cuda::Precision;
+cuda::Backend& backend(Precision p) {
+  static cuda::Backend fp32_be(cuda::Options{.precision = Precision::fp32});
+  static cuda::Backend tf32_be(cuda::Options{.precision = Precision::tf32});
+  static cuda::Backend bf16_be(cuda::Options{.precision = Precision::bf16});
+  return p == Precision::bf16 ? bf16_be : p == Precision::tf32 ? tf32_be : fp32_be;
 }
 
 // CUDA events on the backend's stream around one call, then a synchronize (the peer's timing).
@@ -49,10 +51,10 @@ double event_seconds(cuda::Backend& be, const std::function<void()>& work) {
   return ms * 1e-3;
 }
 
-void BM_train_step(benchmark::State& st, const std::string& config, bool tf32) {
+void BM_train_step(benchmark::State& st, const std::string& config, Precision p) {
   try {
     const bench::Workload w = bench::peer_workload(config);
-    auto& be = backend(tf32);
+    auto& be = backend(p);
     auto step = std::make_unique<bench::TrainStep<Net>>(be, w.dit, w.batch, bench::peer_shortcut_config());
     bench::time_loop(st, be, *step, event_seconds);
     bench::set_rates(st, w.batch, bench::train_step_flops(w.dit, w.batch));
@@ -61,10 +63,10 @@ void BM_train_step(benchmark::State& st, const std::string& config, bool tf32) {
   }
 }
 
-void BM_sample(benchmark::State& st, const std::string& config, int steps, bool tf32) {
+void BM_sample(benchmark::State& st, const std::string& config, int steps, Precision p) {
   try {
     const bench::Workload w = bench::peer_workload(config);
-    auto& be = backend(tf32);
+    auto& be = backend(p);
     auto s = std::make_unique<bench::Sample<Net>>(be, w.dit, w.batch, steps);
     bench::time_loop(st, be, *s, event_seconds);
     bench::set_rates(st, w.batch, steps * bench::forward_flops(w.dit, w.batch));
@@ -75,17 +77,17 @@ void BM_sample(benchmark::State& st, const std::string& config, int steps, bool 
 
 void register_all() {
   for (const char* config : {"mnist-S2", "latent-B2"}) {
-    for (bool tf32 : {false, true}) {
-      const std::string prec = tf32 ? "tf32" : "fp32";
+    for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16}) {
+      const std::string prec = cuda::precision_name(p);
       benchmark::RegisterBenchmark(("BM_train_step/" + std::string(config) + "/" + prec).c_str(), BM_train_step,
-                                   std::string(config), tf32)
+                                   std::string(config), p)
           ->UseManualTime()->Unit(benchmark::kMillisecond)->Repetitions(5)->ReportAggregatesOnly(true);
       for (int steps : {1, 4, 128}) {
-        // 128 full-fp32 steps of a DiT-B/2 on 256 images are ~1.5 PFLOP (half a minute a run): TF32 only
-        if (steps == 128 && !tf32) continue;
+        // 128 full-fp32 steps of a DiT-B/2 on 256 images are ~1.5 PFLOP (half a minute a run): not fp32
+        if (steps == 128 && p == Precision::fp32) continue;
         auto* b = benchmark::RegisterBenchmark(
             ("BM_sample/" + std::string(config) + "/" + std::to_string(steps) + "/" + prec).c_str(), BM_sample,
-            std::string(config), steps, tf32);
+            std::string(config), steps, p);
         b->UseManualTime()->Unit(benchmark::kMillisecond)->ReportAggregatesOnly(true);
         // 128 steps are seconds: a few single timed runs
         if (steps == 128) b->Iterations(1)->Repetitions(3);

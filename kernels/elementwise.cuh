@@ -81,7 +81,18 @@ __global__ void cfg_combine_kernel(T* out, const T* vc, const T* vu, float w, si
   }
 }
 
+// dst = src in another storage type (fp32 -> bf16 rounds to nearest even; bf16 -> fp32 is exact)
+template <class D, class S>
+__global__ void convert_kernel(D* dst, const S* src, size_t n) {
+  for (size_t i = global_thread(); i < n; i += size_t(gridDim.x) * blockDim.x) dst[i] = from_f32<D>(to_f32(src[i]));
+}
+
 // ---- launchers ---------------------------------------------------------------------------------
+template <class D, class S>
+void convert(D* dst, const S* src, size_t n, cudaStream_t s) {
+  if (!n) return;
+  launch("convert_kernel", convert_kernel<D, S>, blocks_for(n), kThreads, 0, s, dst, src, n);
+}
 template <class T>
 void fill(T* p, T v, size_t n, cudaStream_t s) {
   if (!n) return;

@@ -53,13 +53,14 @@ void column_sum_add(T* db, const T* dout, int N, int O, int num_sms, cudaStream_
   launch("column_sum_add_kernel", column_sum_add_kernel<T>, dim3(col_blocks, slices), kThreads, 0, s, db, dout, N, O, rows);
 }
 
-// C (column-major m x n, ldc) = alpha op(A) op(B) + beta C, storage T, compute `ct`.
-template <class T>
+// C (column-major m x n, ldc) = alpha op(A) op(B) + beta C; operands stored as TA, C as TC (bf16
+// operands with an fp32 C: the mixed-precision products), compute `ct`.
+template <class TA, class TC>
 void gemm(cublasHandle_t h, cublasComputeType_t ct, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-          const T* A, int lda, const T* B, int ldb, float beta, T* C, int ldc) {
+          const TA* A, int lda, const TA* B, int ldb, float beta, TC* C, int ldc) {
   const float alpha = 1.f;
-  constexpr cudaDataType_t ty = CudaType<T>::value;
-  SHORTCUT_CUBLAS_CHECK(cublasGemmEx(h, ta, tb, m, n, k, &alpha, A, ty, lda, B, ty, ldb, &beta, C, ty, ldc, ct,
+  constexpr cudaDataType_t ty = CudaType<TA>::value, tc = CudaType<TC>::value;
+  SHORTCUT_CUBLAS_CHECK(cublasGemmEx(h, ta, tb, m, n, k, &alpha, A, ty, lda, B, ty, ldb, &beta, C, tc, ldc, ct,
                                      CUBLAS_GEMM_DEFAULT));
 }
 
@@ -86,6 +87,25 @@ void linear_backward(cublasHandle_t h, cublasComputeType_t ct, T* din, T* dW, T*
     if (din) gemm(h, ct, CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W, I, dout, O, accumulate_din ? 1.f : 0.f, din, I);
     if (dW) gemm(h, ct, CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, in, I, dout, O, 1.f, dW, I);
   }
+  if (db) column_sum_add(db, dout, N, O, num_sms, s);
+}
+
+// The mixed-precision layer: bf16 operands (in_b, W_b: copies of the fp32 in and W), fp32 results
+// and accumulation on the bf16 tensor cores. out[N,O] = in_b W_b^T + b; I > 0.
+inline void linear_forward_bf16(cublasHandle_t h, float* out, const __nv_bfloat16* in_b, const __nv_bfloat16* W_b,
+                                const float* b, int N, int I, int O, cudaStream_t s) {
+  if (N <= 0 || O <= 0) return;
+  gemm(h, CUBLAS_COMPUTE_32F, CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W_b, I, in_b, I, 0.f, out, O);
+  if (b) add_rows(out, b, N, O, s);
+}
+// din (fp32, = or +=) = dout_b W_b; dW (fp32) += dout_b^T in_b; db += sum of the fp32 dout. I > 0.
+inline void linear_backward_bf16(cublasHandle_t h, float* din, float* dW, float* db, const float* dout,
+                                 const __nv_bfloat16* dout_b, const __nv_bfloat16* in_b, const __nv_bfloat16* W_b,
+                                 int N, int I, int O, bool accumulate_din, int num_sms, cudaStream_t s) {
+  if (N <= 0 || O <= 0) return;
+  if (din) gemm(h, CUBLAS_COMPUTE_32F, CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W_b, I, dout_b, O, accumulate_din ? 1.f : 0.f,
+                din, I);
+  if (dW) gemm(h, CUBLAS_COMPUTE_32F, CUBLAS_OP_N, CUBLAS_OP_T, I, O, N, in_b, I, dout_b, O, 1.f, dW, I);
   if (db) column_sum_add(db, dout, N, O, num_sms, s);
 }
 

@@ -7,7 +7,8 @@
 #   peer      the PyTorch peer (torch_shortcut.py) on the same configurations, eager and compiled
 #   kernels   kernels_bench: each kernel against the unfused GPU version, the CPU op and the ceilings
 #   sanitize  compute-sanitizer memcheck and racecheck on the kernel tests
-#   images    DiT-S/4 on Fashion-MNIST for IMAGES_MINUTES (default: what is left), grids, quality.json
+#   images    DiT-S/4 on Fashion-MNIST for IMAGES_MINUTES (default: what is left) in IMAGES_PRECISION
+#             (default bf16), grids, quality.json
 # Needs .gpu/ from scripts/gpu-pack.sh (binaries for sm_90, data, classifier, peer); builds here with
 # .deps/ if the binaries do not run. Results: $OUT/summary.txt, $OUT/session.log, $OUT/results.tar.gz.
 # Usage: scripts/gpu-session.sh [budget_seconds=540] [steps=tests,e2e,peer,kernels,sanitize,images]
@@ -119,14 +120,14 @@ if want sanitize; then
   sanitizer=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   run memcheck 60 150 "$sanitizer" --tool memcheck --error-exitcode 3 "$bin/gpu_tests" "[ops],[adaln],[attention]~[large],[sampler]~[errors]"
   run racecheck 60 120 "$sanitizer" --tool racecheck --racecheck-report all --error-exitcode 3 "$bin/gpu_tests" \
-    "[attention]~[large],[adaln],[targets]"
+    "[attention]~[large],[adaln],[targets],[bf16]~[training]"
   grep -h "ERROR SUMMARY" "$log" | tee -a "$summary" > /dev/null
 fi
 if want images; then
   # what is left after the evaluation's share (about 90 s), or IMAGES_MINUTES
   minutes=${IMAGES_MINUTES:-$(python3 -c "print(max(0.5, ($(left) - 120) / 60))")}
   img=$work/images
-  run images-train 90 $(( $(left) - 60 )) "$bin/train_images" --device cuda --tf32 --dataset fashion-mnist \
+  run images-train 90 $(( $(left) - 60 )) "$bin/train_images" --device cuda --precision "${IMAGES_PRECISION:-bf16}" --dataset fashion-mnist \
     --preset DiT-S/4 --batch 256 --lr 3e-4 --warmup 200 --ema 0.999 --minutes "$minutes" --steps 1000000 \
     --checkpoint-every 0 --sample-every 1000000 --per-class 8 -q --out "$img/shortcut"
   tail -1 "$img/shortcut/metrics.jsonl" 2>/dev/null | tee -a "$summary"

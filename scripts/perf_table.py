@@ -87,8 +87,9 @@ PEER_COLUMNS = [("eager", "tf32"), ("eager", "bf16"), ("compile", "tf32"), ("com
 
 
 def end_to_end_table(ours, peer):
-    lines = ["### End to end (median ms; ratio = our TF32 time / the peer's time, under 1 means we are faster)", ""]
-    head = ["config", "what", "ours fp32", "ours tf32"] + [f"torch {m} {d}" for m, d in PEER_COLUMNS]
+    lines = ["### End to end (median ms; ratio = our bf16 time, or TF32 where bf16 was not measured, / the peer's "
+             "time; under 1 means we are faster)", ""]
+    head = ["config", "what", "ours fp32", "ours tf32", "ours bf16"] + [f"torch {m} {d}" for m, d in PEER_COLUMNS]
     head += [f"ratio vs {m} {d}" for m, d in PEER_COLUMNS]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     if ours is None:
@@ -100,8 +101,9 @@ def end_to_end_table(ours, peer):
         measures += [(f"sample {s} step{'s' if s > 1 else ''}", f"BM_sample/{{c}}/{s}/{{p}}",
                       "sample_1step_ms" if s == 1 else None) for s in steps]
         for what, pattern, peer_key in measures:
-            mine = {p: (ours.get(pattern.format(c=config, p=p)) or {}).get("ms") for p in ("fp32", "tf32")}
-            cells = [config, what, fmt(mine["fp32"]), fmt(mine["tf32"])]
+            mine = {p: (ours.get(pattern.format(c=config, p=p)) or {}).get("ms") for p in ("fp32", "tf32", "bf16")}
+            cells = [config, what, fmt(mine["fp32"]), fmt(mine["tf32"]), fmt(mine["bf16"])]
+            best = mine["bf16"] or mine["tf32"]
             theirs = []
             for mode, dtype in PEER_COLUMNS:
                 r = (peer or {}).get((config, mode, dtype))
@@ -109,14 +111,15 @@ def end_to_end_table(ours, peer):
                 theirs.append(v)
                 cells.append(fmt(v) if r is None or "error" not in r else "error")
             for v in theirs:
-                cells.append(fmt(mine["tf32"] / v, 3) if (v and mine["tf32"]) else "—")
+                cells.append(fmt(best / v, 3) if (v and best) else "—")
             lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     extra = []
     for config in configs:
-        r = (ours or {}).get(f"BM_train_step/{config}/tf32") or {}
-        if "images/s" in r:
-            extra.append(f"{config}: ours (TF32) {fmt(r['images/s'])} images/s, {fmt(r.get('TFLOP/s'))} TFLOP/s")
+        for prec in ("tf32", "bf16"):
+            r = (ours or {}).get(f"BM_train_step/{config}/{prec}") or {}
+            if "images/s" in r:
+                extra.append(f"{config}: ours ({prec}) {fmt(r['images/s'])} images/s, {fmt(r.get('TFLOP/s'))} TFLOP/s")
         for mode, dtype in PEER_COLUMNS:
             p = (peer or {}).get((config, mode, dtype))
             if p and "tflops" in p:

@@ -44,6 +44,7 @@ with tempfile.TemporaryDirectory() as d:
         # no repetitions: the median of the iterations (40 of 10, 40, 90)
         gb("BM_train_step/mnist-S2/fp32", 10.0), gb("BM_train_step/mnist-S2/fp32", 90.0),
         gb("BM_train_step/mnist-S2/fp32", 40.0),
+        gb("BM_train_step/mnist-S2/bf16", 15.0, agg="median"),
         gb("BM_sample/mnist-S2/1/tf32", 2.0, agg="median"), gb("BM_sample/mnist-S2/128/tf32", 256.0, agg="median"),
     ]}, open(e2e, "w"))
     peer = os.path.join(d, "peer.jsonl")
@@ -66,13 +67,13 @@ with tempfile.TemporaryDirectory() as d:
     assert rc == 0, err
     assert "Card: H100; commit abc." in out
     r = row(out, "mnist-S2", "train step")
-    # ours fp32, ours tf32, eager tf32, eager bf16, compile tf32, compile bf16, then the four ratios
-    assert r[2:8] == ["40", "20", "—", "error", "25", "—"], r
-    assert r[10] == "0.8", r  # 20 ms / 25 ms
+    # ours fp32, tf32, bf16, eager tf32, eager bf16, compile tf32, compile bf16, then the four ratios
+    assert r[2:9] == ["40", "20", "15", "—", "error", "25", "—"], r
+    assert r[11] == "0.6", r  # our bf16 15 ms / the peer's 25 ms
     r = row(out, "mnist-S2", "sample 1 step")
-    assert r[3] == "2" and r[6] == "4" and r[10] == "0.5", r
+    assert r[3] == "2" and r[4] == "—" and r[7] == "4" and r[11] == "0.5", r  # no bf16 row: TF32's 2 / 4
     r = row(out, "mnist-S2", "sample 128 steps")
-    assert r[3] == "256" and r[6] == "—", r  # the peer does not measure 128 steps
+    assert r[3] == "256" and r[7] == "—", r  # the peer does not measure 128 steps
     assert "torch eager bf16 failed: out of memory" in out
     r = row(out, "attention_forward", "32/256/6/64")
     assert r[2] == "10" and r[3] == "30" and r[4] == "5000", r

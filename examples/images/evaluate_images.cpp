@@ -38,7 +38,7 @@ static Features features(const Clf& clf, const float* P, const float* images, co
 int main(int argc, char** argv) {
   std::setvbuf(stdout, nullptr, _IOLBF, 0);  // lines appear in order with the progress bar
   std::string dataset = "fashion-mnist", data_dir, classifier, out = "quality.json", steps_s = "1,2,4,8,128",
-              device = "cpu";
+              device = "cpu", precision = "fp32";
   std::vector<std::string> models;
   std::string figure;
   int samples = 1000, chunk = 250, figure_columns = 6;
@@ -59,6 +59,8 @@ int main(int argc, char** argv) {
   app.add_option("-o,--out", out, "JSON file to write")->capture_default_str();
   app.add_option("--device", device, "where the models sample: cpu or cuda (the classifier runs on the CPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--precision", precision, "with --device cuda: fp32, tf32 or bf16 (docs/cuda.md)")
+      ->check(CLI::IsMember(precision_names()))->capture_default_str();
   app.add_option("--figure", figure,
                  "also write a PNG: one row per model, one block per step count, its first samples (classes 0, 1, ...)");
   app.add_option("--figure-columns", figure_columns, "samples per block in --figure")
@@ -67,6 +69,7 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
   try {
     check_device(device);
+    check_precision(device, precision);
     // the outputs' folders before minutes of sampling, not after
     for (const std::string& path : {out, figure}) {
       const fs::path folder = fs::path(path).parent_path();
@@ -97,7 +100,7 @@ int main(int argc, char** argv) {
       if (eq == std::string::npos || eq == 0 || eq + 1 == spec.size())
         throw ConfigError("--model must be NAME=CHECKPOINT, got '" + spec + "'");
       const std::string name = spec.substr(0, eq), path = spec.substr(eq + 1);
-      loaded.push_back({name, path, open_image_generator(device, path)});
+      loaded.push_back({name, path, open_image_generator(device, path, {}, precision)});
     }
     auto test = load_split(data_dir, "t10k");
     auto train = load_split(data_dir, "train");

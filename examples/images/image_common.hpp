@@ -3,6 +3,7 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <filesystem>
+#include <shortcut/cuda/precision.hpp>
 #include <shortcut/io/png.hpp>
 #include <shortcut/shortcut.hpp>
 #include <string>
@@ -104,6 +105,17 @@ inline void check_device(const std::string& device) {
     throw ConfigError("this build has no CUDA backend (configure with -DSHORTCUT_CUDA=ON where nvcc is installed)");
 #endif
   if (device != "cpu" && device != "cuda") throw ConfigError("--device must be cpu or cuda, got '" + device + "'");
+}
+
+// --precision: the arithmetic of the CUDA backend's products and attention (fp32, tf32 or bf16;
+// shortcut/cuda/precision.hpp). The CPU backend computes in fp32 only.
+inline const std::vector<std::string>& precision_names() {
+  static const std::vector<std::string> n = {"fp32", "tf32", "bf16"};
+  return n;
+}
+inline void check_precision(const std::string& device, const std::string& precision) {
+  if (cuda::parse_precision(precision) != cuda::Precision::fp32 && device != "cuda")
+    throw ConfigError("--precision " + precision + " needs --device cuda");
 }
 
 }  // namespace examples

@@ -64,16 +64,18 @@ inline GeneratorOptions generator_options(const std::string& checkpoint, const s
 }
 
 #ifdef SHORTCUT_EXAMPLES_CUDA
-std::unique_ptr<ImageGenerator> open_image_generator_cuda(const std::string& checkpoint,
-                                                          const GeneratorOptions& opt);  // image_generator_cuda.cu
+std::unique_ptr<ImageGenerator> open_image_generator_cuda(const std::string& checkpoint, const GeneratorOptions& opt,
+                                                          const std::string& precision);  // image_generator_cuda.cu
 #endif
 
 // The device is checked first, so that "no CUDA device" is the answer on a machine without one.
 inline std::unique_ptr<ImageGenerator> open_image_generator(const std::string& device, const std::string& checkpoint,
-                                                            const GeneratorOptions& opt = {}) {
+                                                            const GeneratorOptions& opt = {},
+                                                            const std::string& precision = "fp32") {
   check_device(device);
+  check_precision(device, precision);
 #ifdef SHORTCUT_EXAMPLES_CUDA
-  if (device == "cuda") return open_image_generator_cuda(checkpoint, opt);
+  if (device == "cuda") return open_image_generator_cuda(checkpoint, opt, precision);
 #endif
   return std::make_unique<ImageGeneratorOn<cpu::Backend<float>>>(checkpoint, opt);
 }

@@ -5,8 +5,11 @@
 
 namespace examples {
 
-std::unique_ptr<ImageGenerator> open_image_generator_cuda(const std::string& checkpoint, const GeneratorOptions& opt) {
-  return std::make_unique<ImageGeneratorOn<shortcut::cuda::Backend>>(checkpoint, opt);
+std::unique_ptr<ImageGenerator> open_image_generator_cuda(const std::string& checkpoint, const GeneratorOptions& opt,
+                                                          const std::string& precision) {
+  shortcut::cuda::Options o;
+  o.precision = shortcut::cuda::parse_precision(precision);
+  return std::make_unique<ImageGeneratorOn<shortcut::cuda::Backend>>(checkpoint, opt, o);
 }
 
 }  // namespace examples

@@ -10,7 +10,7 @@
 using namespace examples;
 
 struct SampleOptions {
-  std::string checkpoint, out = "samples.png", raw, labels, objective, device = "cpu", noise;
+  std::string checkpoint, out = "samples.png", raw, labels, objective, device = "cpu", noise, precision = "fp32";
   int steps = 128, per_class = 8, interpolate = 0, chunk = 256;
   double guidance = 1.0;
   uint64_t seed = 0;
@@ -63,7 +63,7 @@ static std::vector<float> read_noise(const std::string& path, int H, int C, int6
 static int run(const SampleOptions& o) {
   std::unique_ptr<ImageGenerator> gen;
   try {
-    gen = open_image_generator(o.device, o.checkpoint, generator_options(o.checkpoint, o.objective));
+    gen = open_image_generator(o.device, o.checkpoint, generator_options(o.checkpoint, o.objective), o.precision);
   } catch (const FileError& e) {
     if (std::string(e.what()).find("has no 'training' metadata") == std::string::npos) throw;
     throw FileError(std::string(e.what()) + " (here: --objective shortcut or --objective flow)");
@@ -159,6 +159,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"shortcut", "flow"}));
   app.add_option("--chunk", o.chunk, "images per network batch")->check(CLI::Range(1, 1 << 16))->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
+  app.add_option("--precision", o.precision, "with --device cuda: fp32, tf32 or bf16 (products and attention on the "
+                 "bf16 tensor cores, the rest fp32; docs/cuda.md)")
+      ->check(CLI::IsMember(precision_names()))->capture_default_str();
   app.add_flag("-q,--quiet", o.quiet, "no progress bar");
   CLI11_PARSE(app, argc, argv);
   try {

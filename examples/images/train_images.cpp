@@ -86,8 +86,12 @@ int main(int argc, char** argv) {
                  "learning rate is constant after warm-up, so a cut-short run is a complete run)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--device", o.device, "cpu or cuda")->check(CLI::IsMember({"cpu", "cuda"}))->capture_default_str();
-  app.add_flag("--tf32", o.tf32, "with --device cuda: matrix products on the TF32 tensor cores (about 3e-4 relative "
-               "error per product instead of fp32's 1e-7)");
+  app.add_option("--precision", o.precision, "with --device cuda: fp32; tf32 (products on the TF32 tensor cores, "
+                 "about 3e-4 relative error per product instead of fp32's 1e-7); bf16 (products and attention on "
+                 "the bf16 tensor cores, about 4e-3; weights, optimizer, statistics and losses stay fp32; "
+                 "docs/cuda.md)")
+      ->check(CLI::IsMember(precision_names()))->capture_default_str();
+  app.add_flag("--tf32", o.tf32, "= --precision tf32");
   app.add_flag("-q,--quiet", o.quiet, "no progress bar");
   app.footer("Data parallel: mpirun -np N train_images ... (docs/distributed.md); --batch is the global batch.");
   try {
@@ -104,8 +108,11 @@ int main(int argc, char** argv) {
 #ifdef SHORTCUT_EXAMPLES_MPI
     if (world) o.local_rank = world->local_rank();
 #endif
+    if (o.tf32 && o.precision != "fp32" && o.precision != "tf32")
+      throw ConfigError("--tf32 and --precision " + o.precision + " contradict each other");
     check_device(o.device);
     if (o.tf32 && o.device != "cuda") throw ConfigError("--tf32 needs --device cuda");
+    check_precision(o.device, o.precision);
 #ifdef SHORTCUT_EXAMPLES_CUDA
     if (o.device == "cuda") return train_images_cuda(o, comm);
 #endif

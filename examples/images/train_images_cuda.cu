@@ -9,7 +9,7 @@ namespace examples {
 // backend refuses an index past the machine's GPUs, and main() names the rank in the message.
 int train_images_cuda(const TrainImagesOptions& o, dist::AnyCommunicator& comm) {
   shortcut::cuda::Options opt;
-  opt.tf32 = o.tf32;
+  opt.precision = o.tf32 ? shortcut::cuda::Precision::tf32 : shortcut::cuda::parse_precision(o.precision);
   if (comm.size() > 1) opt.device = o.local_rank;
   shortcut::cuda::Backend be(opt);  // says "no CUDA device" where there is none
   return train_images(be, o, comm);

@@ -37,7 +37,8 @@ struct TrainImagesOptions {
   int64_t log_every = 50;
   int64_t sample_every = 1000;
   int per_class = 4;
-  bool tf32 = false;   // CUDA: matrix products on the TF32 tensor cores
+  std::string precision = "fp32";  // CUDA: fp32, tf32 or bf16 (shortcut/cuda/precision.hpp)
+  bool tf32 = false;                // --tf32: = --precision tf32
   double minutes = 0;  // wall-time budget: stop after the step that passes it (0: none)
   uint64_t seed = 0;
   bool quiet = false;

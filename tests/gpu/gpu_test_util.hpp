@@ -109,6 +109,13 @@ inline std::vector<int32_t> random_ids(size_t n, int rows) {
   return v;
 }
 
+// One weight set (or the gradients) of an arena, as host doubles.
+template <class Be>
+std::vector<double> host_doubles(const shortcut::ParamArena<Be>& a, shortcut::Role r) {
+  const auto v = a.to_host(r);
+  return std::vector<double>(v.begin(), v.end());
+}
+
 // Named outputs of one run, as host doubles.
 using Outputs = std::vector<std::pair<std::string, std::vector<double>>>;
 

@@ -40,12 +40,8 @@ ObjectiveRun run_objective(Be& be, const nn::MlpNetConfig& c, const std::vector<
     opt.step(m.arena());
     ema.update(m.arena());
   }
-  auto host = [&](Role role) {
-    auto v = m.arena().to_host(role);
-    return std::vector<double>(v.begin(), v.end());
-  };
-  r.param = host(Role::Param);
-  r.grad = host(Role::Grad);
+  r.param = host_doubles(m.arena(), Role::Param);
+  r.grad = host_doubles(m.arena(), Role::Grad);
   return r;
 }
 

@@ -5,31 +5,11 @@
 // (128 steps compound 128 networks' worth of fp32 rounding, and that is what the allowance tracks).
 // What is compared is the displacement x1 - x0 that the network's velocities made, not x1 itself:
 // x1 holds the noise x0, which would dilute any error of the velocities in the relative error.
-#include "gpu_test_util.hpp"
+#include "model_runs.hpp"
 
 using namespace shortcut;
 using namespace gputest;
 using testutil::randn;
-
-namespace {
-
-template <class Be>
-std::vector<double> sample_on(Be& be, const nn::DiTConfig& c, const std::vector<double>& P,
-                              const std::vector<double>& E, const std::vector<int32_t>& labels,
-                              const SamplerConfig& s, uint64_t seed) {
-  using T = typename Be::Scalar;
-  ShortcutModel<nn::DiT<Be>> m(be, c, 3);
-  const auto x0 = sample_noise<T>(m.sample_size(), 0, int64_t(labels.size()), seed, 0);
-  m.arena().from_host(Role::Param, std::vector<T>(P.begin(), P.end()));
-  m.arena().from_host(Role::Ema, std::vector<T>(E.begin(), E.end()));
-  // chunk 5: several chunks, the last one partial, as a long generation run has
-  const auto out = generate(m, ShortcutConfig{}, labels, s, seed, 0, 5);
-  std::vector<double> moved(out.size());
-  for (size_t i = 0; i < out.size(); ++i) moved[i] = double(out[i]) - double(x0[i]);
-  return moved;
-}
-
-}  // namespace
 
 TEST_CASE("the ODE sampler on the GPU matches the CPU backend", "[sampler]") {
   nn::DiTConfig c;  // 16 tokens, head dim 32

@@ -10,8 +10,11 @@
 //   A fault inside a kernel is therefore reported by a later call, which names the kernels that may
 //   have caused it (define SHORTCUT_CUDA_SYNC_CHECK to wait after every launch and name the one that
 //   did; see shortcut/cuda/check.hpp).
-// - Storage and arithmetic are fp32. Matrix products use full fp32 (CUBLAS_COMPUTE_32F) unless
-//   Options::tf32 asks for the TF32 matrix units (about 3e-4 relative error).
+// - Storage is fp32. Options::precision picks the arithmetic of the matrix products and attention
+//   (shortcut/cuda/precision.hpp): full fp32 (the default), TF32 matrix units, or bf16 mixed
+//   precision, where the products and attention run on the bf16 tensor cores on bf16 copies of
+//   their operands and everything else stays fp32 (shortcut/cuda/bf16_copies.hpp: how the weights'
+//   bf16 copies stay exact).
 // - Several ops reduce with atomics (the adaLN and bias gradients over tokens, dQ of attention,
 //   label-table gradients): their summation order, hence their last bits, can vary between runs.
 // - One backend per thread: the stream and the cuBLAS handle are not shared safely across threads.
@@ -22,6 +25,8 @@
 
 #include "kernels/adaln.cuh"
 #include "kernels/attention.cuh"
+#include "kernels/attention_tc.cuh"
+#include "kernels/attention_tc_backward.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/matmul.cuh"
@@ -29,13 +34,16 @@
 #include "kernels/targets.cuh"
 #include "shortcut/core/concepts.hpp"
 #include "shortcut/core/patch_order.hpp"
+#include "shortcut/cuda/bf16_copies.hpp"
 #include "shortcut/cuda/device_buffer.hpp"
+#include "shortcut/cuda/precision.hpp"
 
 namespace shortcut::cuda {
 
 struct Options {
   int device = -1;     // the CUDA device to use; -1 keeps the current one (device 0 unless set)
-  bool tf32 = false;   // matrix products on the TF32 matrix units instead of full fp32
+  bool tf32 = false;   // = precision tf32 (kept for existing callers)
+  Precision precision = Precision::fp32;
 };
 
 class Backend {
@@ -51,7 +59,9 @@ class Backend {
   static constexpr const char* name() { return "cuda"; }
 
   // Throws Error("no CUDA device ...") where no usable GPU or driver exists.
-  explicit Backend(const Options& opt = Options()) : tf32_(opt.tf32) {
+  explicit Backend(const Options& opt = Options()) : precision_(opt.tf32 ? Precision::tf32 : opt.precision) {
+    if (opt.tf32 && opt.precision != Precision::fp32 && opt.precision != Precision::tf32)
+      throw ConfigError(cat("cuda::Options: tf32 and precision ", precision_name(opt.precision), " both asked for"));
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
@@ -81,12 +91,24 @@ class Backend {
   cublasHandle_t cublas() const { return cublas_; }
   int device() const { return device_; }
   int num_sms() const { return sms_; }
-  bool tf32() const { return tf32_; }
+  bool tf32() const { return precision_ == Precision::tf32; }
+  Precision precision() const { return precision_; }
+
+  // ---- bf16 copies of weight sets (bf16 mode only; no-ops otherwise) ---------------------------
+  // [p, p + n) holds weights that products read: keep a bf16 copy of it (ParamArena calls this for
+  // its raw and EMA weights). drop before the memory is freed.
+  void keep_weight_copy(const T* p, size_t n) const {
+    if (precision_ == Precision::bf16) copies_.keep(p, n);
+  }
+  void drop_weight_copy(const T* p) const { copies_.drop(p); }
+  // Weights in [p, p + n) were written other than through this backend's ops.
+  void weights_written(const T* p, size_t n) const { copies_.written(p, n * sizeof(T)); }
 
   // ---- memory -----------------------------------------------------------------------------
   template <class U>
   void to_device(U* dst, const U* src, size_t n) const {
     if (!n) return;
+    copies_.written(dst, n * sizeof(U));
     SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyHostToDevice, stream_));
     // From pageable memory (a std::vector) the copy returns once src is staged, so src may be reused
     // at once; from pinned or registered memory the DMA reads src later, so wait for it.
@@ -106,9 +128,13 @@ class Backend {
   template <class U>
   void copy(U* dst, const U* src, size_t n) const {
     if (!n) return;
+    copies_.written(dst, n * sizeof(U));
     SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToDevice, stream_));
   }
-  void fill(T* p, T v, size_t n) const { kernels::fill(p, v, n, stream_); }
+  void fill(T* p, T v, size_t n) const {
+    copies_.written(p, n * sizeof(T));
+    kernels::fill(p, v, n, stream_);
+  }
   void synchronize() const {
     SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(stream_));
     note_synchronized();
@@ -117,11 +143,24 @@ class Backend {
   // ---- matrix products ----------------------------------------------------------------------
   // out[N,O] = in[N,I] W[O,I]^T + b[O]  (b may be null)
   void linear_forward(T* out, const T* in, const T* W, const T* b, int N, int I, int O) const {
+    if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
+      const __nv_bfloat16* Wb = weights_bf16(W, size_t(O) * I, Scratch::B);
+      const __nv_bfloat16* xb = rounded(in, size_t(N) * I, Scratch::A);
+      kernels::linear_forward_bf16(cublas_, out, xb, Wb, b, N, I, O, stream_);
+      return;
+    }
     kernels::linear_forward(cublas_, compute(), out, in, W, b, N, I, O, stream_);
   }
   // din[N,I] (= or += with accumulate; null skips) = dout W; dW[O,I] += dout^T in; db[O] += sum dout
   void linear_backward(T* din, T* dW, T* db, const T* dout, const T* in, const T* W, int N, int I, int O,
                        bool accumulate_din = false) const {
+    if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
+      const __nv_bfloat16* gb = rounded(dout, size_t(N) * O, Scratch::C);
+      const __nv_bfloat16* Wb = din ? weights_bf16(W, size_t(O) * I, Scratch::B) : nullptr;
+      const __nv_bfloat16* xb = dW ? rounded(in, size_t(N) * I, Scratch::A) : nullptr;
+      kernels::linear_backward_bf16(cublas_, din, dW, db, dout, gb, xb, Wb, N, I, O, accumulate_din, sms_, stream_);
+      return;
+    }
     kernels::linear_backward(cublas_, compute(), din, dW, db, dout, in, W, N, I, O, accumulate_din, sms_, stream_);
   }
 
@@ -156,11 +195,36 @@ class Backend {
   }
 
   // ---- attention (head dims 32, 64, 72, 128; others throw ShapeError) -------------------------
+  // In bf16 mode: the tensor-core kernels (kernels/attention_tc*.cuh) on bf16 copies of qkv, out and
+  // dout; lse and the results stay fp32 (out and dqkv hold bf16 values, as the kernels write them).
   void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int hd, T scale) const {
+    if (precision_ == Precision::bf16) {
+      kernels::attention_check_head_dim(hd);
+      if (B <= 0 || Tn <= 0 || H <= 0) return;
+      const size_t n = size_t(B) * Tn * H * hd;
+      const __nv_bfloat16* qb = rounded(qkv, 3 * n, Scratch::A);
+      __nv_bfloat16* ob = scratch_.bf16(Scratch::B, n);
+      kernels::attention_forward_tc(ob, lse, qb, B, Tn, H, hd, scale, stream_);
+      kernels::convert(out, ob, n, stream_);
+      return;
+    }
     kernels::attention_forward(out, lse, qkv, B, Tn, H, hd, scale, stream_);
   }
   void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int Tn, int H,
                           int hd, T scale) const {
+    if (precision_ == Precision::bf16) {
+      kernels::attention_check_head_dim(hd);
+      if (B <= 0 || Tn <= 0 || H <= 0) return;
+      const size_t n = size_t(B) * Tn * H * hd;
+      const __nv_bfloat16* qb = rounded(qkv, 3 * n, Scratch::A);
+      const __nv_bfloat16* ob = rounded(out, n, Scratch::B);
+      const __nv_bfloat16* gb = rounded(dout, n, Scratch::C);
+      __nv_bfloat16* db = scratch_.bf16(Scratch::D, 3 * n);
+      float* work = scratch_.f32(kernels::attention_backward_tc_workspace(B, Tn, H, hd));
+      kernels::attention_backward_tc(db, gb, qb, ob, lse, B, Tn, H, hd, scale, work, stream_);
+      kernels::convert(dqkv, db, 3 * n, stream_);
+      return;
+    }
     kernels::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, hd, scale, stream_);
   }
 
@@ -208,29 +272,46 @@ class Backend {
   }
 
   // ---- optimizer --------------------------------------------------------------------------
+  // In bf16 mode a kept bf16 copy of p (of ema) is updated in the same pass (keep_weight_copy).
   void adamw_step(T* p, const T* g, T* m, T* v, size_t n, T lr, T b1, T b2, T eps, T wd, int64_t step) const {
-    adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, step, nullptr);
+    adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, step, copies_.copy_for_update(p, n));
   }
-  void ema_update(T* ema, const T* p, T tau, size_t n) const { ema_update(ema, p, tau, n, nullptr); }
-  // The same, also writing bf16(p) (bf16(ema)) into `copy` in the same pass: the weights that bf16
-  // products read (null: no copy).
+  void ema_update(T* ema, const T* p, T tau, size_t n) const { ema_update(ema, p, tau, n, copies_.copy_for_update(ema, n)); }
+  // The same, also writing bf16(p) (bf16(ema)) into `copy` in the same pass (null: no copy).
   void adamw_step(T* p, const T* g, T* m, T* v, size_t n, T lr, T b1, T b2, T eps, T wd, int64_t step,
                   __nv_bfloat16* copy) const {
+    if (copy != copies_.copy_for_update(p, n)) copies_.written(p, n * sizeof(T));  // a kept copy would miss it
     // the bias corrections exactly as the CPU backend computes them (float pow on the host)
     const T c1 = T(1) - std::pow(b1, T(step)), c2 = T(1) - std::pow(b2, T(step));
     kernels::adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, stream_, copy);
   }
   void ema_update(T* ema, const T* p, T tau, size_t n, __nv_bfloat16* copy) const {
+    if (copy != copies_.copy_for_update(ema, n)) copies_.written(ema, n * sizeof(T));
     kernels::ema_update(ema, p, tau, n, stream_, copy);
   }
 
  private:
   int device_ = 0, sms_ = 1;
-  bool tf32_ = false;
+  Precision precision_ = Precision::fp32;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
+  mutable WeightCopies copies_;  // bf16 mode: the weights' bf16 copies
+  mutable Scratch scratch_;      // bf16 mode: the bf16 operands of the op in flight
 
-  cublasComputeType_t compute() const { return tf32_ ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F; }
+  cublasComputeType_t compute() const {
+    return precision_ == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  }
+  // bf16 copy of n values at p in scratch slot `slot`
+  const __nv_bfloat16* rounded(const T* p, size_t n, Scratch::Slot slot) const {
+    __nv_bfloat16* b = scratch_.bf16(slot, n);
+    kernels::convert(b, p, n, stream_);
+    return b;
+  }
+  // The kept copy of the weights W[0, n), or a conversion into scratch where none is kept.
+  const __nv_bfloat16* weights_bf16(const T* W, size_t n, Scratch::Slot slot) const {
+    if (const __nv_bfloat16* c = copies_.read(W, n, stream_)) return c;
+    return rounded(W, n, slot);
+  }
   void destroy() noexcept {
     if (cublas_) cublasDestroy(cublas_);
     if (stream_) cudaStreamDestroy(stream_);
