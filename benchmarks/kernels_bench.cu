@@ -12,7 +12,9 @@
 // (memory-bound ops) or "TFLOP/s" (matrix work), with the same formula for every impl of a kernel,
 // so the counters of one kernel compare as its times do.
 //
-// BM_attention_bf16tc_forward is the bf16 tensor-core attention (not yet in the backend: issue 11).
+// BM_attention_bf16tc_forward is the bf16 tensor-core attention kernel on bf16 arrays, alone;
+// BM_linear_bf16_* and BM_attention_bf16_* are the backend's ops in bf16 mode (cuda::Precision::bf16)
+// on its fp32 buffers, conversions included, the weights' bf16 copy kept as in training.
 // Shapes: DiT-S/B on 32x32x4 latents with patch 2 (256 tokens; D = 384, 6 heads of 64 / D = 768,
 // 12 heads) at batch 32 (N = 8192 rows), longer sequences, DiT-XL's head dim 72, and the two
 // end-to-end configs at batch 256: mnist-S2 (196 tokens, D 384, 6 heads of 64: N = 50176) and
@@ -47,10 +49,15 @@ using Cpu = shortcut::cpu::Backend<float>;
 using Host = std::vector<float>;
 namespace uf = shortcut::bench::unfused;
 
-enum class Impl { fused, unfused, cpu };
+// bf16: the backend in bf16 mode, reported as its own kernel (BM_<op>_bf16_<direction>/fused/...)
+enum class Impl { fused, unfused, cpu, bf16 };
 
 Backend& be() {
   static Backend b;
+  return b;
+}
+Backend& be_bf16() {
+  static Backend b(shortcut::cuda::Options{.precision = shortcut::cuda::Precision::bf16});
   return b;
 }
 
@@ -175,10 +182,14 @@ void BM_linear_forward(benchmark::State& st, Impl impl) {
       out.push_back(Buf(size_t(N) * O));
     }
     Buf W = random_buffer(size_t(O) * I, 0.05), b = random_buffer(O);
-    timed(st, copies, [&](int c) { be().linear_forward(out[c].data(), in[c].data(), W.data(), b.data(), N, I, O); });
+    Backend& g = impl == Impl::bf16 ? be_bf16() : be();
+    g.keep_weight_copy(W.data(), W.size());  // as ParamArena does (a no-op outside bf16 mode)
+    timed(st, copies, [&](int c) { g.linear_forward(out[c].data(), in[c].data(), W.data(), b.data(), N, I, O); });
+    g.drop_weight_copy(W.data());
   }
   set_flops(st, 2.0 * N * I * O);
 }
+void BM_linear_bf16_forward(benchmark::State& st, Impl) { BM_linear_forward(st, Impl::bf16); }
 
 void BM_linear_backward(benchmark::State& st, Impl impl) {
   const int N = int(st.range(0)), I = int(st.range(1)), O = int(st.range(2));
@@ -198,12 +209,16 @@ void BM_linear_backward(benchmark::State& st, Impl impl) {
       din.push_back(Buf(size_t(N) * I));
     }
     Buf W = random_buffer(size_t(O) * I, 0.05), dW(size_t(O) * I), db(O);
+    Backend& g = impl == Impl::bf16 ? be_bf16() : be();
+    g.keep_weight_copy(W.data(), W.size());
     timed(st, copies, [&](int c) {
-      be().linear_backward(din[c].data(), dW.data(), db.data(), dout[c].data(), in[c].data(), W.data(), N, I, O);
+      g.linear_backward(din[c].data(), dW.data(), db.data(), dout[c].data(), in[c].data(), W.data(), N, I, O);
     });
+    g.drop_weight_copy(W.data());
   }
   set_flops(st, 4.0 * N * I * O);
 }
+void BM_linear_bf16_backward(benchmark::State& st, Impl) { BM_linear_backward(st, Impl::bf16); }
 
 // ==== attention: args B, T, H, hd ===================================================================
 // Bound by FLOPs (T^2 hd work per T hd data): TFLOP/s = 4 B H T^2 hd (forward: Q K^T and P V) and
@@ -249,8 +264,9 @@ void BM_attention_forward(benchmark::State& st, Impl impl) {
     Buf work(impl == Impl::unfused ? uf::attention_forward_workspace(B, T, H) : 0);
     timed(st, int(sets.size()), [&](int c) {
       auto& s = sets[c];
-      if (impl == Impl::fused)
-        be().attention_forward(s.out.data(), s.lse.data(), s.qkv.data(), B, T, H, hd, scale);
+      if (impl == Impl::fused || impl == Impl::bf16)
+        (impl == Impl::bf16 ? be_bf16() : be()).attention_forward(s.out.data(), s.lse.data(), s.qkv.data(), B, T, H,
+                                                                   hd, scale);
       else
         uf::attention_forward(be().cublas(), be().stream(), s.out.data(), s.lse.data(), s.qkv.data(), B, T, H, hd,
                               scale, work.data());
@@ -258,6 +274,7 @@ void BM_attention_forward(benchmark::State& st, Impl impl) {
   }
   set_flops(st, 4.0 * B * H * double(T) * T * hd);
 }
+void BM_attention_bf16_forward(benchmark::State& st, Impl) { BM_attention_forward(st, Impl::bf16); }
 
 // The bf16 tensor-core forward (kernels/attention_tc.cuh) at the same shapes and FLOP count; its
 // fraction of ceiling is taken against the bf16 matmul ceiling.
@@ -306,9 +323,9 @@ void BM_attention_backward(benchmark::State& st, Impl impl) {
     Buf work(impl == Impl::unfused ? uf::attention_backward_workspace(B, T, H) : 0);
     timed(st, int(sets.size()), [&](int c) {
       auto& s = sets[c];
-      if (impl == Impl::fused)
-        be().attention_backward(s.dqkv.data(), s.dout.data(), s.qkv.data(), s.out.data(), s.lse.data(), B, T, H, hd,
-                                scale);
+      if (impl == Impl::fused || impl == Impl::bf16)
+        (impl == Impl::bf16 ? be_bf16() : be()).attention_backward(s.dqkv.data(), s.dout.data(), s.qkv.data(),
+                                                                    s.out.data(), s.lse.data(), B, T, H, hd, scale);
       else
         uf::attention_backward(be().cublas(), be().stream(), s.dqkv.data(), s.dout.data(), s.qkv.data(), s.out.data(),
                                s.lse.data(), B, T, H, hd, scale, work.data());
@@ -316,6 +333,7 @@ void BM_attention_backward(benchmark::State& st, Impl impl) {
   }
   set_flops(st, 10.0 * B * H * double(T) * T * hd);
 }
+void BM_attention_bf16_backward(benchmark::State& st, Impl) { BM_attention_backward(st, Impl::bf16); }
 
 // ==== adaLN: args B, T, D (modulation rows of 6D, as in a DiT block) ================================
 // Bound by bytes. With n = B T D, rows = B T and BD = B D (one modulation vector per sample), in
@@ -676,6 +694,8 @@ SHORTCUT_BENCH_GPU(BM_linear_forward, fused, linear_shapes);
 SHORTCUT_BENCH_CPU(BM_linear_forward, linear_shapes);
 SHORTCUT_BENCH_GPU(BM_linear_backward, fused, linear_shapes);
 SHORTCUT_BENCH_CPU(BM_linear_backward, linear_shapes);
+SHORTCUT_BENCH_GPU(BM_linear_bf16_forward, fused, linear_shapes);
+SHORTCUT_BENCH_GPU(BM_linear_bf16_backward, fused, linear_shapes);
 
 SHORTCUT_BENCH_GPU(BM_attention_forward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_forward, unfused, attention_shapes);
@@ -684,6 +704,8 @@ SHORTCUT_BENCH_GPU(BM_attention_bf16tc_forward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_backward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_backward, unfused, attention_shapes);
 SHORTCUT_BENCH_CPU(BM_attention_backward, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_bf16_forward, fused, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_bf16_backward, fused, attention_shapes);
 
 SHORTCUT_BENCH_GPU(BM_ln_modulate_forward, fused, ada_shapes);
 SHORTCUT_BENCH_GPU(BM_ln_modulate_forward, unfused, ada_shapes);

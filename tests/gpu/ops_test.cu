@@ -211,3 +211,44 @@ TEST_CASE("AdamW and EMA write the bf16 copy of what they update in the same pas
     CHECK(std::isnan(plain[4][0]));                           // without a copy nothing is written
   }
 }
+
+// The bf16 mode's conversion kernel (kernels::convert): fp32 -> bf16 is the round-to-nearest-even of
+// each value (the host's __float2bfloat16 of the same float, exactly), overflow going to inf, inf and
+// NaN kept; bf16 -> fp32 is exact. Sizes around a warp and past a block; the arrays start one element
+// into their allocations (no alignment assumed).
+TEST_CASE("convert fp32 <-> bf16 rounds to nearest even, exactly as the host does", "[ops][elementwise][bf16]") {
+  auto& be = gpu();
+  for (size_t n : {size_t(1), size_t(31), size_t(4099)}) {
+    auto x = testutil::randn(n + 1, 3.0);
+    x[1] = 3.4e38;  // a finite float past half an ulp above bf16's largest (3.39e38): inf
+    if (n > 6) {
+      x[2] = INFINITY, x[3] = -INFINITY, x[4] = std::nan("");
+      x[5] = 1.0 + std::ldexp(1.0, -8);      // halfway between 1 and 1 + 2^-7: to even, 1
+      x[6] = 1.0 + 3 * std::ldexp(1.0, -8);  // halfway between 1 + 2^-7 and 1 + 2^-6: to even, 1 + 2^-6
+    }
+    std::vector<double> want(n);
+    for (size_t i = 0; i < n; ++i) want[i] = double(__bfloat162float(__float2bfloat16(float(x[i + 1]))));
+    auto src = upload_d(be, x);
+    auto back = poisoned(be, n + 1);
+    auto b = upload_bf16(std::vector<double>(n + 1, std::nan("")));
+    shortcut::kernels::convert(b.data() + 1, src.data() + 1, n, be.stream());
+    shortcut::kernels::convert(back.data() + 1, b.data() + 1, n, be.stream());
+    const auto got_b = download_bf16(b), got_back = download_d(be, back);
+    size_t wrong = 0, wrong_back = 0;
+    auto same = [](double a, double c) { return a == c || (std::isnan(a) && std::isnan(c)); };
+    for (size_t i = 0; i < n; ++i) {
+      wrong += !same(got_b[i + 1], want[i]);
+      wrong_back += !same(got_back[i + 1], want[i]);
+    }
+    INFO("n = " << n << ": " << wrong << " bf16 values and " << wrong_back << " fp32 values differ");
+    CHECK(wrong == 0);
+    CHECK(wrong_back == 0);
+    CHECK(std::isnan(got_b[0]));  // nothing before the start written
+    if (n > 6) {  // the cases spelled out, not only "as the host does"
+      CHECK(got_b[1] == INFINITY);
+      CHECK(got_b[2] == INFINITY);
+      CHECK(got_b[5] == 1.0);
+      CHECK(got_b[6] == 1.0 + std::ldexp(1.0, -6));
+    }
+  }
+}
