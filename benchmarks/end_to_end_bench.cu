@@ -77,7 +77,7 @@ void BM_sample(benchmark::State& st, const std::string& config, int steps, Preci
 
 void register_all() {
   for (const char* config : {"mnist-S2", "latent-B2"}) {
-    for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16}) {
+    for (Precision p : cuda::kPrecisions) {
       const std::string prec = cuda::precision_name(p);
       benchmark::RegisterBenchmark(("BM_train_step/" + std::string(config) + "/" + prec).c_str(), BM_train_step,
                                    std::string(config), p)

@@ -110,7 +110,11 @@ inline void check_device(const std::string& device) {
 // --precision: the arithmetic of the CUDA backend's products and attention (fp32, tf32 or bf16;
 // shortcut/cuda/precision.hpp). The CPU backend computes in fp32 only.
 inline const std::vector<std::string>& precision_names() {
-  static const std::vector<std::string> n = {"fp32", "tf32", "bf16"};
+  static const std::vector<std::string> n = [] {
+    std::vector<std::string> v;
+    for (cuda::Precision p : cuda::kPrecisions) v.push_back(cuda::precision_name(p));
+    return v;
+  }();
   return n;
 }
 inline void check_precision(const std::string& device, const std::string& precision) {

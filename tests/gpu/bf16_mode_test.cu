@@ -25,19 +25,6 @@ inline Gpu& bf16_gpu() {
   return be;
 }
 
-// out[N,O] = in W^T + b in double
-inline std::vector<double> product(const std::vector<double>& in, const std::vector<double>& W,
-                                   const std::vector<double>& b, int N, int I, int O) {
-  std::vector<double> out(size_t(N) * O);
-  for (int n = 0; n < N; ++n)
-    for (int o = 0; o < O; ++o) {
-      double s = b.empty() ? 0.0 : b[o];
-      for (int i = 0; i < I; ++i) s += in[size_t(n) * I + i] * W[size_t(o) * I + i];
-      out[size_t(n) * O + o] = s;
-    }
-  return out;
-}
-
 struct LinearRun {
   std::vector<double> out, din, dW, db;
 };
@@ -139,7 +126,9 @@ TEST_CASE("bf16 mode: the weights' bf16 copies follow every write (loads, AdamW,
   // the layer on weight set `role` against the double product with bf16(weights of that set)
   auto expect_layer_uses = [&](Role role, const std::string& when) {
     auto w = arena.to_host(role);
-    const auto want = product(in, rounded(std::vector<double>(w.begin(), w.end())), {}, N, I, O);
+    const auto wb = rounded(std::vector<double>(w.begin(), w.end()));
+    std::vector<double> want(size_t(N) * O);
+    Ref().linear_forward(want.data(), in.data(), wb.data(), nullptr, N, I, O);
     fc.forward(be, arena.data(role), out.data(), x.data(), N);
     check_close(when, download_d(be, out), want, kReductionTol);
   };

@@ -63,7 +63,6 @@ class WeightCopies {
       }
     return nullptr;
   }
-  size_t sets() const { return sets_.size(); }
 
  private:
   struct Set {

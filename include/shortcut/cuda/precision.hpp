@@ -16,6 +16,7 @@
 namespace shortcut::cuda {
 
 enum class Precision { fp32, tf32, bf16 };
+inline constexpr Precision kPrecisions[] = {Precision::fp32, Precision::tf32, Precision::bf16};
 
 inline const char* precision_name(Precision p) {
   switch (p) {
@@ -25,7 +26,7 @@ inline const char* precision_name(Precision p) {
   }
 }
 inline Precision parse_precision(const std::string& s) {
-  for (Precision p : {Precision::fp32, Precision::tf32, Precision::bf16})
+  for (Precision p : kPrecisions)
     if (s == precision_name(p)) return p;
   throw ConfigError(cat("unknown precision '", s, "' (expected fp32, tf32 or bf16)"));
 }
