@@ -6,7 +6,10 @@
 // (end_to_end.hpp), so that scripts/perf_table.py can put both side by side.
 //
 // Names: BM_train_step/<config>/<precision> and BM_sample/<config>/<steps>/<precision>; the time is
-// CUDA-event time on the backend's stream, the median over repetitions. Without a CUDA device the program prints one line and exits 0.
+// CUDA-event time on the backend's stream, the median over repetitions. Sampling replays a CUDA graph
+// of the N-step loop (Options::graphs, the default); BM_sample/<config>/<steps>/bf16-eager is the
+// same without graphs, which measures what they save (the launch overhead of a few hundred kernels
+// per step). Without a CUDA device the program prints one line and exits 0.
 #include <cstdio>
 #include <memory>
 
@@ -25,6 +28,10 @@ cuda::Backend& backend(Precision p) {
   static cuda::Backend tf32_be(cuda::Options{.precision = Precision::tf32});
   static cuda::Backend bf16_be(cuda::Options{.precision = Precision::bf16});
   return p == Precision::bf16 ? bf16_be : p == Precision::tf32 ? tf32_be : fp32_be;
+}
+cuda::Backend& eager_bf16_backend() {
+  static cuda::Backend be(cuda::Options{.precision = Precision::bf16, .graphs = false});
+  return be;
 }
 
 // CUDA events on the backend's stream around one call, then a synchronize (the peer's timing).
@@ -63,10 +70,10 @@ void BM_train_step(benchmark::State& st, const std::string& config, Precision p)
   }
 }
 
-void BM_sample(benchmark::State& st, const std::string& config, int steps, Precision p) {
+void BM_sample(benchmark::State& st, const std::string& config, int steps, Precision p, bool eager) {
   try {
     const bench::Workload w = bench::peer_workload(config);
-    auto& be = backend(p);
+    auto& be = eager ? eager_bf16_backend() : backend(p);
     auto s = std::make_unique<bench::Sample<Net>>(be, w.dit, w.batch, steps);
     bench::time_loop(st, be, *s, event_seconds);
     bench::set_rates(st, w.batch, steps * bench::forward_flops(w.dit, w.batch));
@@ -87,11 +94,16 @@ void register_all() {
         if (steps == 128 && p == Precision::fp32) continue;
         auto* b = benchmark::RegisterBenchmark(
             ("BM_sample/" + std::string(config) + "/" + std::to_string(steps) + "/" + prec).c_str(), BM_sample,
-            std::string(config), steps, p);
+            std::string(config), steps, p, false);
         b->UseManualTime()->Unit(benchmark::kMillisecond)->ReportAggregatesOnly(true);
         // 128 steps are seconds: a few single timed runs
         if (steps == 128) b->Iterations(1)->Repetitions(3);
         else b->Repetitions(5);
+        if (p == Precision::bf16 && steps < 128)
+          benchmark::RegisterBenchmark(
+              ("BM_sample/" + std::string(config) + "/" + std::to_string(steps) + "/bf16-eager").c_str(), BM_sample,
+              std::string(config), steps, p, true)
+              ->UseManualTime()->Unit(benchmark::kMillisecond)->ReportAggregatesOnly(true)->Repetitions(5);
       }
     }
   }

@@ -17,6 +17,8 @@
 //   bf16 copies stay exact).
 // - Several ops reduce with atomics (the adaLN and bias gradients over tokens, dQ of attention,
 //   label-table gradients): their summation order, hence their last bits, can vary between runs.
+// - Recorded work (Options::graphs, on by default): run_captured(key, body) replays a repeated op
+//   sequence as a CUDA graph (shortcut/cuda/graphs.hpp); OdeSampler records its N-step loop so.
 // - One backend per thread: the stream and the cuBLAS handle are not shared safely across threads.
 //   Buffers are allocated on the current device, which must stay the backend's device.
 #pragma once
@@ -36,6 +38,7 @@
 #include "shortcut/core/patch_order.hpp"
 #include "shortcut/cuda/bf16_copies.hpp"
 #include "shortcut/cuda/device_buffer.hpp"
+#include "shortcut/cuda/graphs.hpp"
 #include "shortcut/cuda/precision.hpp"
 
 namespace shortcut::cuda {
@@ -44,6 +47,9 @@ struct Options {
   int device = -1;     // the CUDA device to use; -1 keeps the current one (device 0 unless set)
   bool tf32 = false;   // = precision tf32 (kept for existing callers)
   Precision precision = Precision::fp32;
+  // Record repeated op sequences (the sampler's N-step loop) as CUDA graphs and replay them; off under
+  // SHORTCUT_CUDA_SYNC_CHECK, which synchronizes after every launch.
+  bool graphs = true;
 };
 
 class Backend {
@@ -59,7 +65,8 @@ class Backend {
   static constexpr const char* name() { return "cuda"; }
 
   // Throws Error("no CUDA device ...") where no usable GPU or driver exists.
-  explicit Backend(const Options& opt = Options()) : precision_(opt.tf32 ? Precision::tf32 : opt.precision) {
+  explicit Backend(const Options& opt = Options())
+      : precision_(opt.tf32 ? Precision::tf32 : opt.precision), graphs_on_(opt.graphs && !kSyncChecked) {
     if (opt.tf32 && opt.precision != Precision::fp32 && opt.precision != Precision::tf32)
       throw ConfigError(cat("cuda::Options: tf32 and precision ", precision_name(opt.precision), " both asked for"));
     int count = 0;
@@ -103,6 +110,30 @@ class Backend {
   void drop_weight_copy(const T* p) const { copies_.drop(p); }
   // Weights in [p, p + n) were written other than through this backend's ops.
   void weights_written(const T* p, size_t n) const { copies_.written(p, n * sizeof(T)); }
+
+  // ---- recorded work (shortcut/core/capture.hpp) ---------------------------------------------
+  // body() — ops of this backend only — run eagerly at the key's first call, captured into a CUDA
+  // graph at its second and replayed from then on (graphs.hpp: when a graph is dropped, when a body
+  // is refused). Without graphs (Options::graphs false) body() runs every time.
+  template <class F>
+  void run_captured(const CaptureKey& key, F&& body) const {
+    if (!graphs_on_) {
+      body();
+      return;
+    }
+    if (!cublas_workspace_.data()) {
+      // cuBLAS must not allocate its workspace inside a capture: give it one of its own (32 MiB,
+      // what cuBLAS suggests for Hopper), set again after every cublasSetStream (which resets it)
+      cublas_workspace_ = DeviceBuffer<unsigned char>(size_t(32) << 20);
+      SHORTCUT_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.data(), cublas_workspace_.size()));
+    }
+    graphs_.run(
+        stream_, key, body,
+        [this] { return (device_buffers_freed().load(std::memory_order_relaxed) << 24) ^ copies_.version(); },
+        [this] { copies_.all_written(); });
+  }
+  const GraphStats& graph_stats() const { return graphs_.stats(); }
+  bool graphs() const { return graphs_on_; }
 
   // ---- memory -----------------------------------------------------------------------------
   template <class U>
@@ -297,6 +328,14 @@ class Backend {
   cublasHandle_t cublas_ = nullptr;
   mutable WeightCopies copies_;  // bf16 mode: the weights' bf16 copies
   mutable Scratch scratch_;      // bf16 mode: the bf16 operands of the op in flight
+  bool graphs_on_ = true;
+  mutable GraphCache graphs_;                             // recorded work
+  mutable DeviceBuffer<unsigned char> cublas_workspace_;  // cuBLAS's, once work is recorded
+#ifdef SHORTCUT_CUDA_SYNC_CHECK
+  static constexpr bool kSyncChecked = true;
+#else
+  static constexpr bool kSyncChecked = false;
+#endif
 
   cublasComputeType_t compute() const {
     return precision_ == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
@@ -313,6 +352,7 @@ class Backend {
     return rounded(W, n, slot);
   }
   void destroy() noexcept {
+    graphs_.clear();
     if (cublas_) cublasDestroy(cublas_);
     if (stream_) cudaStreamDestroy(stream_);
     cublas_ = nullptr;

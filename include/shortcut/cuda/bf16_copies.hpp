@@ -31,25 +31,34 @@ class WeightCopies {
     if (!p || !n) return;
     drop(p);
     sets_.push_back(Set{p, n, DeviceBuffer<__nv_bfloat16>(n), false});
+    ++version_;
   }
   void drop(const float* p) {
     for (size_t i = 0; i < sets_.size(); ++i)
       if (sets_[i].master == p) {
         sets_.erase(sets_.begin() + std::ptrdiff_t(i));
+        ++version_;
         return;
       }
   }
   // Marks every set that [p, p + bytes) overlaps as stale.
   void written(const void* p, size_t bytes) {
     for (auto& s : sets_)
-      if (overlaps(s, p, bytes)) s.fresh = false;
+      if (overlaps(s, p, bytes)) stale(s);
   }
+  // Marks every set stale (after a broken graph capture: its refreshes were recorded, never run).
+  void all_written() {
+    for (auto& s : sets_) stale(s);
+  }
+  // Changes whenever a copy goes stale or a set comes or goes: recorded work that read the copies
+  // without refreshing them (a CUDA graph) is valid while it stands.
+  uint64_t version() const { return version_; }
   // The bf16 copy of [p, p + n) for an update that writes exactly bf16 of the new masters into it, or
   // null (no set holds the range, or its copy is stale and stays so; a partial overlap makes it stale).
   __nv_bfloat16* copy_for_update(const float* p, size_t n) {
     for (auto& s : sets_) {
       if (contains(s, p, n)) return s.fresh ? s.copy.data() + (p - s.master) : nullptr;
-      if (overlaps(s, p, n * sizeof(float))) s.fresh = false;
+      if (overlaps(s, p, n * sizeof(float))) stale(s);
     }
     return nullptr;
   }
@@ -72,6 +81,12 @@ class WeightCopies {
     bool fresh;
   };
   std::vector<Set> sets_;
+  uint64_t version_ = 0;
+
+  void stale(Set& s) {
+    if (s.fresh) ++version_;
+    s.fresh = false;
+  }
 
   static bool contains(const Set& s, const float* p, size_t n) {
     const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(s.master);

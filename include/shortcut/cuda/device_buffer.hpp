@@ -9,6 +9,7 @@
 // ops, and costs a device-wide synchronization, which is why networks size their buffers once per
 // batch shape (nn::ensure) rather than per call.
 #pragma once
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
@@ -16,6 +17,13 @@
 #include "shortcut/cuda/check.hpp"
 
 namespace shortcut::cuda {
+
+// How many DeviceBuffers the process has freed so far. Recorded work (a CUDA graph, graphs.hpp) holds
+// raw device pointers: it stays valid while this count stands.
+inline std::atomic<uint64_t>& device_buffers_freed() {
+  static std::atomic<uint64_t> n{0};
+  return n;
+}
 
 template <class T>
 class DeviceBuffer {
@@ -113,6 +121,7 @@ class DeviceBuffer {
       // freeing it. An error here is a sticky fault that the next checked call reports.
       cudaDeviceSynchronize();
       cudaFree(ptr_);
+      device_buffers_freed().fetch_add(1, std::memory_order_relaxed);
     }
     ptr_ = nullptr;
     n_ = 0;

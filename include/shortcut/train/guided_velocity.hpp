@@ -32,8 +32,14 @@ class GuidedVelocity {
     be.copy(gt_.data(), t, size_t(B)); be.copy(gt_.data() + B, t, size_t(B));
     be.copy(gk_.data(), k, size_t(B)); be.copy(gk_.data() + B, k, size_t(B));
     be.copy(gy_.data(), y, size_t(B));
-    std::vector<int32_t> nulls(size_t(B), int32_t(net.num_classes()));
-    be.to_device(gy_.data() + B, nulls.data(), size_t(B));
+    if (nulls_for_ != B || nulls_at_ != gy_.data()) {
+      // the null labels are uploaded when the batch changes only: no host copy on the way of a
+      // sampling loop that a backend records (core/capture.hpp)
+      std::vector<int32_t> nulls(size_t(B), int32_t(net.num_classes()));
+      be.to_device(gy_.data() + B, nulls.data(), size_t(B));
+      nulls_for_ = B;
+      nulls_at_ = gy_.data();
+    }
     net.forward(ctx_, P, gx_.data(), gt_.data(), gk_.data(), gy_.data(), 2 * B, gv_.data());
     be.cfg_combine(out, gv_.data(), gv_.data() + n, guidance, n);
   }
@@ -45,6 +51,8 @@ class GuidedVelocity {
   typename Net::Context ctx_;
   typename Backend::template Buffer<T> gx_, gt_, gk_, gv_;
   typename Backend::template Buffer<int32_t> gy_;
+  int nulls_for_ = -1;                  // gy_[B, 2B) holds the null label for this B ...
+  const int32_t* nulls_at_ = nullptr;  // ... in this allocation
 };
 
 // The typed velocity entry point's checks: out and x hold B = y.size() samples of n values, t and k

@@ -10,6 +10,7 @@
 #include <concepts>
 #include <vector>
 
+#include "shortcut/core/capture.hpp"
 #include "shortcut/core/rng.hpp"
 #include "shortcut/core/span.hpp"
 #include "shortcut/train/shortcut_config.hpp"
@@ -70,15 +71,19 @@ class OdeSampler {
     check_labels(be, y, m.num_classes());
     nn::ensure(v_, n);
     nn::ensure(k_, size_t(B)); nn::ensure(t_, size_t(B));
-    // t and k are filled on the device: no host copy inside the loop, so that a backend can capture
-    // the whole loop once (a CUDA graph) and replay it
-    be.fill(k_.data(), T(sampling_level(train_, s.steps)), size_t(B));
-    for (int i = 0; i < s.steps; ++i) {
-      be.fill(t_.data(), T(double(i) / s.steps), size_t(B));
-      m.velocity(v_.data(), x.data(), t_.data(), k_.data(), y.data(), B, T(s.guidance),
-                 s.use_ema ? Role::Ema : Role::Param);
-      be.axpy(x.data(), T(1.0 / s.steps), v_.data(), n);
-    }
+    // t and k are filled on the device, no host copy inside the loop: a backend that records work
+    // (core/capture.hpp) replays the whole loop as one graph for the same key
+    const CaptureKey key(this, &m, x.data(), y.data(), v_.data(), k_.data(), t_.data(), B, s.steps, s.guidance,
+                         s.use_ema);
+    run_captured(be, key, [&] {
+      be.fill(k_.data(), T(sampling_level(train_, s.steps)), size_t(B));
+      for (int i = 0; i < s.steps; ++i) {
+        be.fill(t_.data(), T(double(i) / s.steps), size_t(B));
+        m.velocity(v_.data(), x.data(), t_.data(), k_.data(), y.data(), B, T(s.guidance),
+                   s.use_ema ? Role::Ema : Role::Param);
+        be.axpy(x.data(), T(1.0 / s.steps), v_.data(), n);
+      }
+    });
   }
 
   // Draws x0 ~ N(0, I) for B samples into x from (seed, stream).

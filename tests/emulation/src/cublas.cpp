@@ -23,12 +23,14 @@
 #endif
 
 namespace emu {
-void enqueue(cudaStream_t s, std::function<void()> work);
+cudaError_t enqueue(cudaStream_t s, std::function<void()> work);
 bool device_range(const void* p, size_t bytes);
 void fault(cudaError_t e, const std::string& what);
 
 struct Blas {
   cudaStream_t stream = nullptr;
+  void* workspace = nullptr;  // the user's (cublasSetWorkspace); null: the library's own pool
+  size_t workspace_bytes = 0;
 };
 namespace {
 std::set<const Blas*>& handles() {
@@ -169,12 +171,12 @@ cublasStatus_t gemm(const char* fn, cublasHandle_t h, cublasOperation_t ta, cubl
   else if (k && al != 0.0 && !on_device(B, bt, brows, bcols, ldb, sB)) bad = "B";
   else if (!on_device(C, ct, m, n, ldc, sC)) bad = "C";
   const bool round_tf32 = comp == CUBLAS_COMPUTE_32F_FAST_TF32;
-  enqueue(h->stream, [=] {
+  const cudaError_t e = enqueue(h->stream, [=] {
     if (!bad.empty())
       return fault(cudaErrorIllegalAddress, f + ": matrix " + bad + " is not (wholly) device memory");
     product(ta, tb, m, n, k, al, A, at, lda, sA, B, bt, ldb, sB, be, C, ct, ldc, sC, batch, round_tf32);
   });
-  return CUBLAS_STATUS_SUCCESS;
+  return e == cudaSuccess ? CUBLAS_STATUS_SUCCESS : CUBLAS_STATUS_EXECUTION_FAILED;
 }
 }  // namespace
 }  // namespace emu
@@ -193,6 +195,16 @@ cublasStatus_t cublasDestroy(cublasHandle_t handle) {
 cublasStatus_t cublasSetStream(cublasHandle_t handle, cudaStream_t stream) {
   if (!handle || !emu::handles().count(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
   handle->stream = stream;
+  handle->workspace = nullptr;  // as cuBLAS documents: setting the stream resets the workspace
+  handle->workspace_bytes = 0;
+  return CUBLAS_STATUS_SUCCESS;
+}
+cublasStatus_t cublasSetWorkspace(cublasHandle_t handle, void* workspace, size_t bytes) {
+  if (!handle || !emu::handles().count(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (bytes && (!workspace || !emu::device_range(workspace, bytes))) return CUBLAS_STATUS_INVALID_VALUE;
+  if (reinterpret_cast<uintptr_t>(workspace) % 256) return CUBLAS_STATUS_INVALID_VALUE;  // documented alignment
+  handle->workspace = workspace;
+  handle->workspace_bytes = bytes;
   return CUBLAS_STATUS_SUCCESS;
 }
 cublasStatus_t cublasGetStream(cublasHandle_t handle, cudaStream_t* stream) {

@@ -40,6 +40,10 @@ struct State {
   cudaError_t sticky = cudaSuccess;
   std::string sticky_what;
   int device = 0;
+  // the stream being captured (one at a time), what it recorded, and why the capture broke if it did
+  const Stream* capturing = nullptr;
+  std::vector<std::function<void()>> captured;
+  std::string capture_broken;
 };
 State& st() {
   static State* s = [] {
@@ -86,6 +90,37 @@ bool device_visible(const void* p) {
 
 bool valid_stream(cudaStream_t s) {
   return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread || st().streams.count(s);
+}
+
+// Breaks the capture in progress (its end reports the first reason) and returns e.
+cudaError_t break_capture(cudaError_t e, const std::string& why) {
+  auto& s = st();
+  if (s.capture_broken.empty()) s.capture_broken = why;
+  return fail(e, "stream capture: " + why);
+}
+// Calls that wait for the device, or allocate or free its memory, are not allowed while a stream
+// captures (global mode): the capture breaks.
+cudaError_t refuse_while_capturing(const char* fn) {
+  if (!st().capturing) return cudaSuccess;
+  return break_capture(cudaErrorStreamCaptureUnsupported,
+                       std::string(fn) + " while a stream is capturing (it waits for or changes the device outside "
+                                         "the captured work)");
+}
+// Queues work on a stream, or records it where the stream captures. The legacy stream synchronizes
+// with every blocking stream, the capturing one too: not allowed during a capture.
+cudaError_t put(cudaStream_t stream, std::function<void()> work) {
+  auto& s = st();
+  if (s.capturing) {
+    if (stream == s.capturing) {
+      if (s.capture_broken.empty()) s.captured.push_back(std::move(work));
+      return cudaSuccess;
+    }
+    if (stream == nullptr || stream == cudaStreamLegacy)
+      return break_capture(cudaErrorStreamCaptureImplicit, "work queued on the legacy default stream, which would "
+                                                           "wait for the capturing stream");
+  }
+  s.queue.push_back(std::move(work));
+  return cudaSuccess;
 }
 
 // Runs every queued piece of work, in order. A kernel fault makes the error sticky and drops the
@@ -168,8 +203,9 @@ void submit(const LaunchRequest& r, std::shared_ptr<const Kernel> k) {
   job->grid = g;
   job->block = b;
   job->smem = r.smem;
-  s.queue.push_back([job, bad_pointer] {
+  put(r.stream, [job, bad_pointer] {
     if (!bad_pointer.empty()) return set_sticky(cudaErrorIllegalAddress, bad_pointer);
+    job->faulted = false;  // a graph runs the same grid again
     run_grid(*job);
     if (job->faulted) set_sticky(job->fault_code, job->fault);
   });
@@ -220,6 +256,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
 }
 cudaError_t cudaDeviceSynchronize() {
   EMU_API_BEGIN;
+  if (auto e = emu::refuse_while_capturing("cudaDeviceSynchronize")) return e;
   return emu::wait_all();
 }
 cudaError_t cudaGetLastError() {
@@ -261,6 +298,11 @@ const char* cudaGetErrorName(cudaError_t e) {
     EMU_NAME(cudaErrorInvalidAddressSpace)
     EMU_NAME(cudaErrorInvalidPc)
     EMU_NAME(cudaErrorLaunchFailure)
+    EMU_NAME(cudaErrorIllegalState)
+    EMU_NAME(cudaErrorStreamCaptureUnsupported)
+    EMU_NAME(cudaErrorStreamCaptureInvalidated)
+    EMU_NAME(cudaErrorStreamCaptureUnmatched)
+    EMU_NAME(cudaErrorStreamCaptureImplicit)
 #undef EMU_NAME
   }
   return "cudaErrorUnknown";
@@ -279,6 +321,10 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorLaunchFailure: return "unspecified launch failure";
     case cudaErrorIllegalInstruction: return "an illegal instruction was encountered";
     case cudaErrorAssert: return "device-side assert triggered";
+    case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit:
+      return "operation would make the legacy stream depend on a capturing blocking stream";
     default: return cudaGetErrorName(e);
   }
 }
@@ -287,6 +333,7 @@ const char* cudaGetErrorString(cudaError_t e) {
 static cudaError_t allocate(void** p, size_t bytes, cudaMemoryType type) {
   EMU_API_BEGIN;
   if (!p) return fail(cudaErrorInvalidValue);
+  if (auto e = emu::refuse_while_capturing(type == cudaMemoryTypeDevice ? "cudaMalloc" : "cudaMallocHost")) return e;
   *p = nullptr;
   if (!bytes) return cudaSuccess;
   if (type == cudaMemoryTypeDevice && (bytes > s.device_limit || s.device_bytes + bytes > s.device_limit))
@@ -302,6 +349,7 @@ static cudaError_t allocate(void** p, size_t bytes, cudaMemoryType type) {
 static cudaError_t release(void* p, cudaMemoryType type, const char* fn) {
   EMU_API_BEGIN;
   if (!p) return cudaSuccess;
+  if (auto e = emu::refuse_while_capturing(fn)) return e;
   emu::flush();  // freeing waits for the device, as cudaFree does
   auto it = s.allocs.find(reinterpret_cast<uintptr_t>(p));
   if (it == s.allocs.end() || it->second.type != type)
@@ -369,12 +417,17 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   if (!dst || !src) return fail(cudaErrorInvalidValue, "cudaMemcpyAsync with a null pointer");
   if (!emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
   if (auto e = check_copy("cudaMemcpyAsync", dst, src, bytes, kind)) return e;
+  const bool pageable = (kind == cudaMemcpyHostToDevice && !emu::is_pinned(src, bytes)) ||
+                        ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost) && !emu::is_pinned(dst, bytes));
+  if (pageable && s.capturing)
+    return emu::break_capture(cudaErrorStreamCaptureUnsupported,
+                              "cudaMemcpyAsync with pageable host memory while a stream is capturing (a replay of the "
+                              "graph would read or write host memory the caller has reused since)");
   if (kind == cudaMemcpyHostToDevice && !emu::is_pinned(src, bytes)) {
     // pageable source: staged now, so the caller may reuse it at once; lands when the stream runs
     auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
                                                                static_cast<const unsigned char*>(src) + bytes);
-    s.queue.push_back([dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
-    return cudaSuccess;
+    return emu::put(stream, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
   }
   if ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost) && !emu::is_pinned(dst, bytes)) {
     // pageable destination: returns once the copy is done, which waits for the stream's earlier work
@@ -384,11 +437,11 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
     return cudaSuccess;
   }
   // device to device, and pinned host memory: the copy happens when the stream gets to it
-  s.queue.push_back([dst, src, bytes] { std::memmove(dst, src, bytes); });
-  return cudaSuccess;
+  return emu::put(stream, [dst, src, bytes] { std::memmove(dst, src, bytes); });
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   EMU_API_BEGIN;
+  if (auto e = emu::refuse_while_capturing("cudaMemcpy")) return e;
   if (auto e = cudaMemcpyAsync(dst, src, bytes, kind, nullptr)) return e;
   return emu::wait_all();
 }
@@ -399,11 +452,11 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
   if (!emu::is_device(p, bytes))
     return fail(cudaErrorInvalidValue, "cudaMemsetAsync of " + std::to_string(bytes) + " bytes at " + emu::hex(p) +
                                            ": not inside one device allocation");
-  s.queue.push_back([p, value, bytes] { std::memset(p, value, bytes); });
-  return cudaSuccess;
+  return emu::put(stream, [p, value, bytes] { std::memset(p, value, bytes); });
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   EMU_API_BEGIN;
+  if (auto e = emu::refuse_while_capturing("cudaMemset")) return e;
   if (auto e = cudaMemsetAsync(p, value, bytes, nullptr)) return e;
   return emu::wait_all();
 }
@@ -427,6 +480,7 @@ cudaError_t cudaStreamCreate(cudaStream_t* out) {
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
   EMU_API_BEGIN;
   if (!s.streams.count(stream)) return fail(cudaErrorInvalidResourceHandle);
+  if (auto e = emu::refuse_while_capturing("cudaStreamDestroy")) return e;
   emu::flush();  // its queued work still runs
   s.streams.erase(stream);
   delete stream;
@@ -435,6 +489,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   EMU_API_BEGIN;
   if (!emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
+  if (auto e = emu::refuse_while_capturing("cudaStreamSynchronize")) return e;
   return emu::wait_all();
 }
 cudaError_t cudaEventCreate(cudaEvent_t* out) {
@@ -447,6 +502,7 @@ cudaError_t cudaEventCreate(cudaEvent_t* out) {
 cudaError_t cudaEventDestroy(cudaEvent_t e) {
   EMU_API_BEGIN;
   if (!s.events.count(e)) return fail(cudaErrorInvalidResourceHandle);
+  if (auto r = emu::refuse_while_capturing("cudaEventDestroy")) return r;
   emu::flush();
   s.events.erase(e);
   delete e;
@@ -457,15 +513,15 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
   if (!s.events.count(e) || !emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
   e->recorded = true;
   e->done = false;
-  s.queue.push_back([e] {
+  return emu::put(stream, [e] {
     e->at = std::chrono::steady_clock::now();
     e->done = true;
   });
-  return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   EMU_API_BEGIN;
   if (!s.events.count(e)) return fail(cudaErrorInvalidResourceHandle);
+  if (auto r = emu::refuse_while_capturing("cudaEventSynchronize")) return r;
   return emu::wait_all();
 }
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
@@ -477,11 +533,104 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
   return cudaSuccess;
 }
 
+// ---- stream capture and graphs -------------------------------------------------------------------
 namespace emu {
-// For cuBLAS (cublas.cpp): queue work on a stream / check device ranges.
-void enqueue(cudaStream_t, std::function<void()> work) {
+struct Graph {
+  std::vector<std::function<void()>> work;
+};
+struct GraphExec {
+  std::shared_ptr<const std::vector<std::function<void()>>> work;
+};
+std::set<const Graph*>& graphs() {
+  static auto* g = new std::set<const Graph*>;
+  return *g;
+}
+std::set<const GraphExec*>& execs() {
+  static auto* g = new std::set<const GraphExec*>;
+  return *g;
+}
+}  // namespace emu
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  EMU_API_BEGIN;
+  if (!s.streams.count(stream))
+    return fail(cudaErrorInvalidValue, "cudaStreamBeginCapture: only a created stream can capture (not the legacy "
+                                       "or per-thread default stream)");
+  if (s.capturing)
+    return fail(cudaErrorIllegalState, "cudaStreamBeginCapture: a stream is capturing already (the emulation "
+                                        "captures one stream at a time)");
+  s.capturing = stream;
+  s.captured.clear();
+  s.capture_broken.clear();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
+  EMU_API_BEGIN;
+  if (!graph) return fail(cudaErrorInvalidValue);
+  *graph = nullptr;
+  if (!s.capturing || s.capturing != stream)
+    return fail(cudaErrorStreamCaptureUnmatched, "cudaStreamEndCapture: the stream is not capturing");
+  s.capturing = nullptr;
+  auto work = std::move(s.captured);
+  s.captured.clear();
+  if (!s.capture_broken.empty()) {
+    const std::string why = std::move(s.capture_broken);
+    s.capture_broken.clear();
+    return fail(cudaErrorStreamCaptureInvalidated, "cudaStreamEndCapture: the capture was invalidated by " + why);
+  }
+  *graph = new emu::Graph{std::move(work)};
+  emu::graphs().insert(*graph);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* status) {
+  EMU_API_BEGIN;
+  if (!status || !emu::valid_stream(stream)) return fail(cudaErrorInvalidValue);
+  *status = s.capturing != stream ? cudaStreamCaptureStatusNone
+            : s.capture_broken.empty() ? cudaStreamCaptureStatusActive
+                                       : cudaStreamCaptureStatusInvalidated;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
+  EMU_API_BEGIN;
+  if (!exec || !emu::graphs().count(graph)) return fail(cudaErrorInvalidValue);
+  *exec = new emu::GraphExec{std::make_shared<const std::vector<std::function<void()>>>(graph->work)};
+  emu::execs().insert(*exec);
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  EMU_API_BEGIN;
+  if (!emu::execs().count(exec)) return fail(cudaErrorInvalidResourceHandle);
+  if (!emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
+  // the graph's work runs in the order it was captured; a kernel fault stops it, as it stops a stream
+  return emu::put(stream, [work = exec->work, &s] {
+    for (const auto& w : *work)
+      if (s.sticky == cudaSuccess) w();
+  });
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  EMU_API_BEGIN;
+  if (!emu::execs().erase(exec)) return fail(cudaErrorInvalidValue);
+  delete exec;  // a launch still queued holds its own reference to the work
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  EMU_API_BEGIN;
+  if (!emu::graphs().erase(graph)) return fail(cudaErrorInvalidValue);
+  delete graph;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphGetNodes(cudaGraph_t graph, void* nodes, size_t* count) {
+  EMU_API_BEGIN;
+  if (!count || nodes || !emu::graphs().count(graph)) return fail(cudaErrorInvalidValue);
+  *count = graph->work.size();
+  return cudaSuccess;
+}
+
+namespace emu {
+// For cuBLAS (cublas.cpp): queue (or capture) work on a stream / check device ranges.
+cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
   std::lock_guard<std::recursive_mutex> l(st().m);
-  st().queue.push_back(std::move(work));
+  return put(stream, std::move(work));
 }
 bool device_range(const void* p, size_t bytes) {
   std::lock_guard<std::recursive_mutex> l(st().m);

@@ -22,6 +22,11 @@
 //    synchronization, an event, a copy to pageable host memory), as on a GPU; a copy to pinned host
 //    memory read before its stream was waited for shows stale data. Faults are sticky: every later
 //    call returns the error, as on a GPU.
+//  - Stream capture and graphs: work queued on a capturing stream is recorded, not run, and each
+//    launch of the instantiated graph runs all of it again, in order. Capture refuses what a GPU
+//    refuses in global mode — synchronizing calls, cudaMalloc / cudaFree, work on the legacy stream —
+//    and copies from pageable host memory (a replay would read memory the caller has reused); a
+//    refused call returns its error and invalidates the capture, which cudaStreamEndCapture reports.
 //  - cuBLAS: cublasGemmEx and cublasGemmStridedBatchedEx check every argument as the library
 //    documents (handle, operations, sizes, leading dimensions, alpha/beta, type and compute-type
 //    combinations, device pointers) and compute in double; the TF32 compute type rounds its inputs to
@@ -78,6 +83,7 @@ enum cudaError_t {
   cudaErrorNoDevice = 100,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
+  cudaErrorIllegalState = 401,
   cudaErrorNotReady = 600,
   cudaErrorIllegalAddress = 700,
   cudaErrorLaunchOutOfResources = 701,
@@ -89,6 +95,10 @@ enum cudaError_t {
   cudaErrorInvalidAddressSpace = 717,
   cudaErrorInvalidPc = 718,
   cudaErrorLaunchFailure = 719,
+  cudaErrorStreamCaptureUnsupported = 900,
+  cudaErrorStreamCaptureInvalidated = 901,
+  cudaErrorStreamCaptureUnmatched = 903,
+  cudaErrorStreamCaptureImplicit = 906,
 };
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,
@@ -115,12 +125,27 @@ enum cudaDeviceAttr {
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 
+enum cudaStreamCaptureStatus {
+  cudaStreamCaptureStatusNone = 0,
+  cudaStreamCaptureStatusActive = 1,
+  cudaStreamCaptureStatusInvalidated = 2
+};
+enum cudaStreamCaptureMode {
+  cudaStreamCaptureModeGlobal = 0,
+  cudaStreamCaptureModeThreadLocal = 1,
+  cudaStreamCaptureModeRelaxed = 2
+};
+
 namespace emu {
 struct Stream;
 struct Event;
+struct Graph;
+struct GraphExec;
 }  // namespace emu
 using cudaStream_t = emu::Stream*;
 using cudaEvent_t = emu::Event*;
+using cudaGraph_t = emu::Graph*;
+using cudaGraphExec_t = emu::GraphExec*;
 #define cudaStreamLegacy ((cudaStream_t)0x1)
 #define cudaStreamPerThread ((cudaStream_t)0x2)
 
@@ -154,6 +179,17 @@ cudaError_t cudaEventDestroy(cudaEvent_t e);
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+
+// Stream capture (every capture mode is treated as the strictest, Global) and graphs of the work
+// captured; see src/runtime.cpp for what capture refuses.
+cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
+cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph);
+cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status);
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags = 0);
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
+cudaError_t cudaGraphDestroy(cudaGraph_t graph);
+cudaError_t cudaGraphGetNodes(cudaGraph_t graph, void* nodes, size_t* count);  // count only (nodes must be null)
 
 template <class T>
 cudaError_t cudaMalloc(T** p, size_t bytes) {

@@ -1,0 +1,260 @@
+// Recorded work: CUDA graphs captured from the backend's stream and replayed.
+//  - The runtime's side (on a GPU as in the emulation): capture records without running, a launch
+//    runs the recorded work again, a synchronizing call or the legacy stream breaks the capture. The
+//    emulator also refuses cudaMalloc and copies from pageable memory inside a capture (tagged
+//    [emulation]: what a GPU reports for those differs between versions; the library does neither).
+//  - The backend's side (cuda::Backend::run_captured, graphs.hpp) as OdeSampler uses it: the samples
+//    of replayed graphs are those of eager sampling bit for bit, in fp32 and bf16; a graph is dropped
+//    and recorded again after a weight load that left the bf16 copies stale, and after the buffers it
+//    points into were freed; a body that cannot be captured runs eagerly, exactly once per call.
+#include <vector>
+
+#include "gpu_test_util.hpp"
+
+using namespace shortcut;
+using namespace gputest;
+using testutil::randn;
+
+namespace graphs_test {
+
+// A created stream and a device buffer of n floats, for the runtime-level cases.
+struct StreamAndBuffer {
+  cudaStream_t s = nullptr;
+  cuda::DeviceBuffer<float> y;
+  explicit StreamAndBuffer(size_t n) : y(n) { SHORTCUT_CUDA_CHECK(cudaStreamCreate(&s)); }
+  ~StreamAndBuffer() { cudaStreamDestroy(s); }
+  std::vector<float> host() const {
+    std::vector<float> h(y.size());
+    SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(s));
+    SHORTCUT_CUDA_CHECK(cudaMemcpy(h.data(), y.data(), y.bytes(), cudaMemcpyDeviceToHost));
+    return h;
+  }
+};
+
+// Ends the capture on s and expects it broken: no graph, an error, and the error state clean after.
+void expect_broken_capture(cudaStream_t s) {
+  cudaGraph_t g = nullptr;
+  CHECK(cudaStreamEndCapture(s, &g) != cudaSuccess);
+  CHECK(g == nullptr);
+  cudaGetLastError();
+  cudaStreamCaptureStatus st{};
+  REQUIRE(cudaStreamIsCapturing(s, &st) == cudaSuccess);
+  CHECK(st == cudaStreamCaptureStatusNone);
+}
+
+nn::DiTConfig small_dit() {
+  nn::DiTConfig c;  // 16 tokens, head dim 32
+  c.image = 8; c.channels = 2; c.patch = 2; c.hidden = 64; c.depth = 2; c.heads = 2; c.classes = 3;
+  return c;
+}
+
+using Model = ShortcutModel<nn::DiT<Gpu>>;
+
+// One model and sampler on a backend, sampling from fixed noise into device buffers per batch size.
+struct Sampling {
+  Gpu& be;
+  Model m;
+  OdeSampler<Model> sampler{ShortcutConfig{}};
+  Sampling(Gpu& b, const std::vector<double>& P, const std::vector<double>& E) : be(b), m(b, small_dit(), 3) {
+    weights(P, E);
+  }
+  void weights(const std::vector<double>& P, const std::vector<double>& E) {
+    m.arena().from_host(Role::Param, std::vector<float>(P.begin(), P.end()));
+    m.arena().from_host(Role::Ema, std::vector<float>(E.begin(), E.end()));
+  }
+  // x1 for labels and settings s, from the noise of (seed 7, stream 0), on device buffers x, y.
+  // (`with`: another sampler on the same model instead of this one's)
+  std::vector<float> run(const std::vector<int32_t>& labels, const SamplerConfig& s, cuda::DeviceBuffer<float>& x,
+                         cuda::DeviceBuffer<int32_t>& y, OdeSampler<Model>* with = nullptr) {
+    const auto x0 = sample_noise<float>(m.sample_size(), 0, int64_t(labels.size()), 7, 0);
+    nn::ensure(x, x0.size());
+    nn::ensure(y, labels.size());
+    be.to_device(x.data(), x0.data(), x0.size());
+    be.to_device(y.data(), labels.data(), labels.size());
+    (with ? *with : sampler).sample(m, x, y, s);
+    std::vector<float> out(x0.size());
+    be.to_host(out.data(), x.data(), out.size());
+    return out;
+  }
+};
+
+}  // namespace graphs_test
+
+using namespace graphs_test;
+
+TEST_CASE("a captured stream records without running, and each graph launch runs the work again", "[graphs]") {
+  StreamAndBuffer sb(1000);
+  const size_t n = sb.y.size();
+  cuda::DeviceBuffer<float> x(n);
+  kernels::fill(x.data(), 0.5f, n, sb.s);
+  kernels::fill(sb.y.data(), 1.0f, n, sb.s);
+  SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(sb.s));
+
+  REQUIRE(cudaStreamBeginCapture(sb.s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  cudaStreamCaptureStatus st{};
+  REQUIRE(cudaStreamIsCapturing(sb.s, &st) == cudaSuccess);
+  CHECK(st == cudaStreamCaptureStatusActive);
+  kernels::axpy(sb.y.data(), 2.0f, x.data(), n, sb.s);                                             // y += 1
+  SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(x.data(), sb.y.data(), 4 * sizeof(float), cudaMemcpyDeviceToDevice, sb.s));
+  cudaGraph_t g = nullptr;
+  REQUIRE(cudaStreamEndCapture(sb.s, &g) == cudaSuccess);
+  REQUIRE(g != nullptr);
+  size_t nodes = 0;
+  REQUIRE(cudaGraphGetNodes(g, nullptr, &nodes) == cudaSuccess);
+  CHECK(nodes == 2);
+  CHECK(sb.host() == std::vector<float>(n, 1.0f));  // nothing ran at capture
+
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, g, 0) == cudaSuccess);
+  SHORTCUT_CUDA_CHECK(cudaGraphDestroy(g));  // the executable graph stands on its own
+  for (int i = 0; i < 3; ++i) SHORTCUT_CUDA_CHECK(cudaGraphLaunch(exec, sb.s));
+  // replays read what the earlier ones wrote: y = 1 + 1 + 1 + 1 except where x took y's values
+  // after the first launch (x[0..4) = 2, then y[0..4) = 2 + 4 = 6, x = 6, y = 6 + 12 = 18)
+  const auto y = sb.host();
+  CHECK(y[0] == 18.0f);
+  CHECK(y[3] == 18.0f);
+  CHECK(y[4] == 4.0f);
+  CHECK(y[n - 1] == 4.0f);
+  SHORTCUT_CUDA_CHECK(cudaGraphExecDestroy(exec));
+}
+
+TEST_CASE("a synchronization or the legacy stream inside a capture breaks it", "[graphs]") {
+  StreamAndBuffer sb(64);
+  SECTION("cudaStreamSynchronize") {
+    REQUIRE(cudaStreamBeginCapture(sb.s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    kernels::fill(sb.y.data(), 2.0f, sb.y.size(), sb.s);
+    CHECK(cudaStreamSynchronize(sb.s) != cudaSuccess);
+    expect_broken_capture(sb.s);
+  }
+  SECTION("work on the legacy default stream") {
+    REQUIRE(cudaStreamBeginCapture(sb.s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    CHECK(cudaMemsetAsync(sb.y.data(), 0, sb.y.bytes(), cudaStreamLegacy) != cudaSuccess);
+    expect_broken_capture(sb.s);
+  }
+  // the stream works normally afterwards
+  kernels::fill(sb.y.data(), 3.0f, sb.y.size(), sb.s);
+  CHECK(sb.host() == std::vector<float>(sb.y.size(), 3.0f));
+}
+
+TEST_CASE("emulation: cudaMalloc and pageable copies inside a capture break it", "[graphs][emulation]") {
+  StreamAndBuffer sb(64);
+  SECTION("cudaMalloc") {
+    REQUIRE(cudaStreamBeginCapture(sb.s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    void* p = nullptr;
+    CHECK(cudaMalloc(&p, 256) == cudaErrorStreamCaptureUnsupported);
+    expect_broken_capture(sb.s);
+  }
+  SECTION("a copy from pageable memory") {
+    const std::vector<float> h(sb.y.size(), 1.0f);
+    REQUIRE(cudaStreamBeginCapture(sb.s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+    CHECK(cudaMemcpyAsync(sb.y.data(), h.data(), sb.y.bytes(), cudaMemcpyHostToDevice, sb.s) ==
+          cudaErrorStreamCaptureUnsupported);
+    expect_broken_capture(sb.s);
+  }
+}
+
+TEST_CASE("sampling from replayed graphs gives the eager samples bit for bit", "[graphs][sampler]") {
+  Ref ref;
+  nn::DiT<Ref> probe(ref, small_dit());
+  const auto P = randn(probe.layout().total(), 0.05), E = randn(probe.layout().total(), 0.05);
+  const std::vector<int32_t> labels{0, 2, 1, 3, 1};  // 3: the null label
+  for (auto prec : {cuda::Precision::fp32, cuda::Precision::bf16}) {
+    for (const SamplerConfig s : {SamplerConfig{1, 1.0, true}, SamplerConfig{4, 1.5, true}, SamplerConfig{2, 1.0, false}}) {
+      INFO(cuda::precision_name(prec) << ", " << s.steps << " step(s), guidance " << s.guidance);
+      Gpu eager_be(cuda::Options{.precision = prec, .graphs = false}), graph_be(cuda::Options{.precision = prec});
+      REQUIRE(graph_be.graphs());
+      Sampling eager(eager_be, P, E), graphed(graph_be, P, E);
+      cuda::DeviceBuffer<float> ex, gx;
+      cuda::DeviceBuffer<int32_t> ey, gy;
+      const auto want = eager.run(labels, s, ex, ey);
+      for (int call = 0; call < 4; ++call) {  // eager, captured + launched, replayed, replayed
+        INFO("call " << call);
+        CHECK(graphed.run(labels, s, gx, gy) == want);
+      }
+      const auto& st = graph_be.graph_stats();
+      CHECK(st.eager == 1);
+      CHECK(st.captures == 1);
+      CHECK(st.replays == 3);
+      CHECK(st.refused == 0);
+      CHECK(eager_be.graph_stats().replays == 0);
+    }
+  }
+}
+
+TEST_CASE("a graph is recorded again after a weight load left the bf16 copies stale", "[graphs][bf16]") {
+  Ref ref;
+  nn::DiT<Ref> probe(ref, small_dit());
+  const size_t np = probe.layout().total();
+  const auto P = randn(np, 0.05), E = randn(np, 0.05), E2 = randn(np, 0.05);
+  const std::vector<int32_t> labels{1, 0, 2};
+  const SamplerConfig s{2, 1.0, true};
+  Gpu eager_be(cuda::Options{.precision = cuda::Precision::bf16, .graphs = false});
+  Gpu graph_be(cuda::Options{.precision = cuda::Precision::bf16});
+  // the references first: nothing that frees device memory may run between the capture and the
+  // load below, so that only the stale copies (not a freed buffer) can tell the graph to go
+  Sampling eager_old(eager_be, P, E), eager_new(eager_be, P, E2);
+  cuda::DeviceBuffer<float> ex, gx;
+  cuda::DeviceBuffer<int32_t> ey, gy;
+  const auto want_old = eager_old.run(labels, s, ex, ey), want = eager_new.run(labels, s, ex, ey);
+  Sampling graphed(graph_be, P, E);
+  CHECK(graphed.run(labels, s, gx, gy) == want_old);
+  CHECK(graphed.run(labels, s, gx, gy) == want_old);  // captured: reads the EMA weights' bf16 copy
+  REQUIRE(graph_be.graph_stats().captures == 1);
+  graphed.weights(P, E2);  // a checkpoint load: the copies go stale
+  CHECK(graphed.run(labels, s, gx, gy) == want);  // eager again (the graph was dropped) ...
+  CHECK(graphed.run(labels, s, gx, gy) == want);  // ... recorded again ...
+  CHECK(graphed.run(labels, s, gx, gy) == want);  // ... and replayed
+  const auto& st = graph_be.graph_stats();
+  CHECK(st.dropped == 1);
+  CHECK(st.captures == 2);
+  CHECK(st.replays == 3);
+  CHECK(want != want_old);
+}
+
+TEST_CASE("a graph is recorded again after the buffers it points into were freed", "[graphs][sampler]") {
+  Ref ref;
+  nn::DiT<Ref> probe(ref, small_dit());
+  const auto P = randn(probe.layout().total(), 0.05), E = randn(probe.layout().total(), 0.05);
+  const std::vector<int32_t> five{0, 1, 2, 0, 1}, three{2, 2, 0};
+  const SamplerConfig s{2, 1.5, true};
+  Gpu eager_be(cuda::Options{.graphs = false}), graph_be;
+  Sampling eager(eager_be, P, E), graphed(graph_be, P, E);
+  cuda::DeviceBuffer<float> ex, gx5, gx3;
+  cuda::DeviceBuffer<int32_t> ey, gy5, gy3;
+  const auto want5 = eager.run(five, s, ex, ey), want3 = eager.run(three, s, ex, ey);
+  CHECK(graphed.run(five, s, gx5, gy5) == want5);
+  CHECK(graphed.run(five, s, gx5, gy5) == want5);  // captured: points into the model's B = 5 activations
+  // another sampler at B = 3 resizes the model's activations: the B = 5 graph's pointers into them
+  // dangle, while its key (this sampler, its buffers, x, y, B, the settings) is unchanged
+  OdeSampler<Model> other{ShortcutConfig{}};
+  CHECK(graphed.run(three, s, gx3, gy3, &other) == want3);
+  CHECK(graphed.run(five, s, gx5, gy5) == want5);  // eager: the graph was dropped
+  CHECK(graphed.run(five, s, gx5, gy5) == want5);  // recorded again
+  const auto& st = graph_be.graph_stats();
+  CHECK(st.eager == 3);
+  CHECK(st.dropped == 1);
+  CHECK(st.captures == 2);
+  CHECK(st.replays == 2);
+}
+
+TEST_CASE("a body that cannot be captured runs eagerly, once per call", "[graphs]") {
+  Gpu be;
+  const size_t n = 300;
+  auto x = upload_d(be, std::vector<double>(n, 0.25)), y = upload_d(be, std::vector<double>(n, 0.0));
+  std::vector<float> seen(n);
+  auto body = [&] {
+    be.axpy(y.data(), 2.0f, x.data(), n);
+    be.to_host(seen.data(), y.data(), n);  // a host transfer: not capturable
+  };
+  const CaptureKey key(y.data(), n);
+  for (int i = 0; i < 3; ++i) be.run_captured(key, body);
+  CHECK(seen == std::vector<float>(n, 1.5f));  // three axpys of 0.5, none lost, none doubled
+  const auto& st = be.graph_stats();
+  CHECK(st.refused == 1);
+  CHECK(st.captures == 0);
+  CHECK(st.eager == 3);
+  CHECK(!st.last_refusal.empty());
+  // the backend works normally afterwards
+  be.axpy(y.data(), 4.0f, x.data(), n);
+  CHECK(download_d(be, y) == std::vector<double>(n, 2.5));
+}
