@@ -1,6 +1,7 @@
 // Elementwise kernels and their launchers: fill, GELU (tanh form) and SiLU forward/backward,
 // y += x, y += a x, the row broadcast add (position embedding, linear bias) and the classifier-free
-// guidance combination. One grid-stride loop each, fp32 arithmetic on storage type T.
+// guidance combination. One grid-stride loop each, fp32 arithmetic on storage type T, 16 bytes per
+// access where the pointers allow (map_elements, kernels/common.cuh).
 //
 // In-place use is allowed wherever the CPU backend allows it (the networks call
 // gelu_backward(d, d, x) and silu_backward(s, s, h)): each element is read before it is written by
@@ -16,53 +17,56 @@ inline constexpr float kGeluA3 = float(3 * 0.044715);  // as the CPU backend rou
 
 template <class T>
 __global__ void fill_kernel(T* p, T v, size_t n) {
-  for (size_t i = global_thread(); i < n; i += grid_threads()) p[i] = v;
+  constexpr int V = kPack16<T>;
+  const size_t packs = pack_aligned<V>(p) ? n / V : 0;
+  Pack<T, V> r;
+#pragma unroll
+  for (int e = 0; e < V; ++e) r.v[e] = v;
+  for (size_t i = global_thread(); i < packs; i += grid_threads()) store_pack<V>(p + i * V, r);
+  for (size_t i = packs * V + global_thread(); i < n; i += grid_threads()) p[i] = v;
 }
 
 template <class T>
 __global__ void gelu_forward_kernel(T* out, const T* in, size_t n) {
-  for (size_t i = global_thread(); i < n; i += grid_threads()) {
-    float x = to_f32(in[i]);
-    out[i] = from_f32<T>(0.5f * x * (1.f + tanhf(kGeluC * (x + kGeluA * x * x * x))));
-  }
+  map_elements<1>(out, {in}, n, [](const float* a) {
+    const float x = a[0];
+    return 0.5f * x * (1.f + tanhf(kGeluC * (x + kGeluA * x * x * x)));
+  });
 }
 
 template <class T>
 __global__ void gelu_backward_kernel(T* din, const T* dout, const T* in, size_t n) {
-  for (size_t i = global_thread(); i < n; i += grid_threads()) {
-    float x = to_f32(in[i]);
-    float th = tanhf(kGeluC * (x + kGeluA * x * x * x));
-    float d = 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluC * (1.f + kGeluA3 * x * x);
-    din[i] = from_f32<T>(to_f32(dout[i]) * d);
-  }
+  map_elements<2>(din, {dout, in}, n, [](const float* a) {
+    const float x = a[1];
+    const float th = tanhf(kGeluC * (x + kGeluA * x * x * x));
+    const float d = 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluC * (1.f + kGeluA3 * x * x);
+    return a[0] * d;
+  });
 }
 
 template <class T>
 __global__ void silu_forward_kernel(T* out, const T* in, size_t n) {
-  for (size_t i = global_thread(); i < n; i += grid_threads()) {
-    float x = to_f32(in[i]);
-    out[i] = from_f32<T>(x / (1.f + expf(-x)));
-  }
+  map_elements<1>(out, {in}, n, [](const float* a) { return a[0] / (1.f + expf(-a[0])); });
 }
 
 template <class T>
 __global__ void silu_backward_kernel(T* din, const T* dout, const T* in, size_t n) {
-  for (size_t i = global_thread(); i < n; i += grid_threads()) {
-    float x = to_f32(in[i]);
-    float s = 1.f / (1.f + expf(-x));
-    din[i] = from_f32<T>(to_f32(dout[i]) * s * (1.f + x * (1.f - s)));
-  }
+  map_elements<2>(din, {dout, in}, n, [](const float* a) {
+    const float x = a[1];
+    const float s = 1.f / (1.f + expf(-x));
+    return a[0] * s * (1.f + x * (1.f - s));
+  });
 }
 
 // y += a x  (add_inplace is a = 1)
 template <class T>
 __global__ void axpy_kernel(T* y, float a, const T* x, size_t n) {
-  for (size_t i = global_thread(); i < n; i += grid_threads()) y[i] = from_f32<T>(to_f32(y[i]) + a * to_f32(x[i]));
+  map_elements<2>(y, {y, x}, n, [a](const float* v) { return v[0] + a * v[1]; });
 }
 
 template <class T>
 __global__ void add_inplace_kernel(T* y, const T* x, size_t n) {
-  for (size_t i = global_thread(); i < n; i += grid_threads()) y[i] = from_f32<T>(to_f32(y[i]) + to_f32(x[i]));
+  map_elements<2>(y, {y, x}, n, [](const float* v) { return v[0] + v[1]; });
 }
 
 // x[b, j] += row[j] for x [B, R]
@@ -75,58 +79,65 @@ __global__ void add_rows_kernel(T* x, const T* row, I total, I R) {
 // out = vu + w (vc - vu)
 template <class T>
 __global__ void cfg_combine_kernel(T* out, const T* vc, const T* vu, float w, size_t n) {
-  for (size_t i = global_thread(); i < n; i += grid_threads()) {
-    float u = to_f32(vu[i]);
-    out[i] = from_f32<T>(u + w * (to_f32(vc[i]) - u));
-  }
+  map_elements<2>(out, {vc, vu}, n, [w](const float* v) { return v[1] + w * (v[0] - v[1]); });
 }
 
-// dst = src in another storage type (fp32 -> bf16 rounds to nearest even; bf16 -> fp32 is exact)
+// dst = src in another storage type (fp32 -> bf16 rounds to nearest even; bf16 -> fp32 is exact), in
+// packs of 4 (16 bytes of fp32, 8 of bf16) where both pointers allow
 template <class D, class S>
 __global__ void convert_kernel(D* dst, const S* src, size_t n) {
-  for (size_t i = global_thread(); i < n; i += size_t(gridDim.x) * blockDim.x) dst[i] = from_f32<D>(to_f32(src[i]));
+  constexpr int V = 4;
+  const size_t packs = pack_aligned<V>(dst) && pack_aligned<V>(src) ? n / V : 0;
+  for (size_t p = global_thread(); p < packs; p += grid_threads()) {
+    const Pack<S, V> x = load_pack<V>(src + p * V);
+    Pack<D, V> r;
+#pragma unroll
+    for (int e = 0; e < V; ++e) r.v[e] = from_f32<D>(to_f32(x.v[e]));
+    store_pack<V>(dst + p * V, r);
+  }
+  for (size_t i = packs * V + global_thread(); i < n; i += grid_threads()) dst[i] = from_f32<D>(to_f32(src[i]));
 }
 
 // ---- launchers ---------------------------------------------------------------------------------
 template <class D, class S>
 void convert(D* dst, const S* src, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("convert_kernel", convert_kernel<D, S>, blocks_for(n), kThreads, 0, s, dst, src, n);
+  launch("convert_kernel", convert_kernel<D, S>, blocks_for_packs(n, 4), kThreads, 0, s, dst, src, n);
 }
 template <class T>
 void fill(T* p, T v, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("fill_kernel", fill_kernel<T>, blocks_for(n), kThreads, 0, s, p, v, n);
+  launch("fill_kernel", fill_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, p, v, n);
 }
 template <class T>
 void gelu_forward(T* out, const T* in, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("gelu_forward_kernel", gelu_forward_kernel<T>, blocks_for(n), kThreads, 0, s, out, in, n);
+  launch("gelu_forward_kernel", gelu_forward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, out, in, n);
 }
 template <class T>
 void gelu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("gelu_backward_kernel", gelu_backward_kernel<T>, blocks_for(n), kThreads, 0, s, din, dout, in, n);
+  launch("gelu_backward_kernel", gelu_backward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, din, dout, in, n);
 }
 template <class T>
 void silu_forward(T* out, const T* in, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("silu_forward_kernel", silu_forward_kernel<T>, blocks_for(n), kThreads, 0, s, out, in, n);
+  launch("silu_forward_kernel", silu_forward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, out, in, n);
 }
 template <class T>
 void silu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("silu_backward_kernel", silu_backward_kernel<T>, blocks_for(n), kThreads, 0, s, din, dout, in, n);
+  launch("silu_backward_kernel", silu_backward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, din, dout, in, n);
 }
 template <class T>
 void add_inplace(T* y, const T* x, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("add_inplace_kernel", add_inplace_kernel<T>, blocks_for(n), kThreads, 0, s, y, x, n);
+  launch("add_inplace_kernel", add_inplace_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, y, x, n);
 }
 template <class T>
 void axpy(T* y, float a, const T* x, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("axpy_kernel", axpy_kernel<T>, blocks_for(n), kThreads, 0, s, y, a, x, n);
+  launch("axpy_kernel", axpy_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, y, a, x, n);
 }
 template <class T>
 void add_rows(T* x, const T* row, int B, int R, cudaStream_t s) {
@@ -140,7 +151,7 @@ void add_rows(T* x, const T* row, int B, int R, cudaStream_t s) {
 template <class T>
 void cfg_combine(T* out, const T* vc, const T* vu, float w, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("cfg_combine_kernel", cfg_combine_kernel<T>, blocks_for(n), kThreads, 0, s, out, vc, vu, w, n);
+  launch("cfg_combine_kernel", cfg_combine_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, out, vc, vu, w, n);
 }
 
 }  // namespace shortcut::kernels

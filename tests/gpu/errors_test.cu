@@ -3,7 +3,7 @@
 // and how a fault inside a kernel is reported (late, naming the kernels that may have caused it).
 // The cases in the first half hold on a GPU as in the emulation. Those tagged [emulation] test the
 // emulator's own checks (a barrier not reached by every thread, a warp collective with a bad mask,
-// a host pointer passed to a kernel, reading never-written memory, a copy read before its stream was
+// a host pointer passed to a kernel, a misaligned vector load, reading never-written memory, a copy read before its stream was
 // waited for); those tagged [.fault] leave the device faulted (sticky), so each runs in a process of
 // its own (tests/gpu/CMakeLists.txt registers them one by one).
 #include <cstring>
@@ -29,6 +29,13 @@ __global__ void smem_rotate_kernel(T* out, int n) {
   s[t] = float(t);
   __syncthreads();
   if (t < n) out[t] = T(s[(t + 1) % blockDim.x]);
+}
+
+// A 16-byte vector load one element past an aligned address.
+template <class T>
+__global__ void misaligned_load_kernel(const T* in, T* out) {
+  const auto pk = kernels::load_pack<4>(in + 1);
+  out[threadIdx.x] = pk.v[0];
 }
 
 template <class T>
@@ -186,6 +193,17 @@ TEST_CASE("emulation: a kernel fault is reported late and names the kernels that
   INFO(next);
   CHECK(next.find("found at the launch of write_index_kernel") != std::string::npos);
   CHECK(next.find("one of the kernels launched before") != std::string::npos);
+}
+
+TEST_CASE("emulation: a misaligned vector load is a fault", "[.fault][emulation]") {
+  auto& be = gpu();
+  cuda::DeviceBuffer<float> in(64), out(64);
+  kernels::launch("misaligned_load_kernel", misaligned_load_kernel<float>, 1, 32, 0, be.stream(), in.data(),
+                  out.data());
+  const std::string msg = error_of([&] { be.synchronize(); });
+  INFO(msg);
+  CHECK(msg.find("cudaErrorMisalignedAddress") != std::string::npos);
+  CHECK(msg.find("misaligned_load_kernel") != std::string::npos);
 }
 
 TEST_CASE("emulation: a barrier that some threads never reach is a fault", "[.fault][emulation]") {

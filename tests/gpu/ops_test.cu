@@ -1,6 +1,7 @@
 // The elementwise, embedding, target and optimizer kernels against the double CPU backend, on fresh
-// random inputs, with NaN-poisoned outputs, at sizes that are not multiples of any block size; and the
-// optimizer kernels' bf16 copies of the weights they update.
+// random inputs, with NaN-poisoned outputs, at sizes that are not multiples of any block size; the
+// optimizer kernels' bf16 copies of the weights they update; and the vectorised kernels' two paths
+// (16-byte packs, single elements) against each other at every alignment.
 #include "gpu_test_util.hpp"
 
 using namespace shortcut;
@@ -249,6 +250,78 @@ TEST_CASE("convert fp32 <-> bf16 rounds to nearest even, exactly as the host doe
       CHECK(got_b[2] == INFINITY);
       CHECK(got_b[5] == 1.0);
       CHECK(got_b[6] == 1.0 + std::ldexp(1.0, -6));
+    }
+  }
+}
+
+// The memory-bound kernels move 16-byte packs where all their pointers are aligned for them and single
+// elements elsewhere (a misaligned start, the tail): the same values either way, up to the last bits
+// that the compiler's floating-point contraction (an FMA in one loop and not in the other; nvcc and
+// g++ -march=native both contract) may change: 4 fp32 ulps of the larger of the value and 8 (GELU's
+// derivative cancels near x = -0.75; its terms are O(1) times inputs of up to ~8), and one bf16 ulp
+// for the bf16 outputs (a changed last fp32 bit can flip their rounding). A wrong element is off by
+// O(1). Each op runs on
+// arrays that start `off` elements into their allocations (off 0: the packed path), at sizes under,
+// at and past a pack, and the results at off 1, 2, 3 must match those at off 0.
+TEST_CASE("the vectorised kernels give the same values at every alignment and size", "[ops][elementwise][optimizer]") {
+  auto& be = gpu();
+  for (size_t n : {size_t(1), size_t(3), size_t(4), size_t(5), size_t(8), size_t(1003)}) {
+    const auto x = randn(n + 3, 3.0), g = randn(n + 3), m = randn(n + 3, 0.1), v = uniform(n + 3, 0.0, 0.05);
+    auto run = [&](size_t off) {
+      auto in = [&](const std::vector<double>& h) {
+        return upload_d(be, std::vector<double>(h.begin() + 3 - std::ptrdiff_t(off), h.end()));
+      };
+      auto out = [&](const auto& b) {
+        auto h = download_d(be, b);
+        return std::vector<double>(h.begin() + std::ptrdiff_t(off), h.end());
+      };
+      auto dx = in(x), dg = in(g), dm = in(m), dv = in(v);
+      auto gf = poisoned(be, n + off), gb = poisoned(be, n + off), sf = poisoned(be, n + off);
+      auto sb = poisoned(be, n + off), cf = poisoned(be, n + off), fl = poisoned(be, n + off);
+      auto o = [off](auto& b) { return b.data() + off; };
+      be.gelu_forward(o(gf), o(dx), n);
+      be.gelu_backward(o(gb), o(dg), o(dx), n);
+      be.silu_forward(o(sf), o(dx), n);
+      be.silu_backward(o(sb), o(dg), o(dx), n);
+      be.cfg_combine(o(cf), o(dx), o(dg), 1.7f, n);
+      be.fill(o(fl), 0.3f, n);
+      auto ax = in(x), ad = in(x), ip = in(g);
+      be.axpy(o(ax), -0.6f, o(dg), n);
+      be.add_inplace(o(ad), o(dg), n);
+      be.gelu_backward(o(ip), o(ip), o(dx), n);  // in place, as the networks call it
+      auto pc = upload_bf16(std::vector<double>(n + off, std::nan(""))), ec = pc;
+      auto cv = upload_bf16(std::vector<double>(n + off, std::nan("")));
+      be.adamw_step(o(dx), o(dg), o(dm), o(dv), n, 0.05f, 0.9f, 0.999f, 1e-8f, 0.1f, 7, pc.data() + off);
+      auto de = in(m);
+      be.ema_update(o(de), o(dx), 0.99f, n, ec.data() + off);
+      kernels::convert(cv.data() + off, o(dg), n, be.stream());
+      auto bf = [&](const auto& b) {
+        auto h = download_bf16(b);
+        return std::vector<double>(h.begin() + std::ptrdiff_t(off), h.end());
+      };
+      return std::vector<std::vector<double>>{out(gf), out(gb), out(sf), out(sb), out(cf), out(fl), out(ax),
+                                              out(ad), out(ip), out(dx), out(dm), out(dv), bf(pc), out(de), bf(ec),
+                                              bf(cv)};
+    };
+    const char* names[] = {"gelu", "gelu'", "silu", "silu'", "cfg_combine", "fill", "axpy", "add_inplace",
+                           "gelu' in place", "adamw p", "adamw m", "adamw v", "adamw bf16 copy", "ema",
+                           "ema bf16 copy", "convert"};
+    const auto packed = run(0);
+    for (size_t k = 0; k < packed.size(); ++k)
+      for (double e : packed[k]) REQUIRE(std::isfinite(e));  // every output written
+    for (size_t off : {size_t(1), size_t(2), size_t(3)}) {
+      const auto single = run(off);
+      for (size_t k = 0; k < packed.size(); ++k) {
+        const bool bf16_out = k == 12 || k == 14 || k == 15;
+        const double ulps = bf16_out ? std::ldexp(1.0, -7) : 4 * std::ldexp(1.0, -23);
+        size_t off_by_more = 0;
+        for (size_t i = 0; i < n; ++i)
+          off_by_more += std::abs(single[k][i] - packed[k][i]) >
+                         ulps * (bf16_out ? std::abs(packed[k][i]) : std::max(std::abs(packed[k][i]), 8.0));
+        INFO(names[k] << ", n = " << n << ", start " << off << " elements into the allocation: " << off_by_more
+                      << " values differ by more than " << (bf16_out ? "one bf16 ulp" : "4 fp32 ulps of max(|v|, 8)"));
+        CHECK(off_by_more == 0);
+      }
     }
   }
 }

@@ -682,6 +682,11 @@ void trap(const char* why) {
   fault_from_fiber(w, *w.current, cudaErrorLaunchFailure, why);
 }
 
+void misaligned(const char* why) {
+  Worker& w = on_fiber("a vector access");
+  fault_from_fiber(w, *w.current, cudaErrorMisalignedAddress, why);
+}
+
 void run_grid(GridJob& job) {
   static Pool* pool = new Pool;  // never destroyed: host threads may still launch while statics die
   pool->run(job);

@@ -46,6 +46,9 @@ void* dynamic_smem_ptr();
 // A device-side fault (as __trap or a failed device assert): the block stops, the launch's error is
 // cudaErrorLaunchFailure / cudaErrorAssert and sticky, and `why` is printed.
 [[noreturn]] void trap(const char* why);
+// A vector access at an address its width does not divide: on a GPU a misaligned-address fault
+// (cudaErrorMisalignedAddress, sticky); the host would tolerate it silently.
+[[noreturn]] void misaligned(const char* why);
 
 template <class T>
 T* dynamic_shared_memory() {

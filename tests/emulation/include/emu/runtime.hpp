@@ -36,7 +36,8 @@
 // interleave, and any race inside a warp (lanes run one after another between collectives);
 // timing and occupancy; register limits and __launch_bounds__; the real libraries' numerics (cuBLAS
 // algorithms, the device's expf/tanhf ulps) — the emulation's fp32 math is the host's; memory
-// coalescing and bank conflicts; misaligned vector accesses the host tolerates; static __shared__
+// coalescing and bank conflicts; misaligned vector accesses the host tolerates (the kernels' packs,
+// kernels::load_pack / store_pack, check their alignment and fault as a GPU would); static __shared__
 // arrays are not poisoned (only the dynamic ones are); ThreadSanitizer (scripts/emulation-tsan.sh) sees
 // races between the threads of a block only where no barrier or warp collective orders them.
 #pragma once
