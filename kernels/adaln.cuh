@@ -21,7 +21,8 @@ inline constexpr int kAdaMaxRowsPerChunk = 1024;  // bounds the backward's share
 // h = (x - mean) rstd (1 + scale[b]) + shift[b]
 template <class T>
 __global__ void ln_modulate_forward_kernel(T* out, float* mean, float* rstd, const T* x, const T* shift, const T* scale,
-                                           int mod_stride, size_t rows, int Tn, int D, float eps) {
+                                           int mod_stride, size_t rows, int Tn, int D, float eps,
+                                           __nv_bfloat16* copy) {
   const int lane = threadIdx.x % 32;
   const size_t r = size_t(blockIdx.x) * kAdaWarps + threadIdx.x / 32;
   if (r >= rows) return;  // the whole warp leaves together
@@ -44,8 +45,11 @@ __global__ void ln_modulate_forward_kernel(T* out, float* mean, float* rstd, con
   const T* sh = shift + b * mod_stride;
   const T* sc = scale + b * mod_stride;
   T* o = out + r * D;
-  for (int j = lane; j < D; j += 32)
-    o[j] = from_f32<T>((to_f32(xr[j]) - m) * rs * (1.f + to_f32(sc[j])) + to_f32(sh[j]));
+  for (int j = lane; j < D; j += 32) {
+    const T y = from_f32<T>((to_f32(xr[j]) - m) * rs * (1.f + to_f32(sc[j])) + to_f32(sh[j]));
+    o[j] = y;
+    if (copy) copy[r * D + j] = __float2bfloat16(to_f32(y));
+  }
 }
 
 // dx += rstd (dxh - mean_j(dxh) - xhat mean_j(dxh xhat)), dxh = dout (1 + scale);
@@ -167,11 +171,11 @@ inline TokenChunks token_chunks(int B, int Tn, int num_sms) {
 // ---- launchers ---------------------------------------------------------------------------------
 template <class T>
 void ln_modulate_forward(T* out, float* mean, float* rstd, const T* x, const T* shift, const T* scale, int mod_stride,
-                         int B, int Tn, int D, float eps, cudaStream_t s) {
+                         int B, int Tn, int D, float eps, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
   const size_t rows = size_t(B) * Tn;
   if (!rows || D <= 0) return;
   const size_t blocks = (rows + kAdaWarps - 1) / kAdaWarps;
-  launch("ln_modulate_forward_kernel", ln_modulate_forward_kernel<T>, unsigned(blocks), kThreads, 0, s, out, mean, rstd, x, shift, scale, mod_stride, rows, Tn, D, eps);
+  launch("ln_modulate_forward_kernel", ln_modulate_forward_kernel<T>, unsigned(blocks), kThreads, 0, s, out, mean, rstd, x, shift, scale, mod_stride, rows, Tn, D, eps, copy);
 }
 template <class T>
 void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const float* mean, const float* rstd,

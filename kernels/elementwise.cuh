@@ -26,12 +26,16 @@ __global__ void fill_kernel(T* p, T v, size_t n) {
   for (size_t i = packs * V + global_thread(); i < n; i += grid_threads()) p[i] = v;
 }
 
+// copy: null, or where bf16 of each output goes as well (the bf16 input of the next product)
 template <class T>
-__global__ void gelu_forward_kernel(T* out, const T* in, size_t n) {
-  map_elements<1>(out, {in}, n, [](const float* a) {
-    const float x = a[0];
-    return 0.5f * x * (1.f + tanhf(kGeluC * (x + kGeluA * x * x * x)));
-  });
+__global__ void gelu_forward_kernel(T* out, const T* in, size_t n, __nv_bfloat16* copy) {
+  map_elements<1>(
+      out, {in}, n,
+      [](const float* a) {
+        const float x = a[0];
+        return 0.5f * x * (1.f + tanhf(kGeluC * (x + kGeluA * x * x * x)));
+      },
+      copy);
 }
 
 template <class T>
@@ -110,9 +114,10 @@ void fill(T* p, T v, size_t n, cudaStream_t s) {
   launch("fill_kernel", fill_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, p, v, n);
 }
 template <class T>
-void gelu_forward(T* out, const T* in, size_t n, cudaStream_t s) {
+void gelu_forward(T* out, const T* in, size_t n, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
   if (!n) return;
-  launch("gelu_forward_kernel", gelu_forward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, out, in, n);
+  launch("gelu_forward_kernel", gelu_forward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, out, in, n,
+         copy);
 }
 template <class T>
 void gelu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s) {

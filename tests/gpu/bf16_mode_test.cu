@@ -194,3 +194,73 @@ TEST_CASE("bf16 mode: a training step and the sampler stay within bf16's error o
     }
   }
 }
+
+// bf16 mode's fusion of conversions: LayerNorm + modulate, GELU and the attention write bf16 of their
+// output beside it, and a product that reads that output right after (no op between, so nothing
+// can have written it since) takes the copy instead of converting the fp32 values again. The copy is
+// bf16 of the same fp32 values, so the product's result is that of the converting path bit for bit:
+// compared against the same producer and product with an unrelated op between (which forces the
+// conversion). An op that rewrites the output between them (axpy) must make the product see the new
+// values. A whole DiT forward fuses every product input it can: qkv, the projection, fc1 and fc2 of
+// every block, and the final layer's linear.
+TEST_CASE("bf16 mode: a product reads its producer's bf16 copy, with the conversion's result bit for bit",
+          "[bf16]") {
+  using namespace bf16_mode;
+  auto& be = bf16_gpu();
+  const int B = 2, Tn = 7, H = 2, hd = 32, D = H * hd, N = B * Tn, O = 24;
+  const auto x = randn(size_t(N) * D, 1.5), y = randn(size_t(N) * D), mod = randn(size_t(B) * 2 * D, 0.3);
+  const auto qkv = randn(size_t(N) * 3 * D), W = randn(size_t(O) * D, 0.2), bias = randn(size_t(O));
+  auto dx = upload_d(be, x), dy = upload_d(be, y), dmod = upload_d(be, mod), dqkv = upload_d(be, qkv);
+  auto dW = upload_d(be, W), db = upload_d(be, bias), dummy = poisoned(be, 1);
+  // producer 0: LayerNorm + modulate, 1: GELU, 2: attention; `between`: 0 none, 1 an unrelated op,
+  // 2 an op that rewrites the producer's output. Returns the product and the fused inputs it took.
+  auto run = [&](int producer, int between) {
+    auto h = poisoned(be, size_t(N) * D), mean = poisoned(be, N), rstd = poisoned(be, N);
+    auto lse = poisoned(be, size_t(B) * H * Tn), out = poisoned(be, size_t(N) * O);
+    if (producer == 0)
+      be.ln_modulate_forward(h.data(), mean.data(), rstd.data(), dx.data(), dmod.data(), dmod.data() + D, 2 * D, B,
+                             Tn, D, 1e-6f);
+    else if (producer == 1)
+      be.gelu_forward(h.data(), dx.data(), h.size());
+    else
+      be.attention_forward(h.data(), lse.data(), dqkv.data(), B, Tn, H, hd, 1.0f / std::sqrt(float(hd)));
+    if (between == 1) be.fill(dummy.data(), 0.0f, 1);
+    if (between == 2) be.axpy(h.data(), 0.5f, dy.data(), h.size());
+    const uint64_t before = be.fused_inputs();
+    be.linear_forward(out.data(), h.data(), dW.data(), db.data(), N, D, O);
+    return std::make_pair(download_d(be, out), be.fused_inputs() - before);
+  };
+  for (int producer : {0, 1, 2}) {
+    INFO("producer " << (producer == 0 ? "LayerNorm + modulate" : producer == 1 ? "GELU" : "attention"));
+    const auto fused = run(producer, 0), converted = run(producer, 1);
+    CHECK(fused.second == 1);
+    CHECK(converted.second == 0);
+    CHECK(fused.first == converted.first);
+    for (double v : fused.first) REQUIRE(std::isfinite(v));
+  }
+  {
+    // rewritten in between: the product must convert the new values (the same as with a third op after
+    // the rewrite), not take the producer's copy of the old ones
+    auto rewritten = run(1, 2);
+    CHECK(rewritten.second == 0);
+    auto h = poisoned(be, size_t(N) * D), out = poisoned(be, size_t(N) * O);
+    be.gelu_forward(h.data(), dx.data(), h.size());
+    be.axpy(h.data(), 0.5f, dy.data(), h.size());
+    be.fill(dummy.data(), 0.0f, 1);
+    be.linear_forward(out.data(), h.data(), dW.data(), db.data(), N, D, O);
+    CHECK(rewritten.first == download_d(be, out));
+  }
+  {
+    nn::DiTConfig c;
+    c.image = 8; c.channels = 2; c.patch = 2; c.hidden = 64; c.depth = 2; c.heads = 2; c.classes = 3;
+    ShortcutModel<nn::DiT<Gpu>> m(be, c, 5);
+    const int Bm = 3;
+    auto xs = upload_d(be, randn(size_t(Bm) * m.sample_size())), t = upload_d(be, {0.0, 0.5, 0.25});
+    auto k = upload_d(be, {0.0, 1.0, 2.0});
+    auto yl = upload_ids(be, {0, 1, 3});
+    auto v = poisoned(be, size_t(Bm) * m.sample_size());
+    const uint64_t before = be.fused_inputs();
+    m.velocity(v.data(), xs.data(), t.data(), k.data(), yl.data(), Bm, 1.0f, Role::Param);
+    CHECK(be.fused_inputs() - before == uint64_t(4 * c.depth + 1));
+  }
+}

@@ -94,7 +94,9 @@ class Backend {
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
 
-  cudaStream_t stream() const { return stream_; }
+  // The backend's stream, for work of your own queued among its ops (counts as an op: see
+  // produced_copy below).
+  cudaStream_t stream() const { return op_stream(); }
   cublasHandle_t cublas() const { return cublas_; }
   int device() const { return device_; }
   int num_sms() const { return sms_; }
@@ -135,12 +137,15 @@ class Backend {
   const GraphStats& graph_stats() const { return graphs_.stats(); }
   bool graphs() const { return graphs_on_; }
 
+  // bf16 mode: how many product inputs were read from their producer's bf16 copy (no conversion).
+  uint64_t fused_inputs() const { return fused_inputs_; }
+
   // ---- memory -----------------------------------------------------------------------------
   template <class U>
   void to_device(U* dst, const U* src, size_t n) const {
     if (!n) return;
     copies_.written(dst, n * sizeof(U));
-    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyHostToDevice, stream_));
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyHostToDevice, op_stream()));
     // From pageable memory (a std::vector) the copy returns once src is staged, so src may be reused
     // at once; from pinned or registered memory the DMA reads src later, so wait for it.
     cudaPointerAttributes a{};
@@ -151,7 +156,7 @@ class Backend {
   template <class U>
   void to_host(U* dst, const U* src, size_t n) const {
     if (!n) return;
-    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToHost, stream_));
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToHost, op_stream()));
     synchronize();
   }
   // Device to device only, queued on the stream like a kernel (to_device / to_host move host data:
@@ -160,11 +165,11 @@ class Backend {
   void copy(U* dst, const U* src, size_t n) const {
     if (!n) return;
     copies_.written(dst, n * sizeof(U));
-    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToDevice, stream_));
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToDevice, op_stream()));
   }
   void fill(T* p, T v, size_t n) const {
     copies_.written(p, n * sizeof(T));
-    kernels::fill(p, v, n, stream_);
+    kernels::fill(p, v, n, op_stream());
   }
   void synchronize() const {
     SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -175,12 +180,14 @@ class Backend {
   // out[N,O] = in[N,I] W[O,I]^T + b[O]  (b may be null)
   void linear_forward(T* out, const T* in, const T* W, const T* b, int N, int I, int O) const {
     if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
-      const __nv_bfloat16* Wb = weights_bf16(W, size_t(O) * I, Scratch::B);
-      const __nv_bfloat16* xb = rounded(in, size_t(N) * I, Scratch::A);
-      kernels::linear_forward_bf16(cublas_, out, xb, Wb, b, N, I, O, stream_);
+      Scratch::Slot in_slot = Scratch::A;
+      const __nv_bfloat16* xb = produced_copy(in, size_t(N) * I, &in_slot);  // before any op of this one
+      const __nv_bfloat16* Wb = weights_bf16(W, size_t(O) * I, in_slot == Scratch::B ? Scratch::A : Scratch::B);
+      if (!xb) xb = rounded(in, size_t(N) * I, Scratch::A);
+      kernels::linear_forward_bf16(cublas_, out, xb, Wb, b, N, I, O, op_stream());
       return;
     }
-    kernels::linear_forward(cublas_, compute(), out, in, W, b, N, I, O, stream_);
+    kernels::linear_forward(cublas_, compute(), out, in, W, b, N, I, O, op_stream());
   }
   // din[N,I] (= or += with accumulate; null skips) = dout W; dW[O,I] += dout^T in; db[O] += sum dout
   void linear_backward(T* din, T* dW, T* db, const T* dout, const T* in, const T* W, int N, int I, int O,
@@ -189,40 +196,49 @@ class Backend {
       const __nv_bfloat16* gb = rounded(dout, size_t(N) * O, Scratch::C);
       const __nv_bfloat16* Wb = din ? weights_bf16(W, size_t(O) * I, Scratch::B) : nullptr;
       const __nv_bfloat16* xb = dW ? rounded(in, size_t(N) * I, Scratch::A) : nullptr;
-      kernels::linear_backward_bf16(cublas_, din, dW, db, dout, gb, xb, Wb, N, I, O, accumulate_din, sms_, stream_);
+      kernels::linear_backward_bf16(cublas_, din, dW, db, dout, gb, xb, Wb, N, I, O, accumulate_din, sms_, op_stream());
       return;
     }
-    kernels::linear_backward(cublas_, compute(), din, dW, db, dout, in, W, N, I, O, accumulate_din, sms_, stream_);
+    kernels::linear_backward(cublas_, compute(), din, dW, db, dout, in, W, N, I, O, accumulate_din, sms_, op_stream());
   }
 
   // ---- elementwise -------------------------------------------------------------------------
-  void silu_forward(T* out, const T* in, size_t n) const { kernels::silu_forward(out, in, n, stream_); }
+  void silu_forward(T* out, const T* in, size_t n) const { kernels::silu_forward(out, in, n, op_stream()); }
   void silu_backward(T* din, const T* dout, const T* in, size_t n) const {
-    kernels::silu_backward(din, dout, in, n, stream_);
+    kernels::silu_backward(din, dout, in, n, op_stream());
   }
-  void gelu_forward(T* out, const T* in, size_t n) const { kernels::gelu_forward(out, in, n, stream_); }
+  // In bf16 mode GELU and LayerNorm + modulate also write bf16 of their output for the product that
+  // reads it next (produced_copy).
+  void gelu_forward(T* out, const T* in, size_t n) const {
+    __nv_bfloat16* c = precision_ == Precision::bf16 && n ? scratch_.bf16(Scratch::A, n) : nullptr;
+    kernels::gelu_forward(out, in, n, op_stream(), c);
+    if (c) produced(out, n, Scratch::A);
+  }
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) const {
-    kernels::gelu_backward(din, dout, in, n, stream_);
+    kernels::gelu_backward(din, dout, in, n, op_stream());
   }
-  void add_inplace(T* y, const T* x, size_t n) const { kernels::add_inplace(y, x, n, stream_); }
-  void axpy(T* y, T a, const T* x, size_t n) const { kernels::axpy(y, a, x, n, stream_); }
-  void add_rows(T* x, const T* row, int B, int R) const { kernels::add_rows(x, row, B, R, stream_); }
+  void add_inplace(T* y, const T* x, size_t n) const { kernels::add_inplace(y, x, n, op_stream()); }
+  void axpy(T* y, T a, const T* x, size_t n) const { kernels::axpy(y, a, x, n, op_stream()); }
+  void add_rows(T* x, const T* row, int B, int R) const { kernels::add_rows(x, row, B, R, op_stream()); }
 
   // ---- LayerNorm (no affine, eps) + adaLN modulate ------------------------------------------
   void ln_modulate_forward(T* out, T* mean, T* rstd, const T* x, const T* shift, const T* scale, int mod_stride,
                            int B, int Tn, int D, T eps) const {
-    kernels::ln_modulate_forward(out, mean, rstd, x, shift, scale, mod_stride, B, Tn, D, eps, stream_);
+    const size_t n = size_t(B) * size_t(Tn) * size_t(D);
+    __nv_bfloat16* c = precision_ == Precision::bf16 && n ? scratch_.bf16(Scratch::A, n) : nullptr;
+    kernels::ln_modulate_forward(out, mean, rstd, x, shift, scale, mod_stride, B, Tn, D, eps, op_stream(), c);
+    if (c) produced(out, n, Scratch::A);
   }
   void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const T* mean, const T* rstd,
                             const T* scale, int mod_stride, int B, int Tn, int D) const {
-    kernels::ln_modulate_backward(dx, dshift, dscale, dout, x, mean, rstd, scale, mod_stride, B, Tn, D, sms_, stream_);
+    kernels::ln_modulate_backward(dx, dshift, dscale, dout, x, mean, rstd, scale, mod_stride, B, Tn, D, sms_, op_stream());
   }
   void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int B, int Tn, int D) const {
-    kernels::gated_residual_forward(x, gate, y, mod_stride, B, Tn, D, stream_);
+    kernels::gated_residual_forward(x, gate, y, mod_stride, B, Tn, D, op_stream());
   }
   void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B, int Tn,
                                int D) const {
-    kernels::gated_residual_backward(dy, dgate, dx, gate, y, mod_stride, B, Tn, D, sms_, stream_);
+    kernels::gated_residual_backward(dy, dgate, dx, gate, y, mod_stride, B, Tn, D, sms_, op_stream());
   }
 
   // ---- attention (head dims 32, 64, 72, 128; others throw ShapeError) -------------------------
@@ -235,11 +251,12 @@ class Backend {
       const size_t n = size_t(B) * Tn * H * hd;
       const __nv_bfloat16* qb = rounded(qkv, 3 * n, Scratch::A);
       __nv_bfloat16* ob = scratch_.bf16(Scratch::B, n);
-      kernels::attention_forward_tc(ob, lse, qb, B, Tn, H, hd, scale, stream_);
-      kernels::convert(out, ob, n, stream_);
+      kernels::attention_forward_tc(ob, lse, qb, B, Tn, H, hd, scale, op_stream());
+      kernels::convert(out, ob, n, op_stream());
+      produced(out, n, Scratch::B);  // the projection reads ob itself
       return;
     }
-    kernels::attention_forward(out, lse, qkv, B, Tn, H, hd, scale, stream_);
+    kernels::attention_forward(out, lse, qkv, B, Tn, H, hd, scale, op_stream());
   }
   void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int Tn, int H,
                           int hd, T scale) const {
@@ -252,54 +269,54 @@ class Backend {
       const __nv_bfloat16* gb = rounded(dout, n, Scratch::C);
       __nv_bfloat16* db = scratch_.bf16(Scratch::D, 3 * n);
       float* work = scratch_.f32(kernels::attention_backward_tc_workspace(B, Tn, H, hd));
-      kernels::attention_backward_tc(db, gb, qb, ob, lse, B, Tn, H, hd, scale, work, stream_);
-      kernels::convert(dqkv, db, 3 * n, stream_);
+      kernels::attention_backward_tc(db, gb, qb, ob, lse, B, Tn, H, hd, scale, work, op_stream());
+      kernels::convert(dqkv, db, 3 * n, op_stream());
       return;
     }
-    kernels::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, hd, scale, stream_);
+    kernels::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, hd, scale, op_stream());
   }
 
   // ---- embeddings -------------------------------------------------------------------------
   void timestep_embedding(T* out, const T* values, int B, int dim) const {
-    kernels::timestep_embedding(out, values, B, dim, stream_);
+    kernels::timestep_embedding(out, values, B, dim, op_stream());
   }
   void embedding_forward(T* out, const T* table, const int32_t* ids, int B, int D) const {
-    kernels::embedding_forward(out, table, ids, B, D, stream_);
+    kernels::embedding_forward(out, table, ids, B, D, op_stream());
   }
   void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int B, int D) const {
-    kernels::embedding_backward(dtable, dout, ids, B, D, stream_);
+    kernels::embedding_backward(dtable, dout, ids, B, D, op_stream());
   }
   void patch_gather(T* tokens, const T* img, int B, int H, int W, int C, int p, PatchOrder order) const {
-    kernels::patch_gather(tokens, img, B, H, W, C, p, order == PatchOrder::ChannelMajor, stream_);
+    kernels::patch_gather(tokens, img, B, H, W, C, p, order == PatchOrder::ChannelMajor, op_stream());
   }
   void patch_scatter(T* img, const T* tokens, int B, int H, int W, int C, int p, PatchOrder order) const {
-    kernels::patch_scatter(img, tokens, B, H, W, C, p, order == PatchOrder::ChannelMajor, stream_);
+    kernels::patch_scatter(img, tokens, B, H, W, C, p, order == PatchOrder::ChannelMajor, op_stream());
   }
 
   // ---- training targets -------------------------------------------------------------------
   void normal(T* x0, size_t n, uint64_t seed, uint64_t stream, uint64_t first = 0) const {
-    kernels::normal(x0, n, seed, stream, first, stream_);
+    kernels::normal(x0, n, seed, stream, first, op_stream());
   }
   void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n) const {
-    kernels::flow_rows(xt, target, x1, x0, t, rows, n, stream_);
+    kernels::flow_rows(xt, target, x1, x0, t, rows, n, op_stream());
   }
   void bootstrap_half_step(T* x2, T* v1, const T* x, const T* vc, const T* vu, int n_cfg, T w, const T* hd, int rows,
                            int n, T clip) const {
-    kernels::bootstrap_half_step(x2, v1, x, vc, vu, n_cfg, w, hd, rows, n, clip, stream_);
+    kernels::bootstrap_half_step(x2, v1, x, vc, vu, n_cfg, w, hd, rows, n, clip, op_stream());
   }
   void bootstrap_target(T* target, const T* v1, const T* vc, const T* vu, int n_cfg, T w, int rows, int n,
                         T clip) const {
-    kernels::bootstrap_target(target, v1, vc, vu, n_cfg, w, rows, n, clip, stream_);
+    kernels::bootstrap_target(target, v1, vc, vu, n_cfg, w, rows, n, clip, op_stream());
   }
   void consistency_target(T* target, const T* xt, const T* xp, const T* v, const T* t, const T* tp, int rows,
                           int n) const {
-    kernels::consistency_target(target, xt, xp, v, t, tp, rows, n, stream_);
+    kernels::consistency_target(target, xt, xp, v, t, tp, rows, n, op_stream());
   }
   void cfg_combine(T* out, const T* vc, const T* vu, T w, size_t n) const {
-    kernels::cfg_combine(out, vc, vu, w, n, stream_);
+    kernels::cfg_combine(out, vc, vu, w, n, op_stream());
   }
   void mse_loss(T* grad, T* row_loss, const T* pred, const T* target, int rows, int n, T grad_scale) const {
-    kernels::mse_loss(grad, row_loss, pred, target, rows, n, grad_scale, stream_);
+    kernels::mse_loss(grad, row_loss, pred, target, rows, n, grad_scale, op_stream());
   }
 
   // ---- optimizer --------------------------------------------------------------------------
@@ -314,11 +331,11 @@ class Backend {
     if (copy != copies_.copy_for_update(p, n)) copies_.written(p, n * sizeof(T));  // a kept copy would miss it
     // the bias corrections exactly as the CPU backend computes them (float pow on the host)
     const T c1 = T(1) - std::pow(b1, T(step)), c2 = T(1) - std::pow(b2, T(step));
-    kernels::adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, stream_, copy);
+    kernels::adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, op_stream(), copy);
   }
   void ema_update(T* ema, const T* p, T tau, size_t n, __nv_bfloat16* copy) const {
     if (copy != copies_.copy_for_update(ema, n)) copies_.written(ema, n * sizeof(T));
-    kernels::ema_update(ema, p, tau, n, stream_, copy);
+    kernels::ema_update(ema, p, tau, n, op_stream(), copy);
   }
 
  private:
@@ -328,6 +345,29 @@ class Backend {
   cublasHandle_t cublas_ = nullptr;
   mutable WeightCopies copies_;  // bf16 mode: the weights' bf16 copies
   mutable Scratch scratch_;      // bf16 mode: the bf16 operands of the op in flight
+  // bf16 mode: the bf16 copy of the last op's output that the op wrote beside it (in a scratch slot),
+  // for a product that reads that output next. Every op takes its stream through op_stream(), which
+  // counts ops: the copy is the output's only if no op came between (none could have written it).
+  struct ProducedCopy {
+    const T* p = nullptr;
+    size_t n = 0;
+    uint64_t op = 0;
+    Scratch::Slot slot = Scratch::A;
+  };
+  mutable ProducedCopy produced_;
+  mutable uint64_t ops_ = 0, fused_inputs_ = 0;
+  cudaStream_t op_stream() const {
+    ++ops_;
+    return stream_;
+  }
+  void produced(const T* p, size_t n, Scratch::Slot slot) const { produced_ = ProducedCopy{p, n, ops_, slot}; }
+  // The bf16 copy of [p, p + n) that the previous op wrote, or null; *slot: the scratch slot it is in.
+  const __nv_bfloat16* produced_copy(const T* p, size_t n, Scratch::Slot* slot) const {
+    if (produced_.p != p || produced_.n != n || produced_.op != ops_) return nullptr;
+    *slot = produced_.slot;
+    ++fused_inputs_;
+    return scratch_.bf16(produced_.slot, n);
+  }
   bool graphs_on_ = true;
   mutable GraphCache graphs_;                             // recorded work
   mutable DeviceBuffer<unsigned char> cublas_workspace_;  // cuBLAS's, once work is recorded
