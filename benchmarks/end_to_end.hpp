@@ -155,13 +155,13 @@ class Sample {
   typename Be::template Buffer<int32_t> y_;
 };
 
-// Google Benchmark loops with manual time from `timer(be, work)`; the first two calls are warm-ups
-// (allocation, cuBLAS heuristics, page faults; a backend that records work captures it at the
-// second call, core/capture.hpp) and are not timed.
+// Google Benchmark loops with manual time from `timer(be, work)`; the first call is a warm-up
+// (allocation, cuBLAS heuristics, page faults) and is not timed, nor, on a backend that records work
+// (core/capture.hpp), the second, which captures it.
 template <class Be, class Work, class Timer = double (*)(Be&, const std::function<void()>&)>
 void time_loop(benchmark::State& st, Be& be, Work& w, Timer timer = &seconds_between_syncs<Be>) {
   w.run();
-  w.run();
+  if constexpr (CapturesWork<Be>) w.run();
   for (auto _ : st) st.SetIterationTime(timer(be, [&] { w.run(); }));
 }
 
