@@ -130,10 +130,11 @@ __global__ void gated_residual_forward_kernel(T* x, const T* gate, const T* y, i
   }
 }
 
-// dy = gate[b] * dx (overwrite); dgate[b] += sum_t dx * y. Block = (sample b, token chunk).
+// dy = gate[b] * dx (overwrite); dgate[b] += sum_t dx * y. Block = (sample b, token chunk). copy: null, or
+// where bf16 of dy goes as well (the bf16 dout of the product backward that reads dy next).
 template <class T>
 __global__ void gated_residual_backward_kernel(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride,
-                                               int Tn, int D, int chunks, int rows_per_chunk) {
+                                               int Tn, int D, int chunks, int rows_per_chunk, __nv_bfloat16* copy) {
   const int b = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
   const int t0 = chunk * rows_per_chunk;
   const int nrows = min(rows_per_chunk, Tn - t0);
@@ -147,7 +148,9 @@ __global__ void gated_residual_backward_kernel(T* dy, T* dgate, const T* dx, con
       const size_t idx = (row0 + i) * D + j;
       const float d = to_f32(dx[idx]);
       acc += d * to_f32(y[idx]);
-      dy[idx] = from_f32<T>(gj * d);
+      const T v = from_f32<T>(gj * d);
+      dy[idx] = v;
+      if (copy) copy[idx] = __float2bfloat16(to_f32(v));
     }
     if (chunks > 1) atomicAdd(dg + j, from_f32<T>(acc));
     else dg[j] = from_f32<T>(to_f32(dg[j]) + acc);
@@ -197,10 +200,10 @@ void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int
 }
 template <class T>
 void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B, int Tn,
-                             int D, int num_sms, cudaStream_t s) {
+                             int D, int num_sms, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
   if (B <= 0 || Tn <= 0 || D <= 0) return;
   const TokenChunks c = token_chunks(B, Tn, num_sms);
-  launch("gated_residual_backward_kernel", gated_residual_backward_kernel<T>, unsigned(size_t(B) * c.chunks), kThreads, 0, s, dy, dgate, dx, gate, y, mod_stride, Tn, D, c.chunks, c.rows_per_chunk);
+  launch("gated_residual_backward_kernel", gated_residual_backward_kernel<T>, unsigned(size_t(B) * c.chunks), kThreads, 0, s, dy, dgate, dx, gate, y, mod_stride, Tn, D, c.chunks, c.rows_per_chunk, copy);
 }
 
 }  // namespace shortcut::kernels

@@ -38,14 +38,18 @@ __global__ void gelu_forward_kernel(T* out, const T* in, size_t n, __nv_bfloat16
       copy);
 }
 
+// copy: null, or where bf16 of each gradient goes as well (the bf16 dout of the product's backward)
 template <class T>
-__global__ void gelu_backward_kernel(T* din, const T* dout, const T* in, size_t n) {
-  map_elements<2>(din, {dout, in}, n, [](const float* a) {
-    const float x = a[1];
-    const float th = tanhf(kGeluC * (x + kGeluA * x * x * x));
-    const float d = 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluC * (1.f + kGeluA3 * x * x);
-    return a[0] * d;
-  });
+__global__ void gelu_backward_kernel(T* din, const T* dout, const T* in, size_t n, __nv_bfloat16* copy) {
+  map_elements<2>(
+      din, {dout, in}, n,
+      [](const float* a) {
+        const float x = a[1];
+        const float th = tanhf(kGeluC * (x + kGeluA * x * x * x));
+        const float d = 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluC * (1.f + kGeluA3 * x * x);
+        return a[0] * d;
+      },
+      copy);
 }
 
 template <class T>
@@ -120,9 +124,10 @@ void gelu_forward(T* out, const T* in, size_t n, cudaStream_t s, __nv_bfloat16* 
          copy);
 }
 template <class T>
-void gelu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s) {
+void gelu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
   if (!n) return;
-  launch("gelu_backward_kernel", gelu_backward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, din, dout, in, n);
+  launch("gelu_backward_kernel", gelu_backward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, din, dout, in, n,
+         copy);
 }
 template <class T>
 void silu_forward(T* out, const T* in, size_t n, cudaStream_t s) {

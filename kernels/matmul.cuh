@@ -7,7 +7,8 @@
 // The compute type is CUBLAS_COMPUTE_32F by default (full fp32, no TF32, so the tests hold fp32
 // tolerances); Backend's Options::tf32 selects CUBLAS_COMPUTE_32F_FAST_TF32 (about 3e-4 relative
 // error, the matrix units' fp32 mode). The bias is added by a broadcast kernel after the product and
-// its gradient is a column sum; a cuBLASLt BIAS epilogue would save that one pass over out.
+// its gradient is a column sum; bf16 mode fuses both into cuBLASLt's epilogues where it can
+// (include/shortcut/cuda/lt_matmul.hpp) and falls back to the functions here otherwise.
 #pragma once
 #include <cublas_v2.h>
 

@@ -39,6 +39,7 @@
 #include "shortcut/cuda/bf16_copies.hpp"
 #include "shortcut/cuda/device_buffer.hpp"
 #include "shortcut/cuda/graphs.hpp"
+#include "shortcut/cuda/lt_matmul.hpp"
 #include "shortcut/cuda/precision.hpp"
 
 namespace shortcut::cuda {
@@ -135,6 +136,8 @@ class Backend {
         [this] { copies_.all_written(); });
   }
   const GraphStats& graph_stats() const { return graphs_.stats(); }
+  // bf16 mode: the linear layers' cuBLASLt products (lt_matmul.hpp) and the ones that fell back.
+  const LtStats& lt_stats() const { return lt_.stats(); }
   bool graphs() const { return graphs_on_; }
 
   // bf16 mode: how many product inputs were read from their producer's bf16 copy (no conversion).
@@ -184,7 +187,8 @@ class Backend {
       const __nv_bfloat16* xb = produced_copy(in, size_t(N) * I, &in_slot);  // before any op of this one
       const __nv_bfloat16* Wb = weights_bf16(W, size_t(O) * I, in_slot == Scratch::B ? Scratch::A : Scratch::B);
       if (!xb) xb = rounded(in, size_t(N) * I, Scratch::A);
-      kernels::linear_forward_bf16(cublas_, out, xb, Wb, b, N, I, O, op_stream());
+      const cudaStream_t s = op_stream();
+      if (!lt_.linear_forward(out, xb, Wb, b, N, I, O, s)) kernels::linear_forward_bf16(cublas_, out, xb, Wb, b, N, I, O, s);
       return;
     }
     kernels::linear_forward(cublas_, compute(), out, in, W, b, N, I, O, op_stream());
@@ -193,10 +197,20 @@ class Backend {
   void linear_backward(T* din, T* dW, T* db, const T* dout, const T* in, const T* W, int N, int I, int O,
                        bool accumulate_din = false) const {
     if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
-      const __nv_bfloat16* gb = rounded(dout, size_t(N) * O, Scratch::C);
+      Scratch::Slot g_slot = Scratch::C;  // the producers of a backward's dout write into C or D
+      const __nv_bfloat16* gb = produced_copy(dout, size_t(N) * O, &g_slot);  // before any op of this one
+      if (!gb) gb = rounded(dout, size_t(N) * O, Scratch::C);
       const __nv_bfloat16* Wb = din ? weights_bf16(W, size_t(O) * I, Scratch::B) : nullptr;
       const __nv_bfloat16* xb = dW ? rounded(in, size_t(N) * I, Scratch::A) : nullptr;
-      kernels::linear_backward_bf16(cublas_, din, dW, db, dout, gb, xb, Wb, N, I, O, accumulate_din, sms_, op_stream());
+      const cudaStream_t s = op_stream();
+      // dW and db in one cuBLASLt product (the bias gradient written into scratch, then added)
+      float* db_new = dW && db ? scratch_.f32(size_t(O)) : nullptr;
+      if (db_new && lt_.weight_grad(dW, db_new, xb, gb, N, I, O, s)) {
+        kernels::linear_backward_bf16(cublas_, din, nullptr, nullptr, dout, gb, xb, Wb, N, I, O, accumulate_din, sms_, s);
+        kernels::add_inplace(db, db_new, size_t(O), s);
+      } else {
+        kernels::linear_backward_bf16(cublas_, din, dW, db, dout, gb, xb, Wb, N, I, O, accumulate_din, sms_, s);
+      }
       return;
     }
     kernels::linear_backward(cublas_, compute(), din, dW, db, dout, in, W, N, I, O, accumulate_din, sms_, op_stream());
@@ -214,8 +228,13 @@ class Backend {
     kernels::gelu_forward(out, in, n, op_stream(), c);
     if (c) produced(out, n, Scratch::A);
   }
+  // In bf16 mode GELU's backward and the gated residual's backward write bf16 of the gradient they
+  // produce, the dout of the product backward that reads it next (slot C; the attention's backward
+  // keeps its bf16 dqkv in slot D).
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) const {
-    kernels::gelu_backward(din, dout, in, n, op_stream());
+    __nv_bfloat16* c = precision_ == Precision::bf16 && n ? scratch_.bf16(Scratch::C, n) : nullptr;
+    kernels::gelu_backward(din, dout, in, n, op_stream(), c);
+    if (c) produced(din, n, Scratch::C);
   }
   void add_inplace(T* y, const T* x, size_t n) const { kernels::add_inplace(y, x, n, op_stream()); }
   void axpy(T* y, T a, const T* x, size_t n) const { kernels::axpy(y, a, x, n, op_stream()); }
@@ -238,7 +257,10 @@ class Backend {
   }
   void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B, int Tn,
                                int D) const {
-    kernels::gated_residual_backward(dy, dgate, dx, gate, y, mod_stride, B, Tn, D, sms_, op_stream());
+    const size_t n = size_t(B) * size_t(Tn) * size_t(D);
+    __nv_bfloat16* c = precision_ == Precision::bf16 && n ? scratch_.bf16(Scratch::C, n) : nullptr;
+    kernels::gated_residual_backward(dy, dgate, dx, gate, y, mod_stride, B, Tn, D, sms_, op_stream(), c);
+    if (c) produced(dy, n, Scratch::C);
   }
 
   // ---- attention (head dims 32, 64, 72, 128; others throw ShapeError) -------------------------
@@ -271,6 +293,7 @@ class Backend {
       float* work = scratch_.f32(kernels::attention_backward_tc_workspace(B, Tn, H, hd));
       kernels::attention_backward_tc(db, gb, qb, ob, lse, B, Tn, H, hd, scale, work, op_stream());
       kernels::convert(dqkv, db, 3 * n, op_stream());
+      produced(dqkv, 3 * n, Scratch::D);  // the qkv product's backward reads db itself
       return;
     }
     kernels::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, hd, scale, op_stream());
@@ -345,6 +368,7 @@ class Backend {
   cublasHandle_t cublas_ = nullptr;
   mutable WeightCopies copies_;  // bf16 mode: the weights' bf16 copies
   mutable Scratch scratch_;      // bf16 mode: the bf16 operands of the op in flight
+  mutable LtMatmul lt_;          // bf16 mode: the linear layers' products with their bias epilogues
   // bf16 mode: the bf16 copy of the last op's output that the op wrote beside it (in a scratch slot),
   // for a product that reads that output next. Every op takes its stream through op_stream(), which
   // counts ops: the copy is the output's only if no op came between (none could have written it).
@@ -393,6 +417,7 @@ class Backend {
   }
   void destroy() noexcept {
     graphs_.clear();
+    lt_.clear();
     if (cublas_) cublasDestroy(cublas_);
     if (stream_) cudaStreamDestroy(stream_);
     cublas_ = nullptr;

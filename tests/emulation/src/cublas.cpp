@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "internal.hpp"
+
 // The reference product is the library's inside, not code under test: AddressSanitizer does not
 // instrument it (its ranges were checked against the allocations before it was queued).
 #if defined(__SANITIZE_ADDRESS__)
@@ -43,6 +45,9 @@ cublasStatus_t invalid(const std::string& why) {
   return CUBLAS_STATUS_INVALID_VALUE;
 }
 
+}  // namespace
+
+// Shared with cublaslt.cpp (internal.hpp).
 size_t type_size(cudaDataType_t t) {
   switch (t) {
     case CUDA_R_32F: return 4;
@@ -69,6 +74,7 @@ EMU_UNCHECKED void store(void* p, cudaDataType_t t, size_t i, double v) {
     default: break;
   }
 }
+namespace {
 // fp32 -> TF32 (10 mantissa bits), round to nearest
 double tf32(double v) {
   float f = float(v);
@@ -95,6 +101,8 @@ bool supported(cublasComputeType_t ct, cudaDataType_t a, cudaDataType_t b, cudaD
 
 // The extent in elements of an (rows x cols) column-major matrix with leading dimension ld.
 size_t extent(int rows, int cols, int ld) { return cols ? size_t(cols - 1) * ld + rows : 0; }
+
+}  // namespace
 
 // C = al op(A) op(B) + be C for each of `batch` matrices, in double
 EMU_UNCHECKED void product(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double al, const void* A,
@@ -134,6 +142,7 @@ EMU_UNCHECKED void product(cublasOperation_t ta, cublasOperation_t tb, int m, in
   }
 }
 
+namespace {
 cublasStatus_t gemm(const char* fn, cublasHandle_t h, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
                     const void* alpha, const void* A, cudaDataType_t at, int lda, long long sA, const void* B,
                     cudaDataType_t bt, int ldb, long long sB, const void* beta, void* C, cudaDataType_t ct, int ldc,

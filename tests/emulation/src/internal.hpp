@@ -2,6 +2,7 @@
 // and the sanitizer hooks of fiber switches.
 #pragma once
 #include <cuda_runtime.h>
+#include <cublas_v2.h>
 
 #include <atomic>
 #include <memory>
@@ -33,6 +34,15 @@ struct GridJob {
 // Runs every block of the grid (on the pool of host threads) and returns once all have finished or
 // one has faulted (job.faulted, job.fault_code, job.fault).
 void run_grid(GridJob& job);
+
+// cublas.cpp's reference product, shared with cublaslt.cpp: C = al op(A) op(B) + be C for each of
+// `batch` matrices, in double (TF32-rounded inputs where asked); and element access by data type.
+void product(cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, double al, const void* A,
+             cudaDataType_t at, int lda, long long sA, const void* B, cudaDataType_t bt, int ldb, long long sB,
+             double be, void* C, cudaDataType_t ct, int ldc, long long sC, int batch, bool round_tf32);
+size_t type_size(cudaDataType_t t);
+double load(const void* p, cudaDataType_t t, size_t i);
+void store(void* p, cudaDataType_t t, size_t i, double v);
 
 // Environment knobs, read once.
 int env_int(const char* name, int fallback);

@@ -30,7 +30,9 @@
 //  - cuBLAS: cublasGemmEx and cublasGemmStridedBatchedEx check every argument as the library
 //    documents (handle, operations, sizes, leading dimensions, alpha/beta, type and compute-type
 //    combinations, device pointers) and compute in double; the TF32 compute type rounds its inputs to
-//    TF32 first.
+//    TF32 first. cuBLASLt (emu/cublaslt.hpp): descriptors, the heuristic and cublasLtMatmul with the
+//    DEFAULT, BIAS and BGRADB epilogues, checked likewise (layouts against the product, the operands'
+//    alignment against what the heuristic was told, the workspace) and computed in double.
 //
 // What it cannot show (only a GPU run can): races between blocks that the host threads happen not to
 // interleave, and any race inside a warp (lanes run one after another between collectives);
