@@ -12,7 +12,10 @@
 // (memory-bound ops) or "TFLOP/s" (matrix work), with the same formula for every impl of a kernel,
 // so the counters of one kernel compare as its times do.
 //
-// BM_attention_bf16tc_forward is the bf16 tensor-core attention kernel on bf16 arrays, alone;
+// BM_attention_bf16tc_{forward,backward} are the bf16 tensor-core attention kernels on bf16 arrays,
+// alone, and BM_attention_cudnn_{forward,backward} cuDNN's fused attention (SDPA, graph API; reference/
+// cudnn_sdpa.hpp) on the same bf16 inputs, the external bar for them (skipped with cuDNN's reason
+// where it refuses a shape, e.g. head dim 72, or where the build found no cuDNN);
 // BM_linear_bf16_* and BM_attention_bf16_* are the backend's ops in bf16 mode (cuda::Precision::bf16)
 // on its fp32 buffers, conversions included, the weights' bf16 copy kept as in training.
 // Shapes: DiT-S/B on 32x32x4 latents with patch 2 (256 tokens; D = 384, 6 heads of 64 / D = 768,
@@ -39,7 +42,11 @@
 
 #include "benchmarks/reference/unfused.cuh"
 #include "kernels/attention_tc.cuh"
+#include "kernels/attention_tc_backward.cuh"
 #include "shortcut/cuda.hpp"
+#if defined(SHORTCUT_HAVE_CUDNN)
+#include "benchmarks/reference/cudnn_sdpa.hpp"
+#endif
 
 namespace {
 
@@ -276,25 +283,42 @@ void BM_attention_forward(benchmark::State& st, Impl impl) {
 }
 void BM_attention_bf16_forward(benchmark::State& st, Impl) { BM_attention_forward(st, Impl::bf16); }
 
-// The bf16 tensor-core forward (kernels/attention_tc.cuh) at the same shapes and FLOP count; its
-// fraction of ceiling is taken against the bf16 matmul ceiling.
-void BM_attention_bf16tc_forward(benchmark::State& st, Impl) {
-  const int B = int(st.range(0)), T = int(st.range(1)), H = int(st.range(2)), hd = int(st.range(3));
+// The bf16 attention kernels on bf16 arrays, alone: the tensor-core forward and backward
+// (kernels/attention_tc*.cuh) and cuDNN's fused attention (reference/cudnn_sdpa.hpp) on the same
+// inputs, at the same shapes and FLOP counts; their fraction of ceiling is taken against the bf16
+// matmul ceiling. The backward's inputs out and lse come from the same implementation's forward.
+using Bf = shortcut::cuda::DeviceBuffer<__nv_bfloat16>;
+struct Bf16AttnSet {
+  Bf qkv, out;
+  Buf lse;
+  Bf dout, dqkv;
+};
+Bf to_bf16(const Buf& f) {
+  Bf b(f.size());
+  to_bf16_kernel<<<shortcut::kernels::blocks_for(f.size()), 256, 0, be().stream()>>>(b.data(), f.data(), f.size());
+  SHORTCUT_CUDA_CHECK_LAUNCH("to_bf16_kernel");
+  be().synchronize();  // f is freed by the caller
+  return b;
+}
+std::vector<Bf16AttnSet> bf16_attention_sets(int B, int T, int H, int hd, bool backward) {
   const size_t rows = size_t(B) * T, D = size_t(H) * hd;
-  using Bf = shortcut::cuda::DeviceBuffer<__nv_bfloat16>;
-  struct Set {
-    Bf qkv, out;
-    Buf lse;
-  };
-  std::vector<Set> sets;
-  for (int c = 0, n = rotation(rows * D * 2 * 4); c < n; ++c) {
-    Buf f = random_buffer(rows * 3 * D);
-    Set s{Bf(rows * 3 * D), Bf(rows * D), Buf(size_t(B) * H * T)};
-    to_bf16_kernel<<<shortcut::kernels::blocks_for(f.size()), 256, 0, be().stream()>>>(s.qkv.data(), f.data(), f.size());
-    SHORTCUT_CUDA_CHECK_LAUNCH("to_bf16_kernel");
-    be().synchronize();  // f is freed at the end of this iteration
+  std::vector<Bf16AttnSet> sets;
+  for (int c = 0, n = rotation(rows * D * 2 * (backward ? 8 : 4)); c < n; ++c) {
+    Bf16AttnSet s{to_bf16(random_buffer(rows * 3 * D)), Bf(rows * D), Buf(size_t(B) * H * T), Bf(), Bf()};
+    if (backward) {
+      s.dout = to_bf16(random_buffer(rows * D));
+      s.dqkv = Bf(rows * 3 * D);
+      shortcut::kernels::attention_forward_tc(s.out.data(), s.lse.data(), s.qkv.data(), B, T, H, hd, 1.f / hd,
+                                              be().stream());
+    }
     sets.push_back(std::move(s));
   }
+  return sets;
+}
+
+void BM_attention_bf16tc_forward(benchmark::State& st, Impl) {
+  const int B = int(st.range(0)), T = int(st.range(1)), H = int(st.range(2)), hd = int(st.range(3));
+  auto sets = bf16_attention_sets(B, T, H, hd, false);
   timed(st, int(sets.size()), [&](int c) {
     auto& s = sets[c];
     shortcut::kernels::attention_forward_tc(s.out.data(), s.lse.data(), s.qkv.data(), B, T, H, hd, 1.f / hd,
@@ -302,6 +326,51 @@ void BM_attention_bf16tc_forward(benchmark::State& st, Impl) {
   });
   set_flops(st, 4.0 * B * H * double(T) * T * hd);
 }
+
+void BM_attention_bf16tc_backward(benchmark::State& st, Impl) {
+  const int B = int(st.range(0)), T = int(st.range(1)), H = int(st.range(2)), hd = int(st.range(3));
+  auto sets = bf16_attention_sets(B, T, H, hd, true);
+  Buf work(shortcut::kernels::attention_backward_tc_workspace(B, T, H, hd));
+  timed(st, int(sets.size()), [&](int c) {
+    auto& s = sets[c];
+    shortcut::kernels::attention_backward_tc(s.dqkv.data(), s.dout.data(), s.qkv.data(), s.out.data(), s.lse.data(),
+                                             B, T, H, hd, 1.f / hd, work.data(), be().stream());
+  });
+  set_flops(st, 10.0 * B * H * double(T) * T * hd);
+}
+
+// cuDNN's SDPA (graph API), forward or backward; a shape cuDNN refuses is skipped with its reason.
+void attention_cudnn(benchmark::State& st, bool backward) {
+  const int B = int(st.range(0)), T = int(st.range(1)), H = int(st.range(2)), hd = int(st.range(3));
+#if defined(SHORTCUT_HAVE_CUDNN)
+  try {
+    shortcut::bench::CudnnSdpa sdpa(B, T, H, hd, 1.f / hd, be().stream());
+    if (!(backward ? sdpa.supported_backward() : sdpa.supported_forward())) {
+      st.SkipWithError(("cuDNN refuses this shape: " + sdpa.reason()).c_str());
+      return;
+    }
+    auto sets = bf16_attention_sets(B, T, H, hd, backward);
+    if (backward)  // its own forward's out and stats
+      for (auto& s : sets) sdpa.forward(s.out.data(), s.lse.data(), s.qkv.data(), be().stream());
+    timed(st, int(sets.size()), [&](int c) {
+      auto& s = sets[c];
+      if (backward)
+        sdpa.backward(s.dqkv.data(), s.dout.data(), s.qkv.data(), s.out.data(), s.lse.data(), be().stream());
+      else
+        sdpa.forward(s.out.data(), s.lse.data(), s.qkv.data(), be().stream());
+    });
+  } catch (const std::exception& e) {
+    st.SkipWithError(e.what());
+    return;
+  }
+#else
+  st.SkipWithError("built without cuDNN (CMake found no libcudnn / cudnn_graph.h)");
+  return;
+#endif
+  set_flops(st, (backward ? 10.0 : 4.0) * B * H * double(T) * T * hd);
+}
+void BM_attention_cudnn_forward(benchmark::State& st, Impl) { attention_cudnn(st, false); }
+void BM_attention_cudnn_backward(benchmark::State& st, Impl) { attention_cudnn(st, true); }
 
 void BM_attention_backward(benchmark::State& st, Impl impl) {
   const int B = int(st.range(0)), T = int(st.range(1)), H = int(st.range(2)), hd = int(st.range(3));
@@ -701,6 +770,9 @@ SHORTCUT_BENCH_GPU(BM_attention_forward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_forward, unfused, attention_shapes);
 SHORTCUT_BENCH_CPU(BM_attention_forward, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_bf16tc_forward, fused, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_cudnn_forward, fused, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_bf16tc_backward, fused, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_cudnn_backward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_backward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_backward, unfused, attention_shapes);
 SHORTCUT_BENCH_CPU(BM_attention_backward, attention_shapes);

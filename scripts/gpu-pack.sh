@@ -22,10 +22,11 @@ for p in "${programs[@]}"; do
   f=$(find "$build" -type f -name "$p" -perm -u+x | head -1)
   strip --strip-debug -o ".gpu/bin/$p" "$f"  # host debug info only; the device code keeps -lineinfo
 done
-# shared libraries outside glibc and the CUDA toolkit (Google Benchmark, libgomp, libstdc++, ...)
+# shared libraries outside glibc and the CUDA toolkit (Google Benchmark, libgomp, libstdc++, ...);
+# not cuDNN, whose engine libraries load at run time: gpu-session.sh finds the device image's
 ldd .gpu/bin/* | awk '/=> \// {print $3}' | sort -u | while read -r lib; do
   case "$(basename "$lib")" in
-    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libcuda.so*|libcudart*|libcublas*) ;;
+    libc.so*|libm.so*|libdl.so*|libpthread.so*|librt.so*|ld-linux*|libcuda.so*|libcudart*|libcublas*|libcudnn*) ;;
     *) cp -L "$lib" .gpu/lib/ ;;
   esac
 done

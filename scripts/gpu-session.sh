@@ -26,6 +26,11 @@ summary=$work/summary.txt
 : > "$log"
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi
 export LD_LIBRARY_PATH=$PWD/.gpu/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+# cuDNN (the fused-attention reference of gpu_tests and kernels_bench) is not packed: libcudnn loads
+# its engine libraries (hundreds of MB) at run time, and the device image has PyTorch's (pip
+# nvidia-cudnn-cu13): put that directory on the path where it exists
+cudnn_lib=$(python3 -c "import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], 'lib'))" 2>/dev/null || true)
+[ -n "$cudnn_lib" ] && [ -d "$cudnn_lib" ] && export LD_LIBRARY_PATH=$LD_LIBRARY_PATH:$cudnn_lib
 bin=$PWD/.gpu/bin
 
 left() { echo $((budget - ($(date +%s) - start))); }

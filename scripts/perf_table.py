@@ -167,7 +167,7 @@ def kernel_table(kernels):
             frac = fmt(f["GB/s"] / ceil_copy, 2) if ceil_copy else "—"
         elif "TFLOP/s" in f:
             rate = f"{fmt(f['TFLOP/s'])} TFLOP/s"
-            ceil = (ceil_bf16 if "bf16" in kernel else
+            ceil = (ceil_bf16 if "bf16" in kernel or "cudnn" in kernel else
                     ceil_tf32 if "tf32" in kernel or "tf32" in shape else ceil_fp32)
             frac = fmt(f["TFLOP/s"] / ceil, 2) if ceil else "—"
         fu, uu, cu = us(f), us(u), us(c)
@@ -176,6 +176,25 @@ def kernel_table(kernels):
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     return lines
+
+
+def cudnn_table(kernels):
+    """The bf16 tensor-core attention beside cuDNN's fused attention (BM_attention_cudnn_*), shape by shape."""
+    if not kernels:
+        return []
+    head = ["direction", "shape", "bf16 tensor cores µs", "cuDNN µs", "cuDNN / ours"]
+    lines = ["### bf16 attention: ours and cuDNN's (SDPA)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, ours in sorted(kernels.items()):
+        parts = name.split("/")
+        for d in ("forward", "backward"):
+            if parts[0] != f"BM_attention_bf16tc_{d}":
+                continue
+            theirs = kernels.get("/".join([f"BM_attention_cudnn_{d}"] + parts[1:]), {})
+            o, c = ours.get("ms"), theirs.get("ms")
+            cells = [d, "/".join(parts[2:]), fmt(o * 1e3) if o else "error",
+                     fmt(c * 1e3) if c else theirs.get("error", "—")[:60].replace("|", "/"), fmt(c / o, 3) if (o and c) else "—"]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def main(argv=None):
@@ -199,6 +218,7 @@ def main(argv=None):
     out = [f"Card: {a.card}; commit {a.commit}.", ""]
     out += end_to_end_table(ours, peer)
     out += kernel_table(kernels)
+    out += cudnn_table(kernels)
     print("\n".join(out))
     return 0
 
