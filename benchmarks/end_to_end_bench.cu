@@ -7,9 +7,9 @@
 //
 // Names: BM_train_step/<config>/<precision> and BM_sample/<config>/<steps>/<precision>; the time is
 // CUDA-event time on the backend's stream, the median over repetitions. Sampling replays a CUDA graph
-// of the N-step loop (Options::graphs, the default); BM_sample/<config>/<steps>/bf16-eager is the
-// same without graphs, which measures what they save (the launch overhead of a few hundred kernels
-// per step). Without a CUDA device the program prints one line and exits 0.
+// of the N-step loop and a training step one of its device work (Options::graphs, the default);
+// BM_sample/<config>/<steps>/bf16-eager and BM_train_step/<config>/bf16-eager are the same without
+// graphs, which measures what they save (the launch overhead of a few hundred kernels per step). Without a CUDA device the program prints one line and exits 0.
 #include <cstdio>
 #include <memory>
 
@@ -35,6 +35,15 @@ cuda::Backend& eager_bf16_backend() {
 }
 
 // CUDA events on the backend's stream around one call, then a synchronize (the peer's timing).
+// bf16 mode's evidence beside its times: the linear-layer products that cuBLASLt ran with their
+// bias epilogues and those its heuristic refused (they ran on cuBLAS plus the bias kernels; 0
+// expected), over the backend's life so far.
+void set_bf16_counters(benchmark::State& st, const cuda::Backend& be) {
+  if (be.precision() != Precision::bf16) return;
+  st.counters["lt_products"] = double(be.lt_stats().products);
+  st.counters["lt_fallbacks"] = double(be.lt_stats().fallbacks);
+}
+
 double event_seconds(cuda::Backend& be, const std::function<void()>& work) {
   struct Events {
     cudaEvent_t a = nullptr, b = nullptr;
@@ -58,13 +67,14 @@ double event_seconds(cuda::Backend& be, const std::function<void()>& work) {
   return ms * 1e-3;
 }
 
-void BM_train_step(benchmark::State& st, const std::string& config, Precision p) {
+void BM_train_step(benchmark::State& st, const std::string& config, Precision p, bool eager) {
   try {
     const bench::Workload w = bench::peer_workload(config);
-    auto& be = backend(p);
+    auto& be = eager ? eager_bf16_backend() : backend(p);
     auto step = std::make_unique<bench::TrainStep<Net>>(be, w.dit, w.batch, bench::peer_shortcut_config());
     bench::time_loop(st, be, *step, event_seconds);
     bench::set_rates(st, w.batch, bench::train_step_flops(w.dit, w.batch));
+    set_bf16_counters(st, be);
   } catch (const std::exception& e) {
     st.SkipWithError(e.what());
   }
@@ -77,6 +87,7 @@ void BM_sample(benchmark::State& st, const std::string& config, int steps, Preci
     auto s = std::make_unique<bench::Sample<Net>>(be, w.dit, w.batch, steps);
     bench::time_loop(st, be, *s, event_seconds);
     bench::set_rates(st, w.batch, steps * bench::forward_flops(w.dit, w.batch));
+    set_bf16_counters(st, be);
   } catch (const std::exception& e) {
     st.SkipWithError(e.what());
   }
@@ -87,8 +98,12 @@ void register_all() {
     for (Precision p : cuda::kPrecisions) {
       const std::string prec = cuda::precision_name(p);
       benchmark::RegisterBenchmark(("BM_train_step/" + std::string(config) + "/" + prec).c_str(), BM_train_step,
-                                   std::string(config), p)
+                                   std::string(config), p, false)
           ->UseManualTime()->Unit(benchmark::kMillisecond)->Repetitions(5)->ReportAggregatesOnly(true);
+      if (p == Precision::bf16)
+        benchmark::RegisterBenchmark(("BM_train_step/" + std::string(config) + "/bf16-eager").c_str(), BM_train_step,
+                                     std::string(config), p, true)
+            ->UseManualTime()->Unit(benchmark::kMillisecond)->Repetitions(5)->ReportAggregatesOnly(true);
       for (int steps : {1, 4, 128}) {
         // 128 full-fp32 steps of a DiT-B/2 on 256 images are ~1.5 PFLOP (half a minute a run): not fp32
         if (steps == 128 && p == Precision::fp32) continue;

@@ -19,26 +19,26 @@ using testutil::randn;
 
 namespace lt_matmul {
 
-struct Layer {
+struct LtLayer {
   int N, I, O;
   std::vector<double> in, W, b, dout, dW0, db0;
 };
 // Random operands; `round_dout` false leaves dout as fp32 values (the bias gradient then sums their
 // bf16 copies, the rest of the layer is unaffected since its products read the copies anyway).
-inline Layer layer(int N, int I, int O, bool round_dout = true) {
-  Layer L{N, I, O, rounded(randn(size_t(N) * I)), rounded(randn(size_t(O) * I, 0.2)), randn(O),
+inline LtLayer lt_layer(int N, int I, int O, bool round_dout = true) {
+  LtLayer L{N, I, O, rounded(randn(size_t(N) * I)), rounded(randn(size_t(O) * I, 0.2)), randn(O),
           randn(size_t(N) * O), randn(size_t(O) * I), randn(O)};
   if (round_dout) L.dout = rounded(L.dout);
   return L;
 }
 
-struct Run {
+struct LayerRun {
   std::vector<double> out, din, dW, db;
 };
 // Forward and backward of the layer on `be`, every array `off` elements into its allocation (off 1:
 // the fp32 outputs, dW and the bias only 4-byte aligned).
 template <class Be>
-Run run_layer(const Be& be, const Layer& L, size_t off, bool with_bias = true) {
+LayerRun run_lt_layer(const Be& be, const LtLayer& L, size_t off, bool with_bias = true) {
   auto up = [&](const std::vector<double>& h) {
     std::vector<double> p(off, 0.0);
     p.insert(p.end(), h.begin(), h.end());
@@ -57,7 +57,7 @@ Run run_layer(const Be& be, const Layer& L, size_t off, bool with_bias = true) {
   return {tail(out), tail(din), tail(dW), tail(db)};
 }
 
-inline void check_run(const Run& got, const Run& want, bool with_bias = true) {
+inline void check_lt_run(const LayerRun& got, const LayerRun& want, bool with_bias = true) {
   check_close("out", got.out, want.out, kReductionTol);
   check_close("din", got.din, want.din, kReductionTol);
   check_close("dW", got.dW, want.dW, kReductionTol);
@@ -69,13 +69,13 @@ inline void check_run(const Run& got, const Run& want, bool with_bias = true) {
 TEST_CASE("bf16 mode: the linear layer's bias and bias gradient ride in cuBLASLt's epilogues", "[bf16][linear][lt]") {
   using namespace lt_matmul;
   Gpu be(cuda::Options{.precision = cuda::Precision::bf16});
-  const Layer L = layer(37, 48, 29);  // no multiple of 8 or 16
+  const LtLayer L = lt_layer(37, 48, 29);  // no multiple of 8 or 16
   Ref ref;
-  const Run want = run_layer(ref, L, 0);
+  const LayerRun want = run_lt_layer(ref, L, 0);
   for (size_t off : {size_t(0), size_t(1)}) {
     INFO("arrays " << off << " elements into their allocations");
     const cuda::LtStats before = be.lt_stats();
-    check_run(run_layer(be, L, off), want);
+    check_lt_run(run_lt_layer(be, L, off), want);
     // the forward (BIAS) and the weight gradient (BGRADB) as cuBLASLt products, nothing fell back
     CHECK(be.lt_stats().products - before.products == 2);
     CHECK(be.lt_stats().fallbacks == 0);
@@ -84,10 +84,10 @@ TEST_CASE("bf16 mode: the linear layer's bias and bias gradient ride in cuBLASLt
   CHECK(be.lt_stats().plans == 4);
 
   SECTION("the bias gradient is summed from the bf16 copy of dout, in fp32") {
-    const Layer F = layer(37, 48, 29, false);
-    Layer R = F;
+    const LtLayer F = lt_layer(37, 48, 29, false);
+    LtLayer R = F;
     R.dout = rounded(F.dout);
-    const Run got = run_layer(be, F, 0), want_rounded = run_layer(ref, R, 0), want_exact = run_layer(ref, F, 0);
+    const LayerRun got = run_lt_layer(be, F, 0), want_rounded = run_lt_layer(ref, R, 0), want_exact = run_lt_layer(ref, F, 0);
     check_close("db against the sum of bf16(dout)", got.db, want_rounded.db, kReductionTol);
     const double e = rel_err(got.db, want_exact.db);
     INFO("db against the sum of the fp32 dout: rel err " << e);
@@ -95,8 +95,8 @@ TEST_CASE("bf16 mode: the linear layer's bias and bias gradient ride in cuBLASLt
   }
   SECTION("a layer without a bias: the forward's plain product, the weight gradient through cuBLAS") {
     const cuda::LtStats before = be.lt_stats();
-    Run r = run_layer(be, L, 0, false), w = run_layer(ref, L, 0, false);
-    check_run(r, w, false);
+    LayerRun r = run_lt_layer(be, L, 0, false), w = run_lt_layer(ref, L, 0, false);
+    check_lt_run(r, w, false);
     CHECK(be.lt_stats().products - before.products == 1);
   }
 }
@@ -132,14 +132,14 @@ TEST_CASE("emulation: where cuBLASLt's heuristic finds no algorithm, the layer r
     ~Knob() { emu::lt_heuristic_finds_nothing(false); }
   } knob;
   Gpu be(cuda::Options{.precision = cuda::Precision::bf16});
-  const Layer L = layer(37, 48, 29);
+  const LtLayer L = lt_layer(37, 48, 29);
   Ref ref;
-  check_run(run_layer(be, L, 0), run_layer(ref, L, 0));
+  check_lt_run(run_lt_layer(be, L, 0), run_lt_layer(ref, L, 0));
   CHECK(be.lt_stats().products == 0);
   CHECK(be.lt_stats().fallbacks == 2);
   CHECK(be.lt_stats().last_refusal.find("CUBLAS_STATUS_NOT_SUPPORTED") != std::string::npos);
   // asked once per problem: a second run falls back without planning again
-  check_run(run_layer(be, L, 0), run_layer(ref, L, 0));
+  check_lt_run(run_lt_layer(be, L, 0), run_lt_layer(ref, L, 0));
   CHECK(be.lt_stats().plans == 2);
   CHECK(be.lt_stats().fallbacks == 4);
 }

@@ -96,6 +96,12 @@ class RegressionRows {
 
   // rows local rows, `boot` of them first bootstrap rows; batch / boot_global: the whole batch's.
   LossResult regress(Model& m, int rows, int boot, int batch, int boot_global) {
+    regress_on_device(m, rows, batch);
+    return losses(m, rows, boot, batch, boot_global);
+  }
+  // regress() in two halves: the forward, the loss and the backward, which only queue device work
+  // (so that a backend can record them: core/capture.hpp), and the loss sums read back after them.
+  void regress_on_device(Model& m, int rows, int batch) {
     if (rows < 1 || batch < rows) throw ShapeError(cat("regression over ", rows, " rows of a batch of ", batch));
     Backend& be = m.backend();
     const int n = int(m.sample_size());
@@ -104,6 +110,9 @@ class RegressionRows {
     const T* pred = m.forward(xt_.data(), t_.data(), k_.data(), y_.data(), rows);
     be.mse_loss(grad_.data(), row_loss_.data(), pred, target_.data(), rows, n, T(1) / T(batch));
     m.backward(grad_.data());
+  }
+  LossResult losses(Model& m, int rows, int boot, int batch, int boot_global) {
+    Backend& be = m.backend();
     std::vector<T> rl(static_cast<size_t>(rows));
     be.to_host(rl.data(), row_loss_.data(), size_t(rows));
     LossResult r;

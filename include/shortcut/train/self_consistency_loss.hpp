@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "shortcut/core/batch_slice.hpp"
+#include "shortcut/core/capture.hpp"
 #include "shortcut/core/rng.hpp"
 #include "shortcut/train/objective.hpp"
 #include "shortcut/train/shortcut_config.hpp"
@@ -109,29 +110,25 @@ class SelfConsistencyLoss {
   // Builds the training rows of slice s from its data x1 (device [s.rows(), n]) and labels y (host
   // [s.rows()]: the batch plan is drawn on the host).
   void build(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    Backend& be = m.backend();
-    const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n, m.num_classes());
-    plan_ = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
-    const int B = plan_.B;
-    const size_t N = size_t(B) * n;
-    nn::ensure(x0_, N);
-    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
-    // the slice's rows of the batch's noise: its bootstrap rows, then its other rows
-    const size_t nb = size_t(s.boot_rows()) * n;
-    be.normal(x0_.data(), nb, rng.seed(), plan_.noise_stream, uint64_t(s.boot_begin) * uint64_t(n));
-    be.normal(x0_.data() + nb, N - nb, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
-    be.flow_rows(rows_.xt(), rows_.target(), x1.data(), x0_.data(), rows_.t(), B, int(n));
-    if (plan_.Bb > 0) bootstrap_targets(m);
+    stage(m, x1, y, s, rng);
+    targets(m, x1.data());
   }
   // The whole batch: y.size() rows.
   void build(Model& m, DSpan x1, HostSpan<const int32_t> y, Rng& rng) { build(m, x1, y, whole(y), rng); }
 
   // build + forward + loss + backward: gradients accumulate into the arena's Grad role. The loss is
   // the mean over the whole batch, so the gradients of all slices add up to the batch's gradient.
+  // Everything after the host's part (the plan, its uploads, the noise) is device work that depends
+  // on the host only through the key below, so it is recorded once per key and replayed (a CUDA
+  // graph on the CUDA backend: core/capture.hpp); the loss sums are read back after it.
   Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    build(m, x1, y, s, rng);
-    return rows_.regress(m, plan_.B, plan_.Bb, s.batch, cfg_.bootstrap_rows(s.batch));
+    stage(m, x1, y, s, rng);
+    const CaptureKey key(this, &m, x1.data(), plan_.B, plan_.Bb, plan_.n_cfg, s.batch);
+    run_captured(m.backend(), key, [&] {
+      targets(m, x1.data());
+      rows_.regress_on_device(m, plan_.B, s.batch);
+    });
+    return rows_.losses(m, plan_.B, plan_.Bb, s.batch, cfg_.bootstrap_rows(s.batch));
   }
   // The whole batch: y.size() rows.
   Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, Rng& rng) { return step(m, x1, y, whole(y), rng); }
@@ -146,38 +143,67 @@ class SelfConsistencyLoss {
     RegressionRows<Model>::put(be, dst, src);
   }
 
+  // The host's part of a step: the plan, its uploads (the training queries; the bootstrap queries'
+  // t, t + d/2, k, labels and d/2) and the noise (its seed and stream change every step).
+  void stage(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
+    Backend& be = m.backend();
+    const int64_t n = m.sample_size();
+    check_step_inputs(s, x1, y, n, m.num_classes());
+    plan_ = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
+    const int B = plan_.B;
+    const size_t N = size_t(B) * n;
+    nn::ensure(x0_, N);
+    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
+    // the slice's rows of the batch's noise: its bootstrap rows, then its other rows
+    const size_t nb = size_t(s.boot_rows()) * n;
+    be.normal(x0_.data(), nb, rng.seed(), plan_.noise_stream, uint64_t(s.boot_begin) * uint64_t(n));
+    be.normal(x0_.data() + nb, N - nb, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
+    if (plan_.Bb > 0) stage_bootstrap_queries(m);
+  }
+  // The device's part: the flow rows and the bootstrap targets (no host data moves).
+  void targets(Model& m, const T* x1) {
+    m.backend().flow_rows(rows_.xt(), rows_.target(), x1, x0_.data(), rows_.t(), plan_.B, int(m.sample_size()));
+    if (plan_.Bb > 0) bootstrap_targets(m);
+  }
+
+  // Each bootstrap query is one forward of Bb + n_cfg rows: the rows, then the guided rows again with
+  // the null label; the second query's times are t + d/2.
+  void stage_bootstrap_queries(Model& m) {
+    Backend& be = m.backend();
+    const int Bb = plan_.Bb, nc = plan_.n_cfg, Q = Bb + nc;
+    const int64_t n = m.sample_size();
+    std::vector<float> qt(Q), qt2(Q), qk(Q);
+    std::vector<int32_t> qy(Q);
+    for (int r = 0; r < Q; ++r) {
+      int s = r < Bb ? r : r - Bb;
+      qt[r] = plan_.t[s];
+      qt2[r] = qt[r] + plan_.half_d[s];
+      qk[r] = float(plan_.k_b[s] + 1);
+      qy[r] = r < Bb ? plan_.y[s] : m.null_label();
+    }
+    upload(be, qt_, to_t(qt)); upload(be, qt2_, to_t(qt2)); upload(be, qk_, to_t(qk)); upload(be, qy_, qy);
+    upload(be, hd_, to_t(plan_.half_d));
+    nn::ensure(qx_, size_t(Q) * n); nn::ensure(qv_, size_t(Q) * n);
+    nn::ensure(x2_, size_t(Bb) * n); nn::ensure(v1_, size_t(Bb) * n);
+  }
   // v1 = s(x_t, t, k_b+1); x2 = clip(x_t + d/2 v1); v2 = s(x2, t + d/2, k_b+1); target = clip((v1+v2)/2),
-  // with the first n_cfg rows guided. Each query is one forward of Bb + n_cfg rows: the rows, then
-  // the guided rows again with the null label.
+  // with the first n_cfg rows guided.
   void bootstrap_targets(Model& m) {
     Backend& be = m.backend();
     const int Bb = plan_.Bb, nc = plan_.n_cfg, Q = Bb + nc;
     const int64_t n = m.sample_size();
     const size_t rows_n = size_t(Bb) * n, cfg_n = size_t(nc) * n;
-    std::vector<float> qt(Q), qk(Q), hd(plan_.half_d);
-    std::vector<int32_t> qy(Q);
-    for (int r = 0; r < Q; ++r) {
-      int s = r < Bb ? r : r - Bb;
-      qt[r] = plan_.t[s];
-      qk[r] = float(plan_.k_b[s] + 1);
-      qy[r] = r < Bb ? plan_.y[s] : m.null_label();
-    }
-    upload(be, qt_, to_t(qt)); upload(be, qk_, to_t(qk)); upload(be, qy_, qy); upload(be, hd_, to_t(hd));
-    nn::ensure(qx_, size_t(Q) * n); nn::ensure(qv_, size_t(Q) * n);
-    nn::ensure(x2_, rows_n); nn::ensure(v1_, rows_n);
     const T* W = m.arena().data(cfg_.bootstrap_ema ? Role::Ema : Role::Param);
-    auto query = [&](const T* x) {
+    auto query = [&](const T* x, const T* t) {
       be.copy(qx_.data(), x, rows_n);
       be.copy(qx_.data() + rows_n, x, cfg_n);
-      m.net().forward(m.eval_context(), W, qx_.data(), qt_.data(), qk_.data(), qy_.data(), Q, qv_.data());
+      m.net().forward(m.eval_context(), W, qx_.data(), t, qk_.data(), qy_.data(), Q, qv_.data());
     };
     const T w = T(cfg_.cfg_scale), clip = T(cfg_.target_clip);
-    query(rows_.xt());
+    query(rows_.xt(), qt_.data());
     be.bootstrap_half_step(x2_.data(), v1_.data(), rows_.xt(), qv_.data(), qv_.data() + rows_n, nc, w, hd_.data(), Bb,
                            int(n), clip);
-    for (int r = 0; r < Q; ++r) qt[r] += plan_.half_d[r < Bb ? r : r - Bb];
-    upload(be, qt_, to_t(qt));
-    query(x2_.data());
+    query(x2_.data(), qt2_.data());
     be.bootstrap_target(rows_.target(), v1_.data(), qv_.data(), qv_.data() + rows_n, nc, w, Bb, int(n), clip);
   }
   static std::vector<T> to_t(const std::vector<float>& v) { return std::vector<T>(v.begin(), v.end()); }
@@ -185,7 +211,7 @@ class SelfConsistencyLoss {
   ShortcutConfig cfg_;
   BatchPlan plan_;
   RegressionRows<Model> rows_;
-  Buf x0_, qx_, qv_, qt_, qk_, hd_, x2_, v1_;
+  Buf x0_, qx_, qv_, qt_, qt2_, qk_, hd_, x2_, v1_;
   IBuf qy_;
 };
 
