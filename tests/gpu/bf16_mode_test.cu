@@ -42,6 +42,23 @@ LinearRun linear_on(const Be& be, const std::vector<double>& in, const std::vect
   return {download_d(be, out), download_d(be, din), download_d(be, dW), download_d(be, db)};
 }
 
+// A two-block DiT and a batch of three queries (labels 0, 1 and the null label) for the counts of
+// fused product inputs.
+struct SmallDiT {
+  static constexpr int B = 3;
+  nn::DiTConfig c = [] {
+    nn::DiTConfig d;
+    d.image = 8; d.channels = 2; d.patch = 2; d.hidden = 64; d.depth = 2; d.heads = 2; d.classes = 3;
+    return d;
+  }();
+  ShortcutModel<nn::DiT<Gpu>> m;
+  Buf<Gpu> x, t, k;
+  cuda::DeviceBuffer<int32_t> y;
+  explicit SmallDiT(Gpu& be)
+      : m(be, c, 5), x(upload_d(be, randn(size_t(B) * m.sample_size()))), t(upload_d(be, {0.0, 0.5, 0.25})),
+        k(upload_d(be, {0.0, 1.0, 2.0})), y(upload_ids(be, {0, 1, 3})) {}
+};
+
 }  // namespace bf16_mode
 
 TEST_CASE("bf16 mode: a product of bf16 values is exact up to fp32 accumulation; other inputs lose bf16's "
@@ -253,17 +270,11 @@ TEST_CASE("bf16 mode: a product reads its producer's bf16 copy, with the convers
     CHECK(rewritten.first == download_d(be, out));
   }
   {
-    nn::DiTConfig c;
-    c.image = 8; c.channels = 2; c.patch = 2; c.hidden = 64; c.depth = 2; c.heads = 2; c.classes = 3;
-    ShortcutModel<nn::DiT<Gpu>> m(be, c, 5);
-    const int Bm = 3;
-    auto xs = upload_d(be, randn(size_t(Bm) * m.sample_size())), t = upload_d(be, {0.0, 0.5, 0.25});
-    auto k = upload_d(be, {0.0, 1.0, 2.0});
-    auto yl = upload_ids(be, {0, 1, 3});
-    auto v = poisoned(be, size_t(Bm) * m.sample_size());
+    SmallDiT d(be);
+    auto v = poisoned(be, size_t(d.B) * d.m.sample_size());
     const uint64_t before = be.fused_inputs();
-    m.velocity(v.data(), xs.data(), t.data(), k.data(), yl.data(), Bm, 1.0f, Role::Param);
-    CHECK(be.fused_inputs() - before == uint64_t(4 * c.depth + 1));
+    d.m.velocity(v.data(), d.x.data(), d.t.data(), d.k.data(), d.y.data(), d.B, 1.0f, Role::Param);
+    CHECK(be.fused_inputs() - before == uint64_t(4 * d.c.depth + 1));
   }
 }
 
@@ -317,20 +328,14 @@ TEST_CASE("bf16 mode: a product's backward reads the bf16 copy of dout that its 
     for (double v : std::get<0>(f)) REQUIRE(std::isfinite(v));
   }
   {
-    nn::DiTConfig c;
-    c.image = 8; c.channels = 2; c.patch = 2; c.hidden = 64; c.depth = 2; c.heads = 2; c.classes = 3;
-    ShortcutModel<nn::DiT<Gpu>> m(be, c, 5);
-    const int Bm = 3;
-    auto xs = upload_d(be, randn(size_t(Bm) * m.sample_size())), t = upload_d(be, {0.0, 0.5, 0.25});
-    auto k = upload_d(be, {0.0, 1.0, 2.0});
-    auto yl = upload_ids(be, {0, 1, 3});
-    auto grad = upload_d(be, randn(size_t(Bm) * m.sample_size()));
-    m.arena().zero_grad();
+    SmallDiT d(be);
+    auto grad = upload_d(be, randn(size_t(d.B) * d.m.sample_size()));
+    d.m.arena().zero_grad();
     const uint64_t before = be.fused_inputs();
-    m.forward(xs.data(), t.data(), k.data(), yl.data(), Bm);
+    d.m.forward(d.x.data(), d.t.data(), d.k.data(), d.y.data(), d.B);
     const uint64_t forward = be.fused_inputs() - before;
-    m.backward(grad.data());
-    CHECK(forward == uint64_t(4 * c.depth + 1));
-    CHECK(be.fused_inputs() - before - forward == uint64_t(4 * c.depth));
+    d.m.backward(grad.data());
+    CHECK(forward == uint64_t(4 * d.c.depth + 1));
+    CHECK(be.fused_inputs() - before - forward == uint64_t(4 * d.c.depth));
   }
 }

@@ -28,23 +28,6 @@ namespace cudnn_test {
 using namespace gputest;
 namespace kn = shortcut::kernels;
 
-// attention_tc_test.cu's fp32 cancellation floor (see there): where dS is exactly zero, D_i = dO.O in
-// fp32 against the exact D leaves scale * max|q,k| * 2 hd u * max row |dO| * max|v| in dQ and dK.
-inline double fp32_cancellation_floor(const std::vector<double>& qkv, const std::vector<double>& dout,
-                                      const AttnShape& s, double scale) {
-  const int D = s.H * s.hd;
-  double max_qk = 0, max_v = 0, max_row_do = 0;
-  for (size_t t = 0; t < size_t(s.B) * s.Tn; ++t) {
-    for (int c = 0; c < 2 * D; ++c) max_qk = std::max(max_qk, std::abs(qkv[t * 3 * D + c]));
-    for (int c = 0; c < D; ++c) max_v = std::max(max_v, std::abs(qkv[t * 3 * D + 2 * D + c]));
-    for (int h = 0; h < s.H; ++h) {
-      double row = 0;
-      for (int c = 0; c < s.hd; ++c) row += std::abs(dout[t * D + h * s.hd + c]);
-      max_row_do = std::max(max_row_do, row);
-    }
-  }
-  return scale * max_qk * 2 * s.hd * std::ldexp(1.0, -24) * max_row_do * max_v;
-}
 
 // One output of both implementations against the reference; `floor` is added to the max-norm
 // bounds, floor * sqrt(n) to the 2-norm ones, on top of the bf16 rounding of the reference.

@@ -3,6 +3,7 @@
 // test passed in as `run(be, pointers..., sizes...)` (a generic callable that the CPU reference runs
 // too; backend_* run the backend's own ops).
 #pragma once
+#include <cmath>
 #include <string>
 #include <type_traits>
 
@@ -17,6 +18,28 @@ constexpr bool is_gpu = std::is_same_v<std::decay_t<Be>, Gpu>;
 struct AttnShape {
   int B, Tn, H, hd;
 };
+
+// Where the exact dS is zero (T = 1: P = 1 and dP = D = dO.V), the naive bf16 backward gets exactly 0,
+// since its D is the rowsum of its own rounded dP, while the kernel takes D = rowsum(dO * O) as
+// flash-attention does: two fp32 sums of hd terms in different orders, each within hd u sum|dO||V|
+// (u = 2^-24), whose difference reaches dQ and dK through scale * sum_j P_ij K_j (or Q_i), sum_j P_ij = 1.
+// That bound is the absolute floor; wherever dS is not zero the naive error is orders larger.
+inline double fp32_cancellation_floor(const std::vector<double>& qkv, const std::vector<double>& dout,
+                                      const AttnShape& s, double scale) {
+  const int D = s.H * s.hd;
+  double max_qk = 0, max_v = 0, max_row_do = 0;
+  for (size_t t = 0; t < size_t(s.B) * s.Tn; ++t) {
+    for (int c = 0; c < 2 * D; ++c) max_qk = std::max(max_qk, std::abs(qkv[t * 3 * D + c]));
+    for (int c = 0; c < D; ++c) max_v = std::max(max_v, std::abs(qkv[t * 3 * D + 2 * D + c]));
+    for (int h = 0; h < s.H; ++h) {
+      double row = 0;
+      for (int c = 0; c < s.hd; ++c) row += std::abs(dout[t * D + h * s.hd + c]);
+      max_row_do = std::max(max_row_do, row);
+    }
+  }
+  const double u = std::ldexp(1.0, -24);
+  return scale * max_qk * 2 * s.hd * u * max_row_do * max_v;
+}
 
 // Column block `part` (0 = q, 1 = k, 2 = v) of a [rows, 3D] array, so each gradient is judged alone.
 inline std::vector<double> part_of(const std::vector<double>& a, int D, int part) {

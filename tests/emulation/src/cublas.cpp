@@ -16,18 +16,7 @@
 
 #include "internal.hpp"
 
-// The reference product is the library's inside, not code under test: AddressSanitizer does not
-// instrument it (its ranges were checked against the allocations before it was queued).
-#if defined(__SANITIZE_ADDRESS__)
-#define EMU_UNCHECKED __attribute__((no_sanitize_address))
-#else
-#define EMU_UNCHECKED
-#endif
-
 namespace emu {
-cudaError_t enqueue(cudaStream_t s, std::function<void()> work);
-bool device_range(const void* p, size_t bytes);
-void fault(cudaError_t e, const std::string& what);
 
 struct Blas {
   cudaStream_t stream = nullptr;

@@ -22,16 +22,7 @@
 
 #include "internal.hpp"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define EMU_UNCHECKED __attribute__((no_sanitize_address))
-#else
-#define EMU_UNCHECKED
-#endif
-
 namespace emu {
-cudaError_t enqueue(cudaStream_t s, std::function<void()> work);
-bool device_range(const void* p, size_t bytes);
-void fault(cudaError_t e, const std::string& what);
 
 struct LtContext {};
 struct LtDesc {

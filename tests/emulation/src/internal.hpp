@@ -5,6 +5,7 @@
 #include <cublas_v2.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -34,6 +35,20 @@ struct GridJob {
 // Runs every block of the grid (on the pool of host threads) and returns once all have finished or
 // one has faulted (job.faulted, job.fault_code, job.fault).
 void run_grid(GridJob& job);
+
+// runtime.cpp's queue, memory map and sticky faults, for the libraries' sources (cublas.cpp, cublaslt.cpp)
+cudaError_t enqueue(cudaStream_t s, std::function<void()> work);
+bool device_range(const void* p, size_t bytes);
+void fault(cudaError_t e, const std::string& what);
+
+// The libraries' reference computations are the emulator's inside, not code under test:
+// AddressSanitizer does not instrument them (their ranges were checked against the allocations
+// before they were queued).
+#if defined(__SANITIZE_ADDRESS__)
+#define EMU_UNCHECKED __attribute__((no_sanitize_address))
+#else
+#define EMU_UNCHECKED
+#endif
 
 // cublas.cpp's reference product, shared with cublaslt.cpp: C = al op(A) op(B) + be C for each of
 // `batch` matrices, in double (TF32-rounded inputs where asked); and element access by data type.
