@@ -205,11 +205,8 @@ TEST_CASE("tensor cores: bf16 attention backward matches the double CPU backend 
   for_each_case([](const AttnShape& s, double scale, const std::vector<double>& qkv, const std::string& label) {
         const int D = s.H * s.hd;
         const auto dout = rounded(testutil::randn(size_t(s.B) * s.Tn * D));
-        Ref ref_be;
-        std::vector<double> out(size_t(s.B) * s.Tn * D), lse(size_t(s.B) * s.H * s.Tn), ref(qkv.size());
-        ref_be.attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.Tn, s.H, s.hd, scale);
-        ref_be.attention_backward(ref.data(), dout.data(), qkv.data(), out.data(), lse.data(), s.B, s.Tn, s.H, s.hd,
-                                  scale);
+        const AttnRef r = reference_attention(qkv, dout, s, scale);
+        const std::vector<double>&out = r.out, &lse = r.lse, &ref = r.dqkv;
         const auto naive = naive_bf16_attention_backward(qkv, dout, s, scale);
         // the kernels: the tensor-core forward's out and lse feed the backward, as in training
         auto dqkv_in = upload_bf16(qkv), ddout = upload_bf16(dout);

@@ -75,11 +75,8 @@ TEST_CASE("cuDNN SDPA: the bf16 tensor-core attention is as close to the double 
         sdpa.set_scale(float(scale));
         const auto qkv = rounded(testutil::randn(size_t(s.B) * s.Tn * 3 * D, sd));
         const auto dout = rounded(testutil::randn(size_t(s.B) * s.Tn * D));
-        Ref ref_be;
-        std::vector<double> out(size_t(s.B) * s.Tn * D), lse(size_t(s.B) * s.H * s.Tn), dqkv(qkv.size());
-        ref_be.attention_forward(out.data(), lse.data(), qkv.data(), s.B, s.Tn, s.H, s.hd, scale);
-        ref_be.attention_backward(dqkv.data(), dout.data(), qkv.data(), out.data(), lse.data(), s.B, s.Tn, s.H, s.hd,
-                                  scale);
+        const AttnRef r = reference_attention(qkv, dout, s, scale);
+        const std::vector<double>&out = r.out, &lse = r.lse, &dqkv = r.dqkv;
         const auto nan_out = std::vector<double>(out.size(), std::nan(""));
         auto d_qkv = upload_bf16(qkv), d_dout = upload_bf16(dout);
         // forward, every output poisoned first

@@ -41,6 +41,22 @@ inline double fp32_cancellation_floor(const std::vector<double>& qkv, const std:
   return scale * max_qk * 2 * s.hd * u * max_row_do * max_v;
 }
 
+// The double CPU backend's attention forward and backward: the oracle's reference values.
+struct AttnRef {
+  std::vector<double> out, lse, dqkv;
+};
+inline AttnRef reference_attention(const std::vector<double>& qkv, const std::vector<double>& dout, const AttnShape& s,
+                                   double scale) {
+  const size_t rows = size_t(s.B) * s.Tn;
+  AttnRef r{std::vector<double>(rows * s.H * s.hd), std::vector<double>(size_t(s.B) * s.H * s.Tn),
+            std::vector<double>(qkv.size())};
+  Ref be;
+  be.attention_forward(r.out.data(), r.lse.data(), qkv.data(), s.B, s.Tn, s.H, s.hd, scale);
+  be.attention_backward(r.dqkv.data(), dout.data(), qkv.data(), r.out.data(), r.lse.data(), s.B, s.Tn, s.H, s.hd,
+                        scale);
+  return r;
+}
+
 // Column block `part` (0 = q, 1 = k, 2 = v) of a [rows, 3D] array, so each gradient is judged alone.
 inline std::vector<double> part_of(const std::vector<double>& a, int D, int part) {
   const size_t rows = a.size() / (3 * size_t(D));
