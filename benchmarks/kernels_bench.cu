@@ -17,7 +17,8 @@
 // cudnn_sdpa.hpp) on the same bf16 inputs, the external bar for them (skipped with cuDNN's reason
 // where it refuses a shape, e.g. head dim 72, or where the build found no cuDNN);
 // BM_linear_bf16_* and BM_attention_bf16_* are the backend's ops in bf16 mode (cuda::Precision::bf16)
-// on its fp32 buffers, conversions included, the weights' bf16 copy kept as in training.
+// on its fp32 buffers, conversions included, the weights' bf16 copy kept as in training;
+// BM_linear_bf16_*/unfused is that layer without cuBLASLt's bias epilogues (Options::lt_epilogues).
 // Shapes: DiT-S/B on 32x32x4 latents with patch 2 (256 tokens; D = 384, 6 heads of 64 / D = 768,
 // 12 heads) at batch 32 (N = 8192 rows), longer sequences, DiT-XL's head dim 72, and the two
 // end-to-end configs at batch 256: mnist-S2 (196 tokens, D 384, 6 heads of 64: N = 50176) and
@@ -57,7 +58,7 @@ using Host = std::vector<float>;
 namespace uf = shortcut::bench::unfused;
 
 // bf16: the backend in bf16 mode, reported as its own kernel (BM_<op>_bf16_<direction>/fused/...)
-enum class Impl { fused, unfused, cpu, bf16 };
+enum class Impl { fused, unfused, cpu, bf16, bf16_unfused };
 
 Backend& be() {
   static Backend b;
@@ -66,6 +67,14 @@ Backend& be() {
 Backend& be_bf16() {
   static Backend b(shortcut::cuda::Options{.precision = shortcut::cuda::Precision::bf16});
   return b;
+}
+// bf16 mode without cuBLASLt's bias epilogues (cuBLAS products, separate bias kernels)
+Backend& be_bf16_unfused() {
+  static Backend b(shortcut::cuda::Options{.precision = shortcut::cuda::Precision::bf16, .lt_epilogues = false});
+  return b;
+}
+Backend& backend_for(Impl impl) {
+  return impl == Impl::bf16 ? be_bf16() : impl == Impl::bf16_unfused ? be_bf16_unfused() : be();
 }
 
 // n random normals drawn on the device (no host traffic, never zeros)
@@ -189,14 +198,17 @@ void BM_linear_forward(benchmark::State& st, Impl impl) {
       out.push_back(Buf(size_t(N) * O));
     }
     Buf W = random_buffer(size_t(O) * I, 0.05), b = random_buffer(O);
-    Backend& g = impl == Impl::bf16 ? be_bf16() : be();
+    Backend& g = backend_for(impl);
     g.keep_weight_copy(W.data(), W.size());  // as ParamArena does (a no-op outside bf16 mode)
     timed(st, copies, [&](int c) { g.linear_forward(out[c].data(), in[c].data(), W.data(), b.data(), N, I, O); });
     g.drop_weight_copy(W.data());
   }
   set_flops(st, 2.0 * N * I * O);
 }
-void BM_linear_bf16_forward(benchmark::State& st, Impl) { BM_linear_forward(st, Impl::bf16); }
+// bf16 mode's layer; /unfused: without cuBLASLt's bias epilogues (Options::lt_epilogues false)
+void BM_linear_bf16_forward(benchmark::State& st, Impl impl) {
+  BM_linear_forward(st, impl == Impl::unfused ? Impl::bf16_unfused : Impl::bf16);
+}
 
 void BM_linear_backward(benchmark::State& st, Impl impl) {
   const int N = int(st.range(0)), I = int(st.range(1)), O = int(st.range(2));
@@ -216,7 +228,7 @@ void BM_linear_backward(benchmark::State& st, Impl impl) {
       din.push_back(Buf(size_t(N) * I));
     }
     Buf W = random_buffer(size_t(O) * I, 0.05), dW(size_t(O) * I), db(O);
-    Backend& g = impl == Impl::bf16 ? be_bf16() : be();
+    Backend& g = backend_for(impl);
     g.keep_weight_copy(W.data(), W.size());
     timed(st, copies, [&](int c) {
       g.linear_backward(din[c].data(), dW.data(), db.data(), dout[c].data(), in[c].data(), W.data(), N, I, O);
@@ -225,7 +237,9 @@ void BM_linear_backward(benchmark::State& st, Impl impl) {
   }
   set_flops(st, 4.0 * N * I * O);
 }
-void BM_linear_bf16_backward(benchmark::State& st, Impl) { BM_linear_backward(st, Impl::bf16); }
+void BM_linear_bf16_backward(benchmark::State& st, Impl impl) {
+  BM_linear_backward(st, impl == Impl::unfused ? Impl::bf16_unfused : Impl::bf16);
+}
 
 // ==== attention: args B, T, H, hd ===================================================================
 // Bound by FLOPs (T^2 hd work per T hd data): TFLOP/s = 4 B H T^2 hd (forward: Q K^T and P V) and
@@ -764,7 +778,9 @@ SHORTCUT_BENCH_CPU(BM_linear_forward, linear_shapes);
 SHORTCUT_BENCH_GPU(BM_linear_backward, fused, linear_shapes);
 SHORTCUT_BENCH_CPU(BM_linear_backward, linear_shapes);
 SHORTCUT_BENCH_GPU(BM_linear_bf16_forward, fused, linear_shapes);
+SHORTCUT_BENCH_GPU(BM_linear_bf16_forward, unfused, linear_shapes);
 SHORTCUT_BENCH_GPU(BM_linear_bf16_backward, fused, linear_shapes);
+SHORTCUT_BENCH_GPU(BM_linear_bf16_backward, unfused, linear_shapes);
 
 SHORTCUT_BENCH_GPU(BM_attention_forward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_forward, unfused, attention_shapes);

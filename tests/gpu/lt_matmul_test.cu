@@ -123,6 +123,23 @@ TEST_CASE("bf16 mode: a DiT training step runs every bias-carrying layer through
   CHECK(be.lt_stats().products >= uint64_t(2 * (4 * c.depth + 1)));
 }
 
+TEST_CASE("bf16 mode with Options::lt_epilogues off: the layer runs on cuBLAS and the bias kernels",
+          "[bf16][linear][lt]") {
+  using namespace lt_matmul;
+  Gpu be(cuda::Options{.precision = cuda::Precision::bf16, .lt_epilogues = false});
+  const LtLayer L = lt_layer(37, 48, 29, false);  // fp32 dout: the column sum reads it, not its bf16 copy
+  Ref ref;
+  LtLayer R = L;
+  R.dout = rounded(L.dout);  // what the products read
+  const LayerRun got = run_lt_layer(be, L, 0), want = run_lt_layer(ref, R, 0), exact = run_lt_layer(ref, L, 0);
+  check_close("out", got.out, want.out, kReductionTol);
+  check_close("din", got.din, want.din, kReductionTol);
+  check_close("dW", got.dW, want.dW, kReductionTol);
+  check_close("db, the fp32 column sum of the fp32 dout", got.db, exact.db, kReductionTol);
+  CHECK(be.lt_stats().products == 0);
+  CHECK(be.lt_stats().plans == 0);
+}
+
 #if defined(SHORTCUT_CUDA_EMULATION)
 TEST_CASE("emulation: where cuBLASLt's heuristic finds no algorithm, the layer runs on cuBLAS and the kernels",
           "[bf16][linear][lt][emulation]") {

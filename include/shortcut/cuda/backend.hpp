@@ -51,6 +51,10 @@ struct Options {
   // Record repeated op sequences (the sampler's N-step loop) as CUDA graphs and replay them; off under
   // SHORTCUT_CUDA_SYNC_CHECK, which synchronizes after every launch.
   bool graphs = true;
+  // bf16 mode: the linear layers through cuBLASLt with the bias and its gradient in the products'
+  // epilogues (shortcut/cuda/lt_matmul.hpp); false: cuBLAS and the separate bias kernels, as fp32
+  // mode does (kernels_bench's BM_linear_bf16_*/unfused rows measure what the epilogues save).
+  bool lt_epilogues = true;
 };
 
 class Backend {
@@ -67,7 +71,9 @@ class Backend {
 
   // Throws Error("no CUDA device ...") where no usable GPU or driver exists.
   explicit Backend(const Options& opt = Options())
-      : precision_(opt.tf32 ? Precision::tf32 : opt.precision), graphs_on_(opt.graphs && !kSyncChecked) {
+      : precision_(opt.tf32 ? Precision::tf32 : opt.precision),
+        lt_on_(opt.lt_epilogues),
+        graphs_on_(opt.graphs && !kSyncChecked) {
     if (opt.tf32 && opt.precision != Precision::fp32 && opt.precision != Precision::tf32)
       throw ConfigError(cat("cuda::Options: tf32 and precision ", precision_name(opt.precision), " both asked for"));
     int count = 0;
@@ -188,7 +194,8 @@ class Backend {
       const __nv_bfloat16* Wb = weights_bf16(W, size_t(O) * I, in_slot == Scratch::B ? Scratch::A : Scratch::B);
       if (!xb) xb = rounded(in, size_t(N) * I, Scratch::A);
       const cudaStream_t s = op_stream();
-      if (!lt_.linear_forward(out, xb, Wb, b, N, I, O, s)) kernels::linear_forward_bf16(cublas_, out, xb, Wb, b, N, I, O, s);
+      if (!(lt_on_ && lt_.linear_forward(out, xb, Wb, b, N, I, O, s)))
+        kernels::linear_forward_bf16(cublas_, out, xb, Wb, b, N, I, O, s);
       return;
     }
     kernels::linear_forward(cublas_, compute(), out, in, W, b, N, I, O, op_stream());
@@ -204,7 +211,7 @@ class Backend {
       const __nv_bfloat16* xb = dW ? rounded(in, size_t(N) * I, Scratch::A) : nullptr;
       const cudaStream_t s = op_stream();
       // dW and db in one cuBLASLt product (the bias gradient written into scratch, then added)
-      float* db_new = dW && db ? scratch_.f32(size_t(O)) : nullptr;
+      float* db_new = lt_on_ && dW && db ? scratch_.f32(size_t(O)) : nullptr;
       if (db_new && lt_.weight_grad(dW, db_new, xb, gb, N, I, O, s)) {
         kernels::linear_backward_bf16(cublas_, din, nullptr, nullptr, dout, gb, xb, Wb, N, I, O, accumulate_din, sms_, s);
         kernels::add_inplace(db, db_new, size_t(O), s);
@@ -364,6 +371,7 @@ class Backend {
  private:
   int device_ = 0, sms_ = 1;
   Precision precision_ = Precision::fp32;
+  bool lt_on_ = true;
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   mutable WeightCopies copies_;  // bf16 mode: the weights' bf16 copies
