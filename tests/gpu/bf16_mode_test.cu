@@ -294,7 +294,8 @@ TEST_CASE("bf16 mode: a product's backward reads the bf16 copy of dout that its 
   // the product whose backward reads dout: in [N, O] -> dout [N, I], W [I, O]
   const auto W1 = randn(size_t(D) * O, 0.2), W3 = randn(size_t(3 * D) * O, 0.2), in = randn(size_t(N) * O);
   // producer 0: gated residual backward (dout [N, D]), 1: GELU backward, 2: attention backward (dout
-  // [N, 3D]); `between`: an unrelated op between producer and product. Returns din, dW, db and the
+  // [N, 3D]; with Tn = 7 a single key tile adds into each dQ, so its atomics give the same bits in
+  // every run); `between`: an unrelated op between producer and product. Returns din, dW, db and the
   // fused inputs the product took.
   auto run = [&](int producer, bool between) {
     const int I = producer == 2 ? 3 * D : D;  // the product's dout width is the producer's output width

@@ -184,9 +184,9 @@ TEST_CASE("sampling from replayed graphs gives the eager samples bit for bit", "
 
 // SelfConsistencyLoss::step records everything after its host part (the plan's uploads and the
 // noise): the flow rows, both bootstrap queries, the training forward, the loss and the backward.
-// Four steps with AdamW and the EMA between them (outside the graph): every loss bit for bit that of
-// the eager run, weights and gradients to the last bits the atomics leave open, with one eager step,
-// one capture, three launches.
+// Four steps with AdamW and the EMA between them (outside the graph): losses, weights and gradients
+// those of the eager run to the last bits the backward's atomics leave open, with one eager step, one
+// capture, three launches.
 TEST_CASE("training steps through replayed graphs equal eager steps", "[graphs][training]") {
   const nn::DiTConfig c = small_dit();
   Ref ref;
@@ -200,10 +200,14 @@ TEST_CASE("training steps through replayed graphs equal eager steps", "[graphs][
     Gpu eager_be(cuda::Options{.precision = prec, .graphs = false}), graph_be(cuda::Options{.precision = prec});
     const StepRun want = run_training(eager_be, c, P0, x1, y, B, 4);
     const StepRun got = run_training(graph_be, c, P0, x1, y, B, 4);
-    CHECK(got.losses == want.losses);
     // the backward's atomics (bias, adaLN and label-table gradients over tokens) add in whatever order
     // the blocks run, so two eager runs differ in the last bits too (1e-9 relative seen, the same
-    // for graph vs eager): those within fp32 summation error, a replay of stale work far outside it
+    // for graph vs eager): those within fp32 summation error, a replay of stale work far outside it.
+    // Only the first step starts from equal weights (its losses bit for bit); every later step starts
+    // from weights that carry those last bits, and so do its losses.
+    CHECK(std::vector<double>(got.losses.begin(), got.losses.begin() + 3) ==
+          std::vector<double>(want.losses.begin(), want.losses.begin() + 3));
+    check_close("losses", got.losses, want.losses, 1e-6);
     check_close("weights", got.param, want.param, 1e-6);
     check_close("EMA weights", got.ema, want.ema, 1e-6);
     check_close("gradients", got.grad, want.grad, 1e-6);
