@@ -231,17 +231,17 @@ class Backend {
   // In bf16 mode GELU and LayerNorm + modulate also write bf16 of their output for the product that
   // reads it next (produced_copy).
   void gelu_forward(T* out, const T* in, size_t n) const {
-    __nv_bfloat16* c = precision_ == Precision::bf16 && n ? scratch_.bf16(Scratch::A, n) : nullptr;
+    __nv_bfloat16* c = copy_slot(n, Scratch::A);
     kernels::gelu_forward(out, in, n, op_stream(), c);
-    if (c) produced(out, n, Scratch::A);
+    produced(c, out, n, Scratch::A);
   }
   // In bf16 mode GELU's backward and the gated residual's backward write bf16 of the gradient they
   // produce, the dout of the product backward that reads it next (slot C; the attention's backward
   // keeps its bf16 dqkv in slot D).
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) const {
-    __nv_bfloat16* c = precision_ == Precision::bf16 && n ? scratch_.bf16(Scratch::C, n) : nullptr;
+    __nv_bfloat16* c = copy_slot(n, Scratch::C);
     kernels::gelu_backward(din, dout, in, n, op_stream(), c);
-    if (c) produced(din, n, Scratch::C);
+    produced(c, din, n, Scratch::C);
   }
   void add_inplace(T* y, const T* x, size_t n) const { kernels::add_inplace(y, x, n, op_stream()); }
   void axpy(T* y, T a, const T* x, size_t n) const { kernels::axpy(y, a, x, n, op_stream()); }
@@ -251,9 +251,9 @@ class Backend {
   void ln_modulate_forward(T* out, T* mean, T* rstd, const T* x, const T* shift, const T* scale, int mod_stride,
                            int B, int Tn, int D, T eps) const {
     const size_t n = size_t(B) * size_t(Tn) * size_t(D);
-    __nv_bfloat16* c = precision_ == Precision::bf16 && n ? scratch_.bf16(Scratch::A, n) : nullptr;
+    __nv_bfloat16* c = copy_slot(n, Scratch::A);
     kernels::ln_modulate_forward(out, mean, rstd, x, shift, scale, mod_stride, B, Tn, D, eps, op_stream(), c);
-    if (c) produced(out, n, Scratch::A);
+    produced(c, out, n, Scratch::A);
   }
   void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const T* mean, const T* rstd,
                             const T* scale, int mod_stride, int B, int Tn, int D) const {
@@ -265,9 +265,9 @@ class Backend {
   void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B, int Tn,
                                int D) const {
     const size_t n = size_t(B) * size_t(Tn) * size_t(D);
-    __nv_bfloat16* c = precision_ == Precision::bf16 && n ? scratch_.bf16(Scratch::C, n) : nullptr;
+    __nv_bfloat16* c = copy_slot(n, Scratch::C);
     kernels::gated_residual_backward(dy, dgate, dx, gate, y, mod_stride, B, Tn, D, sms_, op_stream(), c);
-    if (c) produced(dy, n, Scratch::C);
+    produced(c, dy, n, Scratch::C);
   }
 
   // ---- attention (head dims 32, 64, 72, 128; others throw ShapeError) -------------------------
@@ -282,7 +282,7 @@ class Backend {
       __nv_bfloat16* ob = scratch_.bf16(Scratch::B, n);
       kernels::attention_forward_tc(ob, lse, qb, B, Tn, H, hd, scale, op_stream());
       kernels::convert(out, ob, n, op_stream());
-      produced(out, n, Scratch::B);  // the projection reads ob itself
+      produced(ob, out, n, Scratch::B);  // the projection reads ob itself
       return;
     }
     kernels::attention_forward(out, lse, qkv, B, Tn, H, hd, scale, op_stream());
@@ -300,7 +300,7 @@ class Backend {
       float* work = scratch_.f32(kernels::attention_backward_tc_workspace(B, Tn, H, hd));
       kernels::attention_backward_tc(db, gb, qb, ob, lse, B, Tn, H, hd, scale, work, op_stream());
       kernels::convert(dqkv, db, 3 * n, op_stream());
-      produced(dqkv, 3 * n, Scratch::D);  // the qkv product's backward reads db itself
+      produced(db, dqkv, 3 * n, Scratch::D);  // the qkv product's backward reads db itself
       return;
     }
     kernels::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, hd, scale, op_stream());
@@ -392,7 +392,15 @@ class Backend {
     ++ops_;
     return stream_;
   }
-  void produced(const T* p, size_t n, Scratch::Slot slot) const { produced_ = ProducedCopy{p, n, ops_, slot}; }
+  // bf16 mode: where a producer writes bf16 of its n outputs beside them (scratch slot s); null
+  // otherwise, and then produced() records nothing.
+  __nv_bfloat16* copy_slot(size_t n, Scratch::Slot s) const {
+    return precision_ == Precision::bf16 && n ? scratch_.bf16(s, n) : nullptr;
+  }
+  // The op just queued wrote `copy` (slot `slot`) = bf16 of [p, p + n).
+  void produced(const __nv_bfloat16* copy, const T* p, size_t n, Scratch::Slot slot) const {
+    if (copy) produced_ = ProducedCopy{p, n, ops_, slot};
+  }
   // The bf16 copy of [p, p + n) that the previous op wrote, or null; *slot: the scratch slot it is in.
   const __nv_bfloat16* produced_copy(const T* p, size_t n, Scratch::Slot* slot) const {
     if (produced_.p != p || produced_.n != n || produced_.op != ops_) return nullptr;
