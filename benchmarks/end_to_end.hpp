@@ -81,9 +81,10 @@ double seconds_between_syncs(Be& be, const std::function<void()>& work) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// One training step of any network through the library's templates: targets (SelfConsistencyLoss),
-// forward, backward, AdamW and the EMA, on a fixed random batch resident on the host as the trainer
-// keeps it (the per-step upload of the batch is part of the step, as in training).
+// One training step of any network through the library's templates as the Trainer takes it
+// (TrainingStep: targets by SelfConsistencyLoss, forward, backward, AdamW and the EMA; one recorded
+// body, a CUDA graph launch where the backend records), on a fixed random batch resident on the host
+// as the trainer keeps it (the per-step upload of the batch is part of the step, as in training).
 template <class Net>
 class TrainStep {
  public:
@@ -96,16 +97,10 @@ class TrainStep {
     sc.validate(batch);
     x1_ = sample_noise<T>(model_.sample_size(), 0, batch, 11, 0);
     y_ = cyclic_labels(batch, model_.num_classes());
-    nn::ensure(dx1_, x1_.size());
   }
 
   float run() {
-    Be& be = model_.backend();
-    be.to_device(dx1_.data(), x1_.data(), x1_.size());
-    model_.arena().zero_grad();
-    const auto r = loss_.step(model_, dx1_, y_, rng_);
-    opt_.step(model_.arena());
-    ema_.update(model_.arena());
+    const auto r = step_.take(model_, loss_, opt_, ema_, HostSpan<const T>(x1_), y_, BatchSlice::all(batch_), rng_);
     return float(r.loss);
   }
 
@@ -114,11 +109,11 @@ class TrainStep {
   SelfConsistencyLoss<Model> loss_;
   AdamW opt_;
   EmaTracker ema_;
+  TrainingStep<Model, SelfConsistencyLoss<Model>> step_;
   int batch_;
   Rng rng_;
   std::vector<T> x1_;
   std::vector<int32_t> y_;
-  typename Be::template Buffer<T> dx1_;
 };
 
 // Sampling `batch` images with `steps` Euler steps from device-resident noise (the OdeSampler; what

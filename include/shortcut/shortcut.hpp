@@ -39,3 +39,4 @@
 #include "shortcut/train/shortcut_config.hpp"
 #include "shortcut/train/shortcut_model.hpp"
 #include "shortcut/train/trainer.hpp"
+#include "shortcut/train/training_step.hpp"

@@ -17,6 +17,7 @@
 #include <new>
 #include <vector>
 
+#include "shortcut/core/bias_correction.hpp"
 #include "shortcut/core/concepts.hpp"
 #include "shortcut/core/error.hpp"
 #include "shortcut/core/patch_order.hpp"
@@ -58,6 +59,10 @@ class Backend {
   void to_device(U* dst, const U* src, size_t n) const { if (n) std::memcpy(dst, src, n * sizeof(U)); }
   template <class U>
   void to_host(U* dst, const U* src, size_t n) const { if (n) std::memcpy(dst, src, n * sizeof(U)); }
+  // From staged host memory (a HostBuffer) in stream order: recorded work may hold it (on the CUDA
+  // backend a replay copies what the memory holds then); here at once.
+  template <class U>
+  void upload(U* dst, const U* src, size_t n) const { if (n) std::memcpy(dst, src, n * sizeof(U)); }
   template <class U>
   void copy(U* dst, const U* src, size_t n) const { if (n) std::memmove(dst, src, n * sizeof(U)); }
   void fill(T* p, T v, size_t n) const { std::fill(p, p + n, v); }
@@ -288,6 +293,11 @@ class Backend {
   void normal(T* x0, size_t n, uint64_t seed, uint64_t stream, uint64_t first = 0) const {
     for (size_t i = 0; i < n; ++i) x0[i] = T(philox_normal(seed, stream, first + i));
   }
+  // normal() with the stream read from memory (*stream: a recorded training step uploads it anew
+  // every step, so a replay draws that step's noise)
+  void normal_staged(T* x0, size_t n, uint64_t seed, const uint64_t* stream, uint64_t first) const {
+    normal(x0, n, seed, *stream, first);
+  }
   // xt = (1 - (1 - 1e-5) t) x0 + t x1; target (if not null) = x1 - (1 - 1e-5) x0   [rows, n]
   void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n) const {
     const T a = T(1) - T(1e-5);
@@ -350,7 +360,32 @@ class Backend {
   // ---- optimizer --------------------------------------------------------------------------
   // AdamW as torch.optim.AdamW: decoupled decay p -= lr wd p, then the bias-corrected Adam step.
   void adamw_step(T* p, const T* g, T* m, T* v, size_t n, T lr, T b1, T b2, T eps, T wd, int64_t step) const {
-    const T c1 = T(1) - std::pow(b1, T(step)), c2 = T(1) - std::pow(b2, T(step));
+    adamw_update(p, g, m, v, n, lr, b1, b2, eps, wd, adamw_bias_correction(b1, step), adamw_bias_correction(b2, step));
+  }
+  // ema = tau ema + (1 - tau) p
+  void ema_update(T* ema, const T* p, T tau, size_t n) const {
+#pragma omp parallel for schedule(static) if (n > kParallelMin)
+    for (int64_t i = 0; i < int64_t(n); ++i) ema[i] = tau * ema[i] + (T(1) - tau) * p[i];
+  }
+  // The recorded training step's forms, whose per-step values are read from memory: staged = {lr,
+  // c1 = 1 - b1^step, c2 = 1 - b2^step}; where *skip != 0 (the step's loss was not finite) nothing
+  // changes. The same arithmetic as adamw_step / ema_update.
+  void adamw_step_staged(T* p, const T* g, T* m, T* v, size_t n, const T* staged, T b1, T b2, T eps, T wd,
+                         const int32_t* skip) const {
+    if (*skip) return;
+    adamw_update(p, g, m, v, n, staged[0], b1, b2, eps, wd, staged[1], staged[2]);
+  }
+  void ema_update_staged(T* ema, const T* p, T tau, size_t n, const int32_t* skip) const {
+    if (!*skip) ema_update(ema, p, tau, n);
+  }
+  // *flag = 1 if any of x[0, n) is NaN or infinite, else 0
+  void flag_nonfinite(int32_t* flag, const T* x, size_t n) const {
+    *flag = std::any_of(x, x + n, [](T v) { return !std::isfinite(v); }) ? 1 : 0;
+  }
+
+ private:
+  // c1, c2: the bias corrections (core/bias_correction.hpp)
+  void adamw_update(T* p, const T* g, T* m, T* v, size_t n, T lr, T b1, T b2, T eps, T wd, T c1, T c2) const {
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
     for (int64_t i = 0; i < int64_t(n); ++i) {
       p[i] -= lr * wd * p[i];
@@ -359,13 +394,6 @@ class Backend {
       p[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
     }
   }
-  // ema = tau ema + (1 - tau) p
-  void ema_update(T* ema, const T* p, T tau, size_t n) const {
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
-    for (int64_t i = 0; i < int64_t(n); ++i) ema[i] = tau * ema[i] + (T(1) - tau) * p[i];
-  }
-
- private:
   using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using RowV = Eigen::Matrix<T, 1, Eigen::Dynamic>;
   using MapM = Eigen::Map<Mat>;

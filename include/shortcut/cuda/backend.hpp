@@ -34,6 +34,7 @@
 #include "kernels/matmul.cuh"
 #include "kernels/optimizer.cuh"
 #include "kernels/targets.cuh"
+#include "shortcut/core/bias_correction.hpp"
 #include "shortcut/core/concepts.hpp"
 #include "shortcut/core/patch_order.hpp"
 #include "shortcut/cuda/bf16_copies.hpp"
@@ -167,6 +168,15 @@ class Backend {
     if (!n) return;
     SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToHost, op_stream()));
     synchronize();
+  }
+  // Host to device from staged host memory (a HostBuffer: pinned), queued on the stream like a kernel,
+  // so recorded work may hold it: a replay copies what the memory holds then. The caller leaves
+  // [src, src + n) unchanged until the stream has passed the copy (a later to_host or synchronize).
+  template <class U>
+  void upload(U* dst, const U* src, size_t n) const {
+    if (!n) return;
+    copies_.written(dst, n * sizeof(U));
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyHostToDevice, op_stream()));
   }
   // Device to device only, queued on the stream like a kernel (to_device / to_host move host data:
   // they know when the host memory may be touched again, which a queued copy would not).
@@ -327,6 +337,9 @@ class Backend {
   void normal(T* x0, size_t n, uint64_t seed, uint64_t stream, uint64_t first = 0) const {
     kernels::normal(x0, n, seed, stream, first, op_stream());
   }
+  void normal_staged(T* x0, size_t n, uint64_t seed, const uint64_t* stream, uint64_t first) const {
+    kernels::normal(x0, n, seed, 0, first, op_stream(), stream);
+  }
   void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n) const {
     kernels::flow_rows(xt, target, x1, x0, t, rows, n, op_stream());
   }
@@ -360,13 +373,24 @@ class Backend {
                   __nv_bfloat16* copy) const {
     if (copy != copies_.copy_for_update(p, n)) copies_.written(p, n * sizeof(T));  // a kept copy would miss it
     // the bias corrections exactly as the CPU backend computes them (float pow on the host)
-    const T c1 = T(1) - std::pow(b1, T(step)), c2 = T(1) - std::pow(b2, T(step));
-    kernels::adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, c1, c2, op_stream(), copy);
+    kernels::adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, adamw_bias_correction(b1, step),
+                        adamw_bias_correction(b2, step), op_stream(), copy);
   }
   void ema_update(T* ema, const T* p, T tau, size_t n, __nv_bfloat16* copy) const {
     if (copy != copies_.copy_for_update(ema, n)) copies_.written(ema, n * sizeof(T));
     kernels::ema_update(ema, p, tau, n, op_stream(), copy);
   }
+  // The recorded training step's forms (cpu::Backend says what they compute), kept bf16 copies
+  // updated in the same pass as above.
+  void adamw_step_staged(T* p, const T* g, T* m, T* v, size_t n, const T* staged, T b1, T b2, T eps, T wd,
+                         const int32_t* skip) const {
+    __nv_bfloat16* copy = copies_.copy_for_update(p, n);
+    kernels::adamw_step(p, g, m, v, n, 0.f, b1, b2, eps, wd, 1.f, 1.f, op_stream(), copy, staged, skip);
+  }
+  void ema_update_staged(T* ema, const T* p, T tau, size_t n, const int32_t* skip) const {
+    kernels::ema_update(ema, p, tau, n, op_stream(), copies_.copy_for_update(ema, n), skip);
+  }
+  void flag_nonfinite(int32_t* flag, const T* x, size_t n) const { kernels::flag_nonfinite(flag, x, n, op_stream()); }
 
  private:
   int device_ = 0, sms_ = 1;

@@ -18,8 +18,9 @@
 
 namespace shortcut::cuda {
 
-// How many DeviceBuffers the process has freed so far. Recorded work (a CUDA graph, graphs.hpp) holds
-// raw device pointers: it stays valid while this count stands.
+// How many DeviceBuffers (and PinnedBuffers) the process has freed so far. Recorded work (a CUDA
+// graph, graphs.hpp) holds raw device pointers, and pinned host pointers where it uploads staged
+// values (core/staged.hpp): it stays valid while this count stands.
 inline std::atomic<uint64_t>& device_buffers_freed() {
   static std::atomic<uint64_t> n{0};
   return n;
@@ -130,7 +131,7 @@ class DeviceBuffer {
 
 // PinnedBuffer<T>: page-locked host memory (cudaMallocHost), where the device's copy engines read and
 // write directly: the staging area of a gradient all-reduce over an MPI that cannot take device
-// pointers. resize() does not keep the contents.
+// pointers, and of the values a recorded training step uploads. resize() does not keep the contents.
 template <class T>
 class PinnedBuffer {
  public:
@@ -168,6 +169,7 @@ class PinnedBuffer {
     if (ptr_) {
       cudaDeviceSynchronize();  // a copy from or into it may still be queued
       cudaFreeHost(ptr_);
+      device_buffers_freed().fetch_add(1, std::memory_order_relaxed);
     }
     ptr_ = nullptr;
     n_ = 0;

@@ -19,6 +19,7 @@
 #include "shortcut/core/concepts.hpp"
 #include "shortcut/core/rng.hpp"
 #include "shortcut/core/span.hpp"
+#include "shortcut/core/staged.hpp"
 #include "shortcut/nn/linear.hpp"
 #include "shortcut/train/shortcut_config.hpp"
 
@@ -78,13 +79,24 @@ class RegressionRows {
 
   // Sizes the buffers for B rows and uploads the queries (host t, k as float, labels).
   void prepare(Model& m, const std::vector<float>& t, const std::vector<float>& k, const std::vector<int32_t>& y) {
-    Backend& be = m.backend();
-    const size_t B = y.size(), N = B * size_t(m.sample_size());
-    nn::ensure(xt_, N);
-    nn::ensure(target_, N);
-    put(be, t_, std::vector<T>(t.begin(), t.end()));
-    put(be, k_, std::vector<T>(k.begin(), k.end()));
-    put(be, y_, y);
+    size(m, y.size());
+    const Backend& be = m.backend();
+    t_.put(be, t);
+    k_.put(be, k);
+    y_.put(be, y);
+  }
+  // prepare() for recorded work (core/staged.hpp): stage() is the host's part, upload() queues the
+  // copies up inside the recorded body.
+  void stage(Model& m, const std::vector<float>& t, const std::vector<float>& k, const std::vector<int32_t>& y) {
+    size(m, y.size());
+    t_.set(t);
+    k_.set(k);
+    y_.set(y);
+  }
+  void upload(const Backend& be) {
+    t_.upload(be);
+    k_.upload(be);
+    y_.upload(be);
   }
   T* xt() { return xt_.data(); }
   T* target() { return target_.data(); }
@@ -93,6 +105,8 @@ class RegressionRows {
   const T* t() const { return t_.data(); }
   const T* k() const { return k_.data(); }
   const int32_t* y() const { return y_.data(); }
+  // The last regression's loss of each row (device).
+  const T* row_loss() const { return row_loss_.data(); }
 
   // rows local rows, `boot` of them first bootstrap rows; batch / boot_global: the whole batch's.
   LossResult regress(Model& m, int rows, int boot, int batch, int boot_global) {
@@ -133,8 +147,14 @@ class RegressionRows {
   }
 
  private:
-  typename Backend::template Buffer<T> xt_, target_, t_, k_, grad_, row_loss_;
-  typename Backend::template Buffer<int32_t> y_;
+  void size(Model& m, size_t B) {
+    const size_t N = B * size_t(m.sample_size());
+    nn::ensure(xt_, N);
+    nn::ensure(target_, N);
+  }
+  typename Backend::template Buffer<T> xt_, target_, grad_, row_loss_;
+  Staged<Backend, T> t_, k_;
+  Staged<Backend, int32_t> y_;
 };
 
 // The checks every objective's step makes on its inputs: the slice, the data's and labels' sizes,

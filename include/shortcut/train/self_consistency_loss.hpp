@@ -12,6 +12,7 @@
 #include "shortcut/core/batch_slice.hpp"
 #include "shortcut/core/capture.hpp"
 #include "shortcut/core/rng.hpp"
+#include "shortcut/core/staged.hpp"
 #include "shortcut/train/objective.hpp"
 #include "shortcut/train/shortcut_config.hpp"
 #include "shortcut/train/shortcut_model.hpp"
@@ -110,7 +111,8 @@ class SelfConsistencyLoss {
   // Builds the training rows of slice s from its data x1 (device [s.rows(), n]) and labels y (host
   // [s.rows()]: the batch plan is drawn on the host).
   void build(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    stage(m, x1, y, s, rng);
+    stage_step(m, x1, y, s, rng);
+    inputs_on_device(m);
     targets(m, x1.data());
   }
   // The whole batch: y.size() rows.
@@ -118,47 +120,72 @@ class SelfConsistencyLoss {
 
   // build + forward + loss + backward: gradients accumulate into the arena's Grad role. The loss is
   // the mean over the whole batch, so the gradients of all slices add up to the batch's gradient.
-  // Everything after the host's part (the plan, its uploads, the noise) is device work that depends
-  // on the host only through the key below, so it is recorded once per key and replayed (a CUDA
-  // graph on the CUDA backend: core/capture.hpp); the loss sums are read back after it.
+  // Everything after the host's part (stage_step) is device work that depends on the host only
+  // through step_key, so it is recorded once per key and replayed (a CUDA graph on the CUDA backend:
+  // core/capture.hpp); the loss sums are read back after it. TrainingStep records the optimizer's
+  // update in the same body (train/training_step.hpp).
   Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    stage(m, x1, y, s, rng);
-    const CaptureKey key(this, &m, x1.data(), plan_.B, plan_.Bb, plan_.n_cfg, s.batch);
-    run_captured(m.backend(), key, [&] {
-      targets(m, x1.data());
-      rows_.regress_on_device(m, plan_.B, s.batch);
-    });
-    return rows_.losses(m, plan_.B, plan_.Bb, s.batch, cfg_.bootstrap_rows(s.batch));
+    stage_step(m, x1, y, s, rng);
+    run_captured(m.backend(), step_key(m, x1.data()), [&] { record_step(m, x1.data()); });
+    return step_losses(m);
   }
   // The whole batch: y.size() rows.
   Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, Rng& rng) { return step(m, x1, y, whole(y), rng); }
+
+  // ---- step() in parts (RecordableObjective, train/training_step.hpp) ----------------------------
+  // The host's part: the checks, the plan and every value the device work reads that changes from
+  // step to step (the queries, the bootstrap queries' t, t + d/2, k, labels and d/2, the noise
+  // stream), staged in fixed host memory (core/staged.hpp); buffers are sized here. No device work.
+  void stage_step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
+    const int64_t n = m.sample_size();
+    check_step_inputs(s, x1, y, n, m.num_classes());
+    m.backend().synchronize();  // the previous step's uploads may still read the staged memory
+    plan_ = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
+    seed_ = rng.seed();
+    nn::ensure(x0_, size_t(plan_.B) * n);
+    rows_.stage(m, plan_.t, plan_.k, plan_.y);
+    *noise_.host(1) = plan_.noise_stream;
+    if (plan_.Bb > 0) stage_bootstrap_queries(m);
+  }
+  // Everything the device work's host side decides from, x1 being the rows record_step reads.
+  CaptureKey step_key(const Model& m, const T* x1) const {
+    const BatchSlice& s = plan_.slice;
+    return CaptureKey(this, &m, x1, plan_.B, plan_.Bb, plan_.n_cfg, s.batch, s.boot_begin, s.flow_begin,
+                      s.boot_rows(), seed_);
+  }
+  // The device work of the staged step: uploads, noise, rows, targets, forward, MSE, backward.
+  void record_step(Model& m, const T* x1) {
+    inputs_on_device(m);
+    targets(m, x1);
+    rows_.regress_on_device(m, plan_.B, plan_.slice.batch);
+  }
+  // The recorded step's row losses [plan().B] on the device, and their sums read back.
+  const T* row_losses() const { return rows_.row_loss(); }
+  Result step_losses(Model& m) {
+    const BatchSlice& s = plan_.slice;
+    return rows_.losses(m, plan_.B, plan_.Bb, s.batch, cfg_.bootstrap_rows(s.batch));
+  }
 
  private:
   static BatchSlice whole(HostSpan<const int32_t> y) {
     if (y.empty()) throw ShapeError("training step: the batch must hold at least one row, got 0 labels");
     return BatchSlice::all(int(y.size()));
   }
-  template <class U>
-  static void upload(Backend& be, typename Backend::template Buffer<U>& dst, const std::vector<U>& src) {
-    RegressionRows<Model>::put(be, dst, src);
-  }
 
-  // The host's part of a step: the plan, its uploads (the training queries; the bootstrap queries'
-  // t, t + d/2, k, labels and d/2) and the noise (its seed and stream change every step).
-  void stage(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    Backend& be = m.backend();
+  // The staged values' uploads and the noise: the slice's rows of the batch's noise (its bootstrap
+  // rows, then its other rows), drawn from the staged stream.
+  void inputs_on_device(Model& m) {
+    const Backend& be = m.backend();
+    const BatchSlice& s = plan_.slice;
     const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n, m.num_classes());
-    plan_ = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
-    const int B = plan_.B;
-    const size_t N = size_t(B) * n;
-    nn::ensure(x0_, N);
-    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
-    // the slice's rows of the batch's noise: its bootstrap rows, then its other rows
-    const size_t nb = size_t(s.boot_rows()) * n;
-    be.normal(x0_.data(), nb, rng.seed(), plan_.noise_stream, uint64_t(s.boot_begin) * uint64_t(n));
-    be.normal(x0_.data() + nb, N - nb, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
-    if (plan_.Bb > 0) stage_bootstrap_queries(m);
+    rows_.upload(be);
+    noise_.upload(be);
+    if (plan_.Bb > 0)
+      for (auto* q : {&qt_, &qt2_, &qk_, &hd_}) q->upload(be);
+    if (plan_.Bb > 0) qy_.upload(be);
+    const size_t N = size_t(plan_.B) * n, nb = size_t(s.boot_rows()) * n;
+    be.normal_staged(x0_.data(), nb, seed_, noise_.data(), uint64_t(s.boot_begin) * uint64_t(n));
+    be.normal_staged(x0_.data() + nb, N - nb, seed_, noise_.data(), uint64_t(s.flow_begin) * uint64_t(n));
   }
   // The device's part: the flow rows and the bootstrap targets (no host data moves).
   void targets(Model& m, const T* x1) {
@@ -169,7 +196,6 @@ class SelfConsistencyLoss {
   // Each bootstrap query is one forward of Bb + n_cfg rows: the rows, then the guided rows again with
   // the null label; the second query's times are t + d/2.
   void stage_bootstrap_queries(Model& m) {
-    Backend& be = m.backend();
     const int Bb = plan_.Bb, nc = plan_.n_cfg, Q = Bb + nc;
     const int64_t n = m.sample_size();
     std::vector<float> qt(Q), qt2(Q), qk(Q);
@@ -181,8 +207,11 @@ class SelfConsistencyLoss {
       qk[r] = float(plan_.k_b[s] + 1);
       qy[r] = r < Bb ? plan_.y[s] : m.null_label();
     }
-    upload(be, qt_, to_t(qt)); upload(be, qt2_, to_t(qt2)); upload(be, qk_, to_t(qk)); upload(be, qy_, qy);
-    upload(be, hd_, to_t(plan_.half_d));
+    qt_.set(qt);
+    qt2_.set(qt2);
+    qk_.set(qk);
+    qy_.set(qy);
+    hd_.set(plan_.half_d);
     nn::ensure(qx_, size_t(Q) * n); nn::ensure(qv_, size_t(Q) * n);
     nn::ensure(x2_, size_t(Bb) * n); nn::ensure(v1_, size_t(Bb) * n);
   }
@@ -206,13 +235,15 @@ class SelfConsistencyLoss {
     query(x2_.data(), qt2_.data());
     be.bootstrap_target(rows_.target(), v1_.data(), qv_.data(), qv_.data() + rows_n, nc, w, Bb, int(n), clip);
   }
-  static std::vector<T> to_t(const std::vector<float>& v) { return std::vector<T>(v.begin(), v.end()); }
 
   ShortcutConfig cfg_;
   BatchPlan plan_;
+  uint64_t seed_ = 0;  // the noise's seed (the Rng's), beside the staged stream
   RegressionRows<Model> rows_;
-  Buf x0_, qx_, qv_, qt_, qt2_, qk_, hd_, x2_, v1_;
-  IBuf qy_;
+  Buf x0_, qx_, qv_, x2_, v1_;
+  Staged<Backend, T> qt_, qt2_, qk_, hd_;
+  Staged<Backend, int32_t> qy_;
+  Staged<Backend, uint64_t> noise_;
 };
 
 }  // namespace shortcut

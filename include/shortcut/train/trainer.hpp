@@ -41,6 +41,7 @@
 #include "shortcut/train/metrics_log.hpp"
 #include "shortcut/train/resume_policy.hpp"
 #include "shortcut/train/self_consistency_loss.hpp"
+#include "shortcut/train/training_step.hpp"
 
 namespace shortcut {
 
@@ -236,15 +237,25 @@ class Trainer {
         if (x1.size() != rows_n || y.size() != size_t(slice.rows()))
           throw ShapeError(cat("batch function returned ", x1.size(), " values and ", y.size(), " labels for ",
                                slice.rows(), " rows of the batch; expected ", rows_n, " and ", slice.rows()));
-        nn::ensure(dx1, x1.size());
-        be.to_device(dx1.data(), x1.data(), x1.size());
       }
-      m_->arena().zero_grad();
       loss_.set_progress({step(), tc_.steps});
-      last_ = loss_.step(*m_, DeviceSpan<const T, Backend>(dx1).first(rows_n), y, slice, rng_);
-      // the bar's clock started with the run; rank 0's clock decides for every rank
-      stop = lead && tc_.max_seconds > 0 && bar.elapsed() >= tc_.max_seconds;
-      if (distributed) {
+      if (!distributed) {
+        // the whole step: recorded (one CUDA graph launch) where the objective allows
+        if constexpr (DeviceDataSource<Src, T, Backend>)
+          last_ = stepper_.take(*m_, loss_, opt_, ema_, DeviceSpan<const T, Backend>(dx1).first(rows_n), y, slice, rng_);
+        else
+          last_ = stepper_.take(*m_, loss_, opt_, ema_, HostSpan<const T>(x1), y, slice, rng_);
+        stop = lead && tc_.max_seconds > 0 && bar.elapsed() >= tc_.max_seconds;
+        check_finite();  // a diverged step was not applied
+      } else {
+        if constexpr (!DeviceDataSource<Src, T, Backend>) {
+          nn::ensure(dx1, x1.size());
+          be.to_device(dx1.data(), x1.data(), x1.size());
+        }
+        m_->arena().zero_grad();
+        last_ = loss_.step(*m_, DeviceSpan<const T, Backend>(dx1).first(rows_n), y, slice, rng_);
+        // the bar's clock started with the run; rank 0's clock decides for every rank
+        stop = lead && tc_.max_seconds > 0 && bar.elapsed() >= tc_.max_seconds;
         const auto t0 = std::chrono::steady_clock::now();
         reducer_.sum(comm, be, m_->arena().data(Role::Grad), m_->arena().size());
         double sums[4] = {last_.loss_sum, last_.flow_sum, last_.bootstrap_sum, stop ? 1.0 : 0.0};
@@ -255,12 +266,10 @@ class Trainer {
         last_.set_means();
         stop = sums[3] > 0;
         allreduce_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        check_finite();
+        opt_.step(m_->arena());
+        ema_.update(m_->arena());
       }
-      if (!std::isfinite(last_.loss))
-        throw Error(cat("training diverged: loss is ", last_.loss, " at step ", step() + 1,
-                        " (try a lower learning rate)"));
-      opt_.step(m_->arena());
-      ema_.update(m_->arena());
       capture_data_state(data);
       const int64_t s = step();
       const StepInfo info{s, last_.loss, last_.flow_loss, last_.bootstrap_loss, opt_.lr_at(s)};
@@ -290,6 +299,13 @@ class Trainer {
     bar.finish();
     if (lead && !tc_.out_dir.empty()) checkpoint(fs::path(tc_.out_dir) / "checkpoints" / "last");
     comm.barrier();  // the run ends together: "last" exists for every rank once run() returns
+  }
+
+  // The step's loss must be finite; the weights, moments and EMA are then still those before it.
+  void check_finite() const {
+    if (!std::isfinite(last_.loss))
+      throw Error(cat("training diverged: loss is ", last_.loss, " at step ", step() + 1,
+                      " (try a lower learning rate)"));
   }
 
   void checkpoint(const std::filesystem::path& dir) {
@@ -357,6 +373,7 @@ class Trainer {
   Obj loss_;
   AdamW opt_;
   EmaTracker ema_;
+  TrainingStep<Model, Obj> stepper_;  // one process's steps (recorded where the objective allows)
   TrainerConfig tc_;
   Rng rng_;
   LossResult last_;

@@ -44,6 +44,7 @@ struct State {
   const Stream* capturing = nullptr;
   std::vector<std::function<void()>> captured;
   std::string capture_broken;
+  uint64_t queued = 0;  // pieces of work queued (emu::queued_work)
 };
 State& st() {
   static State* s = [] {
@@ -120,6 +121,7 @@ cudaError_t put(cudaStream_t stream, std::function<void()> work) {
                                                            "wait for the capturing stream");
   }
   s.queue.push_back(std::move(work));
+  ++s.queued;
   return cudaSuccess;
 }
 
@@ -431,6 +433,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   }
   if ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost) && !emu::is_pinned(dst, bytes)) {
     // pageable destination: returns once the copy is done, which waits for the stream's earlier work
+    ++s.queued;
     emu::flush();
     if (s.sticky) return fail(s.sticky);
     std::memmove(dst, src, bytes);
@@ -639,5 +642,9 @@ bool device_range(const void* p, size_t bytes) {
 void fault(cudaError_t e, const std::string& what) {
   std::lock_guard<std::recursive_mutex> l(st().m);
   set_sticky(e, what);
+}
+uint64_t queued_work() {
+  std::lock_guard<std::recursive_mutex> l(st().m);
+  return st().queued;
 }
 }  // namespace emu

@@ -206,6 +206,10 @@ cudaError_t cudaMallocHost(T** p, size_t bytes) {
 namespace emu {
 // The kernel-function side of cudaFuncSetAttribute: raises a kernel's dynamic shared memory limit.
 cudaError_t set_max_dynamic_smem(const void* kernel, int bytes);
+// Emulation only: how many pieces of work the host has put on streams so far — a kernel, a copy (one
+// to pageable host memory too, which waits), a fill, a library call, a graph launch: one each (work a
+// capture records is not put on a stream) — so that a test can count what a step costs in launches.
+uint64_t queued_work();
 }  // namespace emu
 template <class... P>
 cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, int value) {
