@@ -4,13 +4,16 @@
 // storage. Nothing T x T reaches memory.
 //
 // A block of 4 warps owns 64 queries of one (b, h); warp w owns 16 of them and keeps their q
-// fragments in registers for the whole walk over the keys. Per tile of 64 keys the block stages K
-// ([key][dim], dims zero-padded to a multiple of 16) and V transposed ([dim][key]) in shared memory,
-// so that every B fragment register is one 4-byte load. Per warp: S = Q K^T (16 x 64 in 8 fp32 D
-// tiles), scale and mask in fp32, online softmax in registers (each row's max and sum across the 4
-// lanes that hold it: two xor shuffles), P rounded to bf16 straight from the D tiles into A fragments
-// (kernels/mma.cuh) and O += P V into 16 x hd fp32 accumulators, rescaled by exp(m_old - m_new).
-// The row sum l is taken over the fp32 probabilities. out = O / l in bf16, lse = m + log l in fp32.
+// fragments in registers for the whole walk over the keys. Tiles of 64 keys of K and V land in shared
+// memory by cp.async, double-buffered: tile j + 1 is in flight while the warps compute on tile j, so
+// the global loads hide behind the tensor-core work (flash-attention 2's pipeline). Both stay
+// row-major [key][dim] as in memory (16-byte chunks, no transposition in flight): K's rows are the
+// B fragments of Q K^T as 4-byte loads, V's B fragments of P V come through ldmatrix.trans. Per warp:
+// S = Q K^T (16 x 64 in 8 fp32 D tiles), scale and mask in fp32, online softmax in registers (each
+// row's max and sum across the 4 lanes that hold it: two xor shuffles), P rounded to bf16 straight
+// from the D tiles into A fragments (kernels/mma.cuh) and O += P V into 16 x hd fp32 accumulators,
+// rescaled by exp(m_old - m_new). The row sum l is taken over the fp32 probabilities. out = O / l in
+// bf16, lse = m + log l in fp32.
 //
 // Precision: the inputs are bf16; the logits, softmax, row statistics and accumulation are fp32; P is
 // rounded to bf16 once for the product with V, as every bf16 flash attention does. Rows past the end
@@ -30,30 +33,42 @@ template <int HD>
 struct TcHeadDim {
   static constexpr int kK = (HD + 15) / 16 * 16;  // the q.k contraction, zero-padded
   static constexpr int kKs = kK + 8;              // K row stride in shared memory (bf16): 16 bytes of skew
-  static constexpr int kVs = kTcBC + 8;           // V^T row stride
-  static_assert(HD % 8 == 0, "the output tiles are 8 wide");
-  static constexpr size_t kSmemBytes = (size_t(kTcBC) * kKs + size_t(HD) * kVs) * sizeof(__nv_bfloat16);
+  static constexpr int kVs = HD + 8;              // V row stride, likewise (rows stay 16-byte aligned)
+  static_assert(HD % 8 == 0, "the output tiles are 8 wide, the copies 16 bytes");
+  // one stage: a K tile and a V tile; the forward keeps two
+  static constexpr size_t kStage = size_t(kTcBC) * kKs + size_t(kTcBC) * kVs;
+  static constexpr size_t kSmemBytes = 2 * kStage * sizeof(__nv_bfloat16);
 };
 
 // ---- staging shared by the forward and the backward ---------------------------------------------
-// Rows [row0, row0 + rows) of a bf16 matrix with leading dimension ld (HD columns used) into shared
-// memory, zeros past the end of the sequence and in the padding columns up to `cols` (even):
-// row-major, dst[r * stride + c], two columns per 4-byte access.
-__device__ __forceinline__ void tc_stage_rows(__nv_bfloat16* dst, int stride, const __nv_bfloat16* src, int ld,
-                                              int row0, int rows, int Tn, int HD, int cols) {
-  for (int i = threadIdx.x; i < rows * (cols / 2); i += kTcThreads) {
-    const int r = i / (cols / 2), c = 2 * (i % (cols / 2)), row = row0 + r;
-    const uint32_t v = (row < Tn && c < HD) ? load_bf16x2(src + size_t(row) * ld + c) : pack_bf16x2(0.f, 0.f);
-    memcpy(dst + r * stride + c, &v, 4);
+// The operands the tiles are copied from must start on 16 bytes (cp.async copies 16-byte chunks;
+// every row of a head then does too, since head dims are multiples of 8): a clear error, not a fault.
+inline void tc_check_aligned(const void* p, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 16)
+    throw ShapeError(cat("bf16 attention: ", what, " must start on a 16-byte boundary (got ", p, ")"));
+}
+// Rows [row0, row0 + rows) of a bf16 matrix (leading dimension ld, HD columns) into shared memory
+// row-major (stride `stride`), by cp.async in 16-byte chunks; rows past the end of the sequence are
+// zero-filled (no read: the source address is row 0's). Padding columns are not written.
+__device__ __forceinline__ void tc_issue_rows(__nv_bfloat16* dst, int stride, const __nv_bfloat16* src, int ld,
+                                              int row0, int rows, int Tn, int HD) {
+  const int chunks = HD / 8;
+  for (int i = threadIdx.x; i < rows * chunks; i += kTcThreads) {
+    const int r = i / chunks, c = 8 * (i % chunks), row = row0 + r;
+    const bool in = row < Tn;
+    cp_async_16(dst + r * stride + c, src + size_t(in ? row : 0) * ld + c, in ? 16 : 0);
   }
 }
-// The same transposed, dst[c * stride + r] (HD rows of `rows` values); consecutive threads read
-// consecutive columns of a row, so the global reads coalesce.
-__device__ __forceinline__ void tc_stage_transposed(__nv_bfloat16* dst, int stride, const __nv_bfloat16* src, int ld,
-                                                    int row0, int rows, int Tn, int HD) {
-  for (int i = threadIdx.x; i < rows * HD; i += kTcThreads) {
-    const int r = i / HD, c = i % HD, row = row0 + r;
-    dst[c * stride + r] = row < Tn ? src[size_t(row) * ld + c] : __float2bfloat16(0.f);
+// A step of the double-buffered walk over tiles: the next tile's copies issued into the other stage
+// (if there is a next tile), then this tile's awaited — its group is the older one in flight. A
+// barrier after it makes every thread's copies visible to all.
+template <class Issue>
+__device__ __forceinline__ void tc_next_tile(bool more, Issue&& issue_next) {
+  if (more) {
+    issue_next();
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
   }
 }
 // The A fragments (16 rows x 16 KS columns) of rows r0 (registers 0, 2) and r1 = r0 + 8 (1, 3) of a
@@ -78,13 +93,28 @@ __global__ void __launch_bounds__(kTcThreads)
   using Hd = TcHeadDim<HD>;
   constexpr int KS = Hd::kK / 16, NT = kTcBC / 8, DT = HD / 8;
   SHORTCUT_DYNAMIC_SMEM(__nv_bfloat16, tc_smem);  // its own name: extern __shared__ arrays of one name share a type
-  __nv_bfloat16* Ks = tc_smem;                        // [kTcBC][kKs]
-  __nv_bfloat16* Vt = tc_smem + size_t(kTcBC) * Hd::kKs;  // [HD][kVs]
+  // stage i: K [kTcBC][kKs] at tc_smem + i * kStage, then V [kTcBC][kVs]
   const int D = H * HD, row_stride = 3 * D;
   const int bh = blockIdx.y, b = bh / H, h = bh % H;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
   const __nv_bfloat16* base = qkv + size_t(b) * Tn * row_stride + size_t(h) * HD;
   const int r0 = blockIdx.x * kTcBR + warp * 16 + g, r1 = r0 + 8;  // this lane's two query rows
+  auto stage_k = [&](int st) { return tc_smem + size_t(st) * Hd::kStage; };
+  auto stage_v = [&](int st) { return tc_smem + size_t(st) * Hd::kStage + size_t(kTcBC) * Hd::kKs; };
+  // K's padding columns [HD, kK) are zeros for the whole walk (the copies write [0, HD) only)
+  if constexpr (Hd::kK > HD) {
+    constexpr int pad = Hd::kK - HD;
+    for (int i = tid; i < 2 * kTcBC * pad; i += kTcThreads) {
+      const int st = i / (kTcBC * pad), j = i % (kTcBC * pad);
+      stage_k(st)[(j / pad) * Hd::kKs + HD + j % pad] = __float2bfloat16(0.f);
+    }
+  }
+  auto issue = [&](int k0, int st) {
+    tc_issue_rows(stage_k(st), Hd::kKs, base + D, row_stride, k0, kTcBC, Tn, HD);
+    tc_issue_rows(stage_v(st), Hd::kVs, base + 2 * D, row_stride, k0, kTcBC, Tn, HD);
+    cp_async_commit();
+  };
+  issue(0, 0);
 
   uint32_t qf[KS][4];
   tc_load_a<KS>(qf, base, row_stride, r0, Tn, HD);
@@ -95,11 +125,13 @@ __global__ void __launch_bounds__(kTcThreads)
     for (int i = 0; i < 4; ++i) o[dt][i] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-  for (int k0 = 0; k0 < Tn; k0 += kTcBC) {
-    __syncthreads();  // the previous tile's readers are done
-    tc_stage_rows(Ks, Hd::kKs, base + D, row_stride, k0, kTcBC, Tn, HD, Hd::kK);
-    tc_stage_transposed(Vt, Hd::kVs, base + 2 * D, row_stride, k0, kTcBC, Tn, HD);
+  for (int k0 = 0, st = 0; k0 < Tn; k0 += kTcBC, st ^= 1) {
+    // the next tile into the other stage (its readers finished at the end of the last iteration),
+    // then wait for this one: every thread's copies of it, made visible to all by the barrier
+    tc_next_tile(k0 + kTcBC < Tn, [&] { issue(k0 + kTcBC, st ^ 1); });
     __syncthreads();
+    const __nv_bfloat16* Ks = stage_k(st);
+    const __nv_bfloat16* Vs = stage_v(st);
 
     float s[NT][4];
     #pragma unroll
@@ -149,18 +181,20 @@ __global__ void __launch_bounds__(kTcThreads)
     for (int dt = 0; dt < DT; ++dt)
       #pragma unroll
       for (int i = 0; i < 4; ++i) o[dt][i] *= alpha[i / 2];
-    // O += P V: k runs over the tile's keys, 16 at a time
+    // O += P V: k runs over the tile's keys, 16 at a time; lane l addresses key row kk * 16 + l % 16
     #pragma unroll
     for (int kk = 0; kk < NT / 2; ++kk) {
       uint32_t pa[4];
       pack_a_from_d(pa, s[2 * kk], s[2 * kk + 1]);
+      const __nv_bfloat16* vrow = Vs + (kk * 16 + (lane & 15)) * Hd::kVs;
       #pragma unroll
       for (int dt = 0; dt < DT; ++dt) {
-        const __nv_bfloat16* vr = Vt + (dt * 8 + g) * Hd::kVs + kk * 16 + 2 * q4;
-        const uint32_t bf[2] = {load_bf16x2(vr), load_bf16x2(vr + 8)};
+        uint32_t bf[2];
+        ldmatrix_x2_trans(bf, vrow + dt * 8);
         mma_bf16_16816(o[dt], pa, bf, o[dt]);
       }
     }
+    __syncthreads();  // every warp is done with this stage before the next iteration refills it
   }
   const int rows[2] = {r0, r1};
   #pragma unroll
@@ -181,8 +215,10 @@ template <int HD>
 void attention_forward_tc_hd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int Tn, int H,
                              float scale, cudaStream_t s) {
   const dim3 grid(unsigned((Tn + kTcBR - 1) / kTcBR), unsigned(B * H));
-  launch("attention_forward_tc", attention_forward_tc_kernel<HD>, grid, dim3(kTcThreads), TcHeadDim<HD>::kSmemBytes,
-         s, out, lse, qkv, Tn, H, scale);
+  constexpr size_t smem = TcHeadDim<HD>::kSmemBytes;  // two stages: 68 KB at head dim 128
+  auto kernel = attention_forward_tc_kernel<HD>;
+  if (smem > 48 * 1024) attention_allow_smem(kernel, smem);
+  launch("attention_forward_tc", kernel, grid, dim3(kTcThreads), smem, s, out, lse, qkv, Tn, H, scale);
 }
 
 // The bf16 tensor-core forward; same arguments as attention_forward. Needs sm_80 or later.
@@ -190,6 +226,7 @@ inline void attention_forward_tc(__nv_bfloat16* out, float* lse, const __nv_bflo
                                  int hd, float scale, cudaStream_t s) {
   attention_check_head_dim(hd);
   if (B <= 0 || Tn <= 0 || H <= 0) return;
+  tc_check_aligned(qkv, "qkv");
   switch (hd) {
     case 32: attention_forward_tc_hd<32>(out, lse, qkv, B, Tn, H, scale, s); break;
     case 64: attention_forward_tc_hd<64>(out, lse, qkv, B, Tn, H, scale, s); break;

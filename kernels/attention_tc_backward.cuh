@@ -5,8 +5,10 @@
 //
 // Three launches: (1) D_i per query row and the fp32 dQ accumulator zeroed; (2) a block of 4 warps owns
 // 64 keys of one (b, h), warp w owns 16 of them and keeps their K and V as A fragments in registers and
-// their dK, dV as fp32 accumulators; it walks the queries in tiles of BR staged in shared memory (Q and
-// dO both [query][dim] and [dim][query], so every B fragment register is one 4-byte load), and per tile
+// their dK, dV as fp32 accumulators; it walks the queries in tiles of BR that land in shared memory by
+// cp.async, double-buffered (tile j + 1 in flight while tile j is computed), Q and dO row-major
+// [query][dim] as in memory: their B fragments are 4-byte loads where dims are the contraction and
+// ldmatrix.trans where queries are (the block's K likewise, for dQ), and per tile
 // computes, all transposed (keys are the rows): S^T = K Q^T, P^T = exp(scale S^T - lse) (the forward's
 // lse, no second softmax), dP^T = V dO^T, dS^T = P^T (dP^T - D), dV += P^T dO and dK += dS^T Q, with P^T
 // and dS^T rounded to bf16 straight from the D tiles into A fragments; dS goes through shared memory
@@ -26,14 +28,11 @@ struct TcBwd {
   static constexpr int kBR = HD >= 128 ? 32 : 64;  // queries per tile (fewer at 128: registers)
   static constexpr int kBC = 64;                   // keys per block: 4 warps x 16
   static constexpr int kK = TcHeadDim<HD>::kK;     // contractions over dims, zero-padded to 16
-  static constexpr int kRowS = kK + 8;             // [query][dim] stride of Qs, dOs (bf16)
-  static constexpr int kColS = kBR + 8;            // [dim][query] stride of Qt, dOt
-  static constexpr int kKtS = kBC + 8;             // [dim][key] stride of Kt
+  static constexpr int kRowS = kK + 8;             // [query][dim] stride of Qs, dOs, [key][dim] of Ks (bf16)
   static constexpr int kDsS = kBC + 8;             // [query][key] stride of dS
+  static constexpr size_t kStage = 2 * size_t(kBR) * kRowS;  // Q and dO of one query tile; two stages
   static constexpr size_t kSmemBytes =
-      (2 * size_t(kBR) * kRowS + 2 * size_t(HD) * kColS + size_t(HD) * kKtS + size_t(kBR) * kDsS) *
-          sizeof(__nv_bfloat16) +
-      2 * size_t(kBR) * sizeof(float);
+      (2 * kStage + size_t(kBC) * kRowS + size_t(kBR) * kDsS) * sizeof(__nv_bfloat16) + 2 * size_t(kBR) * sizeof(float);
 };
 
 // floats of workspace attention_backward_tc needs: dQ [B,T,D] and D_i [B,H,T]
@@ -75,12 +74,9 @@ __global__ void __launch_bounds__(kTcThreads)
   using P = TcBwd<HD>;
   constexpr int BR = P::kBR, KS = P::kK / 16, NQ = BR / 8, DT = HD / 8;
   SHORTCUT_DYNAMIC_SMEM(__nv_bfloat16, tcb_smem);  // its own name: extern __shared__ arrays of one name share a type
-  __nv_bfloat16* Qs = tcb_smem;                          // [BR][kRowS]
-  __nv_bfloat16* dOs = Qs + BR * P::kRowS;               // [BR][kRowS]
-  __nv_bfloat16* Qt = dOs + BR * P::kRowS;               // [HD][kColS]
-  __nv_bfloat16* dOt = Qt + HD * P::kColS;               // [HD][kColS]
-  __nv_bfloat16* Kt = dOt + HD * P::kColS;               // [HD][kKtS]
-  __nv_bfloat16* dSs = Kt + HD * P::kKtS;                // [BR][kDsS]
+  // stage i: Q [BR][kRowS] at tcb_smem + i * kStage, then dO [BR][kRowS]
+  __nv_bfloat16* Ks = tcb_smem + 2 * P::kStage;          // [kBC][kRowS]
+  __nv_bfloat16* dSs = Ks + P::kBC * P::kRowS;           // [BR][kDsS]
   float* lse_s = reinterpret_cast<float*>(dSs + BR * P::kDsS);  // [BR]
   float* D_s = lse_s + BR;                                      // [BR]
 
@@ -93,28 +89,45 @@ __global__ void __launch_bounds__(kTcThreads)
   const float* lse_bh = lse + size_t(bh) * Tn;
   const float* D_bh = Dvec + size_t(bh) * Tn;
   const int key0 = kblock + warp * 16 + g, key1 = key0 + 8;  // this lane's two key rows
+  auto stage_q = [&](int st) { return tcb_smem + size_t(st) * P::kStage; };
+  auto stage_do = [&](int st) { return tcb_smem + size_t(st) * P::kStage + size_t(BR) * P::kRowS; };
+  // the padding columns [HD, kK) of Q and dO are zeros for the whole walk (copies write [0, HD))
+  if constexpr (P::kK > HD) {
+    constexpr int pad = P::kK - HD;
+    for (int i = tid; i < 4 * BR * pad; i += kTcThreads)
+      tcb_smem[size_t(i / (BR * pad)) * BR * P::kRowS + ((i % (BR * pad)) / pad) * P::kRowS + HD + i % pad] =
+          __float2bfloat16(0.f);
+  }
+  auto issue = [&](int q0, int st) {
+    tc_issue_rows(stage_q(st), P::kRowS, base, row_stride, q0, BR, Tn, HD);
+    tc_issue_rows(stage_do(st), P::kRowS, dbase, D, q0, BR, Tn, HD);
+    cp_async_commit();
+  };
+  tc_issue_rows(Ks, P::kRowS, base + D, row_stride, kblock, P::kBC, Tn, HD);  // with the first tile's group
+  issue(0, 0);
   uint32_t kf[KS][4], vf[KS][4];
   tc_load_a<KS>(kf, base + D, row_stride, key0, Tn, HD);
   tc_load_a<KS>(vf, base + 2 * D, row_stride, key0, Tn, HD);
-  tc_stage_transposed(Kt, P::kKtS, base + D, row_stride, kblock, P::kBC, Tn, HD);
   float dk[DT][4], dv[DT][4];
 #pragma unroll
   for (int dt = 0; dt < DT; ++dt)
 #pragma unroll
     for (int i = 0; i < 4; ++i) dk[dt][i] = dv[dt][i] = 0.f;
 
-  for (int q0 = 0; q0 < Tn; q0 += BR) {
-    __syncthreads();  // the previous tile's readers (and Kt's writers, first time) are done
-    tc_stage_rows(Qs, P::kRowS, base, row_stride, q0, BR, Tn, HD, P::kK);
-    tc_stage_rows(dOs, P::kRowS, dbase, D, q0, BR, Tn, HD, P::kK);
-    tc_stage_transposed(Qt, P::kColS, base, row_stride, q0, BR, Tn, HD);
-    tc_stage_transposed(dOt, P::kColS, dbase, D, q0, BR, Tn, HD);
+  for (int q0 = 0, st = 0; q0 < Tn; q0 += BR, st ^= 1) {
+    // the next tile into the other stage: its readers (this loop's products before the dS barrier)
+    // finished in the last iteration; lse and D of this tile beside it (their readers passed that
+    // barrier too). Then this tile's copies, made visible to all by the barrier, which also keeps
+    // the last iteration's dQ readers of dS ahead of this one's writers.
+    tc_next_tile(q0 + BR < Tn, [&] { issue(q0 + BR, st ^ 1); });
     for (int r = tid; r < BR; r += kTcThreads) {
       const int query = q0 + r;
       lse_s[r] = query < Tn ? lse_bh[query] : INFINITY;  // a missing query: probability 0
       D_s[r] = query < Tn ? D_bh[query] : 0.f;
     }
     __syncthreads();
+    const __nv_bfloat16* Qs = stage_q(st);
+    const __nv_bfloat16* dOs = stage_do(st);
 
     float s[NQ][4], dp[NQ][4];
 #pragma unroll
@@ -148,12 +161,13 @@ __global__ void __launch_bounds__(kTcThreads)
       uint32_t pa[4], sa[4];
       pack_a_from_d(pa, s[2 * kk], s[2 * kk + 1]);
       pack_a_from_d(sa, dp[2 * kk], dp[2 * kk + 1]);
+      // lane l addresses query row kk * 16 + l % 16 of dO and Q (the B fragments, transposed)
+      const size_t row = size_t(kk * 16 + (lane & 15)) * P::kRowS;
 #pragma unroll
       for (int dt = 0; dt < DT; ++dt) {
-        const __nv_bfloat16* dor = dOt + (dt * 8 + g) * P::kColS + kk * 16 + 2 * q4;
-        const __nv_bfloat16* qtr = Qt + (dt * 8 + g) * P::kColS + kk * 16 + 2 * q4;
-        const uint32_t bdo[2] = {load_bf16x2(dor), load_bf16x2(dor + 8)};
-        const uint32_t bq[2] = {load_bf16x2(qtr), load_bf16x2(qtr + 8)};
+        uint32_t bdo[2], bq[2];
+        ldmatrix_x2_trans(bdo, dOs + row + dt * 8);
+        ldmatrix_x2_trans(bq, Qs + row + dt * 8);
         mma_bf16_16816(dv[dt], pa, bdo, dv[dt]);
         mma_bf16_16816(dk[dt], sa, bq, dk[dt]);
       }
@@ -169,8 +183,8 @@ __global__ void __launch_bounds__(kTcThreads)
 #pragma unroll
         for (int j = 0; j < 4; ++j)
           a[j] = load_bf16x2(dSs + (mt * 16 + g + 8 * (j % 2)) * P::kDsS + kk * 16 + 2 * q4 + 8 * (j / 2));
-        const __nv_bfloat16* ktr = Kt + (dt * 8 + g) * P::kKtS + kk * 16 + 2 * q4;
-        const uint32_t bk[2] = {load_bf16x2(ktr), load_bf16x2(ktr + 8)};
+        uint32_t bk[2];
+        ldmatrix_x2_trans(bk, Ks + size_t(kk * 16 + (lane & 15)) * P::kRowS + dt * 8);
         mma_bf16_16816(acc, a, bk, acc);
       }
 #pragma unroll
@@ -222,6 +236,8 @@ inline void attention_backward_tc(__nv_bfloat16* dqkv, const __nv_bfloat16* dout
                                   float* workspace, cudaStream_t s) {
   attention_check_head_dim(hd);
   if (B <= 0 || Tn <= 0 || H <= 0) return;
+  tc_check_aligned(qkv, "qkv");
+  tc_check_aligned(dout, "dout");
   switch (hd) {
     case 32: attention_backward_tc_hd<32>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, workspace, s); break;
     case 64: attention_backward_tc_hd<64>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, workspace, s); break;

@@ -1,5 +1,5 @@
-// The tensor-core instruction the bf16 kernels use, and the one place where it differs between a GPU
-// and the CPU emulation: mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (sm_80 and later) is
+// The tensor-core instructions the bf16 kernels use, and the one place where they differ between a
+// GPU and the CPU emulation (mma.sync; cp.async and ldmatrix below): mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 (sm_80 and later) is
 // inline PTX under nvcc and the emulator's warp collective under g++ (tests/emulation, which computes
 // it from the PTX ISA's fragment tables on its own). Fragment layouts, lane = 4 g + q:
 //   A (16 x 16, row-major): a[j] holds two bf16 (low half first) of row g + 8 (j % 2),
@@ -50,6 +50,58 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a
         "f"(c[3]));
 #elif defined(__CUDA_ARCH__)
   __trap();  // no bf16 tensor cores before sm_80: the host launchers refuse such devices first
+#endif
+}
+
+// ---- asynchronous copies and matrix loads (sm_80), as the emulation follows them ------------------
+// 16 bytes from global into shared memory without passing through registers: cp.async.cg (L2 only,
+// the operand tiles are read once per block), reading src_bytes of them (0: none, all zeros; the
+// source address must still be a valid one). Completes at the cp_async_wait that retires its group.
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
+#if defined(SHORTCUT_CUDA_EMULATION)
+  ::emu::cp_async(smem, gmem, 16, src_bytes);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes) : "memory");
+#elif defined(__CUDA_ARCH__)
+  __trap();
+#endif
+}
+// Closes this thread's current group of copies.
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(SHORTCUT_CUDA_EMULATION)
+  ::emu::cp_async_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+// Waits until at most N of this thread's groups are in flight (a barrier makes them the block's).
+template <int N>
+__device__ __forceinline__ void cp_async_wait() {
+#if defined(SHORTCUT_CUDA_EMULATION)
+  ::emu::cp_async_wait(N);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+#endif
+}
+// Two transposed 8 x 8 bf16 matrices from shared memory (ldmatrix .x2.trans): lane l gives the
+// address of row l % 8 of matrix (l / 8) % 2 (16-byte aligned rows); lane 4 g + q receives rows
+// 2q, 2q + 1 of column g of each — for a row-major [k][n] tile, the B fragment of mma m16n8k16
+// (b[0] from keys 0-7, b[1] from keys 8-15). Every lane of the warp must call it.
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t (&r)[2], const void* row) {
+#if defined(SHORTCUT_CUDA_EMULATION)
+  ::emu::LdMatrixCall c{row, 2, true, {}};
+  ::emu::ldmatrix(&c);
+  r[0] = c.r[0];
+  r[1] = c.r[1];
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r[0]), "=r"(r[1])
+               : "r"(s)
+               : "memory");
+#elif defined(__CUDA_ARCH__)
+  __trap();
 #endif
 }
 

@@ -1,5 +1,5 @@
 // The bf16 tensor-core kernels: the mma wrapper (kernels/mma.cuh) against a plain product, which pins
-// the fragment layouts, and attention forward on the tensor cores (kernels/attention_tc.cuh) against
+// the fragment layouts, cp.async and ldmatrix.trans against the layout the B fragment needs, and attention forward on the tensor cores (kernels/attention_tc.cuh) against
 // the double CPU backend, forward and backward.
 //
 // Tolerance, as flash-attention's tests derive theirs: the inputs are rounded to bf16 once and the
@@ -34,6 +34,33 @@ __global__ void mma_once_kernel(float* d, const bf16* A, const bf16* B, const fl
   for (int i = 0; i < 4; ++i) c[i] = C[(g + 8 * (i / 2)) * 8 + 2 * q + i % 2];
   kn::mma_bf16_16816(o, a, b, c);
   for (int i = 0; i < 4; ++i) d[(g + 8 * (i / 2)) * 8 + 2 * q + i % 2] = o[i];
+}
+
+// One warp: rows 0-15 of M ([16][8] bf16, row-major) into shared memory by cp.async (row stride 24
+// elements, rows from `valid` on read 8 bytes (row valid) or none (after it): zero-filled), then the
+// ldmatrix.x2.trans fragments of that [k][n] tile: frag[2 lane + j] = register j of the lane.
+__global__ void cp_async_ldmatrix_kernel(uint32_t* frag, const bf16* M, int valid) {
+  SHORTCUT_DYNAMIC_SMEM(bf16, ldm_smem);
+  const int lane = threadIdx.x, r = lane & 15;
+  if (lane < 16) kn::cp_async_16(ldm_smem + r * 24, M + r * 8, r < valid ? 16 : r == valid ? 8 : 0);
+  kn::cp_async_commit();
+  kn::cp_async_wait<0>();
+  __syncthreads();
+  uint32_t b[2];
+  kn::ldmatrix_x2_trans(b, ldm_smem + r * 24);
+  frag[2 * lane] = b[0];
+  frag[2 * lane + 1] = b[1];
+}
+// One thread: a cp.async of 16 bytes read back before its wait (emulation: NaN while in flight) and
+// after it.
+__global__ void cp_async_early_read_kernel(float* out, const float* src) {
+  SHORTCUT_DYNAMIC_SMEM(float, early_smem);
+  early_smem[0] = 1.f;
+  kn::cp_async_16(early_smem, src, 16);
+  kn::cp_async_commit();
+  out[0] = early_smem[0];
+  kn::cp_async_wait<0>();
+  out[1] = early_smem[0];
 }
 
 // Attention done naively in bf16 (see the top of the file): out [B,T,D] and lse [B,H,T].
@@ -166,6 +193,64 @@ TEST_CASE("tensor cores: one mma.m16n8k16 bf16 product matches the plain product
   INFO("max |D - ref| = " << max_abs_diff(got, ref) << ", max |ref| = " << scale);
   CHECK(max_abs_diff(got, ref) <= 1e-5 * (1 + scale));
 }
+
+TEST_CASE("cp.async zero-fills past its source bytes and ldmatrix.trans hands out the mma B fragment",
+          "[attention][bf16]") {
+  using namespace tc_test;
+  for (int valid : {16, 11}) {
+    INFO("rows read in full: " << valid);
+    const auto M = rounded(testutil::randn(16 * 8));
+    auto dM = upload_bf16(M);
+    shortcut::cuda::DeviceBuffer<uint32_t> frag(64);
+    kn::launch("cp_async_ldmatrix_kernel", cp_async_ldmatrix_kernel, 1, 32, 16 * 24 * sizeof(bf16), gpu().stream(),
+               frag.data(), dM.data(), valid);
+    std::vector<uint32_t> got(64);
+    gpu().to_host(got.data(), frag.data(), 64);
+    // what landed: rows past `valid` zero, row `valid` its first 4 values (8 bytes) only
+    auto landed = [&](int k, int n) { return k < valid || (k == valid && n < 4) ? M[k * 8 + n] : 0.0; };
+    auto half = [](uint32_t reg, int hi) {
+      const uint32_t u = (hi ? reg >> 16 : reg & 0xffffu) << 16;
+      float v;
+      std::memcpy(&v, &u, 4);
+      return double(v);
+    };
+    // the B fragment of mma.m16n8k16 (kernels/mma.cuh): lane 4g + q, register j holds rows (k)
+    // 2q + 8j and 2q + 8j + 1 of column (n) g
+    int wrong = 0;
+    for (int lane = 0; lane < 32; ++lane)
+      for (int j = 0; j < 2; ++j) {
+        const int g = lane / 4, q = lane % 4, k = 2 * q + 8 * j;
+        wrong += half(got[2 * lane + j], 0) != landed(k, g) || half(got[2 * lane + j], 1) != landed(k + 1, g);
+      }
+    CHECK(wrong == 0);
+  }
+}
+
+TEST_CASE("bf16 attention refuses operands that do not start on 16 bytes, before any launch", "[attention][bf16]") {
+  using namespace tc_test;
+  auto qkv = upload_bf16(rounded(testutil::randn(2 * 3 * 64 + 8)));
+  auto out = upload_bf16(std::vector<double>(2 * 64, 0.0));
+  auto lse = poisoned(gpu(), 2);
+  CHECK_THROWS_WITH(kn::attention_forward_tc(out.data(), lse.data(), qkv.data() + 1, 1, 2, 1, 64, 0.125f,
+                                             gpu().stream()),
+                    Catch::Matchers::Contains("qkv must start on a 16-byte boundary"));
+  kn::attention_forward_tc(out.data(), lse.data(), qkv.data() + 8, 1, 2, 1, 64, 0.125f, gpu().stream());
+  for (double v : download_bf16(out)) REQUIRE(std::isfinite(v));  // 16 bytes in: fine
+}
+
+#if defined(SHORTCUT_CUDA_EMULATION)
+TEST_CASE("emulation: a cp.async destination holds NaN until the wait that retires its group",
+          "[attention][bf16][emulation]") {
+  using namespace tc_test;
+  auto src = upload_d(gpu(), std::vector<double>{2.0, 3.0, 4.0, 5.0});
+  auto out = poisoned(gpu(), 2);
+  kn::launch("cp_async_early_read_kernel", cp_async_early_read_kernel, 1, 1, 16, gpu().stream(), out.data(),
+             src.data());
+  const auto got = download_d(gpu(), out);
+  CHECK(std::isnan(got[0]));
+  CHECK(got[1] == 2.0);
+}
+#endif
 
 TEST_CASE("tensor cores: bf16 attention forward matches the double CPU backend within bf16's own error",
           "[attention][bf16]") {

@@ -74,6 +74,14 @@ shortcut_emu_trampoline:
 namespace emu {
 namespace {
 
+// A thread's cp.async copies not yet made (device.hpp): fixed arrays, since fibers must not allocate.
+struct AsyncCopy {
+  unsigned char* dst;
+  const unsigned char* src;
+  int bytes, src_bytes;
+};
+constexpr int kMaxAsyncCopies = 64, kMaxAsyncGroups = 8;
+
 struct Fiber {
   void* sp = nullptr;
   char* stack = nullptr;  // usable stack [stack, stack + stack_size), a guard page below
@@ -84,6 +92,10 @@ struct Fiber {
   void* asan_fake = nullptr;
   void* tsan_fiber = nullptr;
   char tsan_sync = 0;  // this thread's exit, for the block's end
+  // cp.async in flight: copies [0, n_copies) in issue order; group g ends before group_end[g]
+  AsyncCopy copies[kMaxAsyncCopies];
+  int n_copies = 0, n_groups = 0;
+  int group_end[kMaxAsyncGroups];
 };
 
 struct WarpSlot {
@@ -109,6 +121,7 @@ const char* op_name(WarpOp op) {
     case WarpOp::All: return "__all_sync";
     case WarpOp::Sync: return "__syncwarp";
     case WarpOp::MmaBf16: return "mma.sync.m16n8k16.bf16";
+    case WarpOp::LdMatrix: return "ldmatrix.sync.m8n8";
   }
   return "?";
 }
@@ -387,6 +400,7 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
     f.lane = i % 32;
     f.warp = i / 32;
     f.state = Fiber::Runnable;
+    f.n_copies = f.n_groups = 0;  // a thread's copies die with its block
     reset_fiber(f, csr, after_fault);
   }
 #if defined(EMU_TSAN)
@@ -576,6 +590,24 @@ void mma_bf16(WarpSlot& s) {
   }
 }
 
+// ldmatrix for a whole warp: value[l] points to lane l's LdMatrixCall (device.hpp says the layout).
+void ldmatrix_all(WarpSlot& s) {
+  const auto* c0 = reinterpret_cast<const LdMatrixCall*>(s.value[0]);
+  uint16_t M[4][8][8];
+  for (int m = 0; m < c0->num; ++m)
+    for (int i = 0; i < 8; ++i)
+      std::memcpy(M[m][i], reinterpret_cast<const LdMatrixCall*>(s.value[8 * m + i])->row, 16);
+  for (int l = 0; l < 32; ++l) {
+    auto* c = reinterpret_cast<LdMatrixCall*>(s.value[l]);
+    const int r = l / 4, w = l % 4;
+    for (int m = 0; m < c0->num; ++m) {
+      const uint16_t lo = c0->trans ? M[m][2 * w][r] : M[m][r][2 * w];
+      const uint16_t hi = c0->trans ? M[m][2 * w + 1][r] : M[m][r][2 * w + 1];
+      c->r[m] = uint32_t(lo) | (uint32_t(hi) << 16);
+    }
+  }
+}
+
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width) {
   Worker& w = on_fiber(op_name(op));
   Fiber& f = *w.current;
@@ -594,7 +626,26 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
                   mask, count);
     fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
   }
-  if (op == WarpOp::MmaBf16 && (mask != 0xffffffffu || count != 32)) {
+  if (op == WarpOp::LdMatrix) {
+    const auto* c = reinterpret_cast<const LdMatrixCall*>(value);
+    const auto row = reinterpret_cast<uintptr_t>(c->row), smem = reinterpret_cast<uintptr_t>(w.smem);
+    if (c->num != 1 && c->num != 2 && c->num != 4) {
+      std::snprintf(buf, sizeof buf, "ldmatrix of %d matrices (x1, x2 or x4)", c->num);
+      fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
+    }
+    if (int(lane) < 8 * c->num) {  // the lanes whose address is read
+      if (row % 16) {
+        std::snprintf(buf, sizeof buf, "ldmatrix row address %p of lane %u is not 16-byte aligned", c->row, lane);
+        fault_from_fiber(w, f, cudaErrorMisalignedAddress, buf);
+      }
+      if (row < smem || row + 16 > smem + w.job->smem) {
+        std::snprintf(buf, sizeof buf, "ldmatrix row address %p of lane %u is outside the block's %zu bytes of "
+                      "dynamic shared memory", c->row, lane, w.job->smem);
+        fault_from_fiber(w, f, cudaErrorIllegalAddress, buf);
+      }
+    }
+  }
+  if ((op == WarpOp::MmaBf16 || op == WarpOp::LdMatrix) && (mask != 0xffffffffu || count != 32)) {
     std::snprintf(buf, sizeof buf, "%s needs all 32 lanes of a full warp (mask 0x%08x, %u lanes)", op_name(op), mask,
                   count);
     fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
@@ -637,6 +688,7 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
   }
   // the last lane of the mask: every lane's result, then wake the others
   if (op == WarpOp::MmaBf16) mma_bf16(s);
+  if (op == WarpOp::LdMatrix) ldmatrix_all(s);
   constexpr uint64_t kUndefined = ~uint64_t(0);  // a source lane outside the mask: NaN, so it shows
   uint32_t pred = 0;
   for (uint32_t m = mask; m; m &= m - 1)
@@ -685,6 +737,61 @@ void trap(const char* why) {
 void misaligned(const char* why) {
   Worker& w = on_fiber("a vector access");
   fault_from_fiber(w, *w.current, cudaErrorMisalignedAddress, why);
+}
+
+void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
+  Worker& w = on_fiber("cp.async");
+  Fiber& f = *w.current;
+  char buf[200];
+  const auto d = reinterpret_cast<uintptr_t>(dst), sm = reinterpret_cast<uintptr_t>(w.smem);
+  if ((bytes != 4 && bytes != 8 && bytes != 16) || src_bytes < 0 || src_bytes > bytes) {
+    std::snprintf(buf, sizeof buf, "cp.async of %d bytes reading %d (4, 8 or 16; at most that many read)", bytes,
+                  src_bytes);
+    fault_from_fiber(w, f, cudaErrorIllegalInstruction, buf);
+  }
+  if (d % unsigned(bytes) || reinterpret_cast<uintptr_t>(src) % unsigned(bytes)) {
+    std::snprintf(buf, sizeof buf, "cp.async of %d bytes from %p to %p: both addresses must be %d-byte aligned", bytes,
+                  src, dst, bytes);
+    fault_from_fiber(w, f, cudaErrorMisalignedAddress, buf);
+  }
+  if (d < sm || d + unsigned(bytes) > sm + w.job->smem) {
+    std::snprintf(buf, sizeof buf, "cp.async to %p, outside the block's %zu bytes of dynamic shared memory", dst,
+                  w.job->smem);
+    fault_from_fiber(w, f, cudaErrorIllegalAddress, buf);
+  }
+  if (f.n_copies == kMaxAsyncCopies) {
+    std::snprintf(buf, sizeof buf, "more than %d cp.async copies in flight in one thread (an emulation limit)",
+                  kMaxAsyncCopies);
+    fault_from_fiber(w, f, cudaErrorLaunchFailure, buf);
+  }
+  std::memset(dst, 0xFF, size_t(bytes));  // in flight: NaN until the wait
+  f.copies[f.n_copies++] = AsyncCopy{static_cast<unsigned char*>(dst), static_cast<const unsigned char*>(src), bytes,
+                                     src_bytes};
+}
+
+void cp_async_commit() {
+  Worker& w = on_fiber("cp.async.commit_group");
+  Fiber& f = *w.current;
+  if (f.n_groups == kMaxAsyncGroups)
+    fault_from_fiber(w, f, cudaErrorLaunchFailure, "more than 8 cp.async groups in flight (an emulation limit)");
+  f.group_end[f.n_groups++] = f.n_copies;
+}
+
+void cp_async_wait(int pending) {
+  Worker& w = on_fiber("cp.async.wait_group");
+  Fiber& f = *w.current;
+  if (f.n_groups <= pending) return;
+  const int done = f.n_groups - pending, end = f.group_end[done - 1];
+  for (int i = 0; i < end; ++i) {
+    const AsyncCopy& c = f.copies[i];
+    if (c.src_bytes) std::memcpy(c.dst, c.src, size_t(c.src_bytes));
+    std::memset(c.dst + c.src_bytes, 0, size_t(c.bytes - c.src_bytes));
+  }
+  // the groups still in flight move to the front
+  for (int i = end; i < f.n_copies; ++i) f.copies[i - end] = f.copies[i];
+  f.n_copies -= end;
+  for (int g = done; g < f.n_groups; ++g) f.group_end[g - done] = f.group_end[g] - end;
+  f.n_groups -= done;
 }
 
 void run_grid(GridJob& job) {

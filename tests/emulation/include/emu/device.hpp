@@ -21,7 +21,7 @@ const ThreadState& self();
 // Blocks until every thread of the block has arrived (a fault if one exits instead).
 void syncthreads();
 
-enum class WarpOp : int { Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Sync, MmaBf16 };
+enum class WarpOp : int { Shfl, ShflUp, ShflDown, ShflXor, Ballot, Any, All, Sync, MmaBf16, LdMatrix };
 // One warp collective: waits for every lane of `mask` (which must include the caller and name only
 // lanes that exist and take part with the same op and mask), then returns this lane's result.
 uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int width);
@@ -41,6 +41,31 @@ struct MmaBf16Fragments {
 inline void mma_m16n8k16_bf16(MmaBf16Fragments* f) {
   warp_collective(WarpOp::MmaBf16, 0xffffffffu, reinterpret_cast<uint64_t>(f), 0, 32);
 }
+
+// ldmatrix.sync.aligned.m8n8.{x1,x2,x4}{.trans}.shared.b16, a warp collective of all 32 lanes: lane
+// 8 m + i gives the address of row i of matrix m (16 bytes, 16-byte aligned, in the block's dynamic
+// shared memory); lane 4 r + w receives, of each matrix, row r's elements 2w, 2w + 1 (low half
+// first), or with .trans those of column r: rows 2w, 2w + 1 (PTX ISA, "Warp-level matrix load
+// instruction: ldmatrix").
+struct LdMatrixCall {
+  const void* row;
+  int num;
+  bool trans;
+  uint32_t r[4];
+};
+inline void ldmatrix(LdMatrixCall* c) {
+  warp_collective(WarpOp::LdMatrix, 0xffffffffu, reinterpret_cast<uint64_t>(c), 0, 32);
+}
+
+// cp.async.cg.shared.global (sm_80), per thread: copy `bytes` (4, 8 or 16; both addresses aligned
+// to it) from global memory into the block's dynamic shared memory, reading src_bytes of them and
+// zero-filling the rest. The emulation makes the copy as late as the ISA allows — at the
+// cp.async.wait_group that retires its group — and fills the destination with NaN (0xFF bytes) when
+// the copy is issued, so that a read before the wait (or a missing wait) shows; commit closes the
+// thread's current group; wait(n) completes all but the n most recent groups.
+void cp_async(void* dst, const void* src, int bytes, int src_bytes);
+void cp_async_commit();
+void cp_async_wait(int pending);
 
 void* dynamic_smem_ptr();
 // A device-side fault (as __trap or a failed device assert): the block stops, the launch's error is

@@ -9,7 +9,9 @@
 //    a missing barrier reads what the others have not written yet. __syncthreads is a real barrier
 //    (every thread of the block must reach it; one that exits instead is a divergent-barrier fault);
 //    warps of 32 exchange values through __shfl*_sync, __ballot_sync, __any_sync, __all_sync and
-//    __syncwarp, with the mask checked (every lane named must take part, with the same mask).
+//    __syncwarp, with the mask checked (every lane named must take part, with the same mask);
+//    mma.sync and ldmatrix are full-warp collectives computed from the PTX ISA's layout tables;
+//    cp.async copies land at the wait_group that retires their group, NaN until then (emu/device.hpp).
 //    Blocks of a grid run in parallel on a pool of host threads (SHORTCUT_EMU_THREADS, default: all
 //    cores), so atomics from different blocks really race.
 //  - Launch checks a device makes: block size at most 1024 (x, y <= 1024, z <= 64), grid limits,
