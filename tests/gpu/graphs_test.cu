@@ -43,6 +43,31 @@ void expect_broken_capture(cudaStream_t s) {
   CHECK(st == cudaStreamCaptureStatusNone);
 }
 
+// Training steps through replayed graphs against the same steps eager. The backward's atomics (bias,
+// adaLN and label-table gradients over tokens) add in whatever order the blocks run, so two eager
+// runs differ in the last bits too: those stay within `tol` relative, a replay of stale work goes far
+// outside it. Only the first step starts from equal weights (its losses bit for bit); every later
+// step starts from weights that carry those last bits, and so do its losses (1e-6).
+template <class Run>
+void check_steps_close(const Run& got, const Run& want, double tol) {
+  CHECK(std::vector<double>(got.losses.begin(), got.losses.begin() + 3) ==
+        std::vector<double>(want.losses.begin(), want.losses.begin() + 3));
+  check_close("losses", got.losses, want.losses, 1e-6);
+  check_close("weights", got.param, want.param, tol);
+  check_close("EMA weights", got.ema, want.ema, tol);
+  check_close("gradients", got.grad, want.grad, tol);
+}
+
+// One key's history: an eager first call (it sized the buffers), one capture, then only replays.
+void check_one_capture(const cuda::GraphStats& st, uint64_t replays) {
+  INFO("last refusal: " << st.last_refusal);
+  CHECK(st.eager == 1);
+  CHECK(st.captures == 1);
+  CHECK(st.replays == replays);
+  CHECK(st.refused == 0);
+  CHECK(st.dropped == 0);
+}
+
 nn::DiTConfig small_dit() {
   nn::DiTConfig c;  // 16 tokens, head dim 32
   c.image = 8; c.channels = 2; c.patch = 2; c.hidden = 64; c.depth = 2; c.heads = 2; c.classes = 3;
@@ -200,25 +225,10 @@ TEST_CASE("training steps through replayed graphs equal eager steps", "[graphs][
     Gpu eager_be(cuda::Options{.precision = prec, .graphs = false}), graph_be(cuda::Options{.precision = prec});
     const StepRun want = run_training(eager_be, c, P0, x1, y, B, 4);
     const StepRun got = run_training(graph_be, c, P0, x1, y, B, 4);
-    // the backward's atomics (bias, adaLN and label-table gradients over tokens) add in whatever order
-    // the blocks run, so two eager runs differ in the last bits too (1e-9 relative seen, the same
-    // for graph vs eager): those within fp32 summation error, a replay of stale work far outside it.
-    // Only the first step starts from equal weights (its losses bit for bit); every later step starts
-    // from weights that carry those last bits, and so do its losses.
-    CHECK(std::vector<double>(got.losses.begin(), got.losses.begin() + 3) ==
-          std::vector<double>(want.losses.begin(), want.losses.begin() + 3));
-    check_close("losses", got.losses, want.losses, 1e-6);
-    check_close("weights", got.param, want.param, 1e-6);
-    check_close("EMA weights", got.ema, want.ema, 1e-6);
-    check_close("gradients", got.grad, want.grad, 1e-6);
+    // two eager runs differ by about 1e-9 relative (the backward's atomics), so does graph vs eager
+    check_steps_close(got, want, 1e-6);
     for (double l : got.losses) REQUIRE(std::isfinite(l));
-    const auto& st = graph_be.graph_stats();
-    INFO("last refusal: " << st.last_refusal);
-    CHECK(st.eager == 1);
-    CHECK(st.captures == 1);
-    CHECK(st.replays == 3);
-    CHECK(st.refused == 0);
-    CHECK(st.dropped == 0);
+    check_one_capture(graph_be.graph_stats(), 3);
   }
 }
 
@@ -369,22 +379,12 @@ TEST_CASE("a whole training step with AdamW and the EMA is one graph launch", "[
     Gpu eager_be(cuda::Options{.precision = prec, .graphs = false}), graph_be(cuda::Options{.precision = prec});
     const WholeSteps want = whole_steps(eager_be, P0, x1, y, 5);
     const WholeSteps got = whole_steps(graph_be, P0, x1, y, 5);
-    // as above: the first step's losses bit for bit, the rest within the backward's atomics, which
-    // AdamW's normalised update carries into the weights more than plain steps did (up to 1.1e-7
-    // relative over six emulated fp32 runs: bound 1e-5); replays of a stale noise stream: 1.9e-3
-    CHECK(std::vector<double>(got.losses.begin(), got.losses.begin() + 3) ==
-          std::vector<double>(want.losses.begin(), want.losses.begin() + 3));
-    check_close("losses", got.losses, want.losses, 1e-6);
-    check_close("weights", got.param, want.param, 1e-5);
-    check_close("EMA weights", got.ema, want.ema, 1e-5);
+    // AdamW's normalised update carries the atomics' last bits into the weights further than plain
+    // steps did (up to 1.1e-7 relative over six emulated fp32 runs: bound 1e-5); replays of a stale
+    // noise stream: 1.9e-3
+    check_steps_close(got, want, 1e-5);
     check_close("second moments", got.moment, want.moment, 1e-5);
-    check_close("gradients", got.grad, want.grad, 1e-5);
-    const auto& st = graph_be.graph_stats();
-    INFO("last refusal: " << st.last_refusal);
-    CHECK(st.eager == 1);
-    CHECK(st.captures == 1);
-    CHECK(st.replays == 4);
-    CHECK(st.refused == 0);
+    check_one_capture(graph_be.graph_stats(), 4);
 #if defined(SHORTCUT_CUDA_EMULATION)
     // a replayed step puts two pieces of work on the stream: the graph and the loss read-back
     for (size_t s = 1; s < got.queued.size(); ++s) CHECK(got.queued[s] == 2);
