@@ -180,9 +180,10 @@ class SelfConsistencyLoss {
     const int64_t n = m.sample_size();
     rows_.upload(be);
     noise_.upload(be);
-    if (plan_.Bb > 0)
+    if (plan_.Bb > 0) {
       for (auto* q : {&qt_, &qt2_, &qk_, &hd_}) q->upload(be);
-    if (plan_.Bb > 0) qy_.upload(be);
+      qy_.upload(be);
+    }
     const size_t N = size_t(plan_.B) * n, nb = size_t(s.boot_rows()) * n;
     be.normal_staged(x0_.data(), nb, seed_, noise_.data(), uint64_t(s.boot_begin) * uint64_t(n));
     be.normal_staged(x0_.data() + nb, N - nb, seed_, noise_.data(), uint64_t(s.flow_begin) * uint64_t(n));

@@ -225,6 +225,8 @@ class Trainer {
     const BatchSlice slice = slice_;
     const size_t rows_n = size_t(slice.rows()) * size_t(m_->sample_size());
     bool stop = false;
+    // the bar's clock started with the run; with N ranks rank 0's clock decides for every rank
+    const auto out_of_time = [&] { return lead && tc_.max_seconds > 0 && bar.elapsed() >= tc_.max_seconds; };
     while (step() < tc_.steps && !stop) {
       y.resize(size_t(slice.rows()));
       if constexpr (DeviceDataSource<Src, T, Backend>) {
@@ -245,7 +247,7 @@ class Trainer {
           last_ = stepper_.take(*m_, loss_, opt_, ema_, DeviceSpan<const T, Backend>(dx1).first(rows_n), y, slice, rng_);
         else
           last_ = stepper_.take(*m_, loss_, opt_, ema_, HostSpan<const T>(x1), y, slice, rng_);
-        stop = lead && tc_.max_seconds > 0 && bar.elapsed() >= tc_.max_seconds;
+        stop = out_of_time();
         check_finite();  // a diverged step was not applied
       } else {
         if constexpr (!DeviceDataSource<Src, T, Backend>) {
@@ -254,8 +256,7 @@ class Trainer {
         }
         m_->arena().zero_grad();
         last_ = loss_.step(*m_, DeviceSpan<const T, Backend>(dx1).first(rows_n), y, slice, rng_);
-        // the bar's clock started with the run; rank 0's clock decides for every rank
-        stop = lead && tc_.max_seconds > 0 && bar.elapsed() >= tc_.max_seconds;
+        stop = out_of_time();
         const auto t0 = std::chrono::steady_clock::now();
         reducer_.sum(comm, be, m_->arena().data(Role::Grad), m_->arena().size());
         double sums[4] = {last_.loss_sum, last_.flow_sum, last_.bootstrap_sum, stop ? 1.0 : 0.0};
