@@ -18,7 +18,8 @@
 // where it refuses a shape, e.g. head dim 72, or where the build found no cuDNN);
 // BM_linear_bf16_* and BM_attention_bf16_* are the backend's ops in bf16 mode (cuda::Precision::bf16)
 // on its fp32 buffers, conversions included, the weights' bf16 copy kept as in training;
-// BM_linear_bf16_*/unfused is that layer without cuBLASLt's bias epilogues (Options::lt_epilogues).
+// BM_linear_bf16_*/unfused is that layer without cuBLASLt's bias epilogues (Options::lt_epilogues);
+// BM_mlp_bf16_* the MLP's GELU pair (fc1 + GELU, fc2's backward through GELU), /unfused likewise.
 // Shapes: DiT-S/B on 32x32x4 latents with patch 2 (256 tokens; D = 384, 6 heads of 64 / D = 768,
 // 12 heads) at batch 32 (N = 8192 rows), longer sequences, DiT-XL's head dim 72, and the two
 // end-to-end configs at batch 256: mnist-S2 (196 tokens, D 384, 6 heads of 64: N = 50176) and
@@ -239,6 +240,54 @@ void BM_linear_backward(benchmark::State& st, Impl impl) {
 }
 void BM_linear_bf16_backward(benchmark::State& st, Impl impl) {
   BM_linear_backward(st, impl == Impl::unfused ? Impl::bf16_unfused : Impl::bf16);
+}
+
+// ==== the MLP's GELU pair in bf16 mode: args N, D (hidden 4D) ======================================
+// forward: linear_gelu_forward (fc1 + GELU, the pre-activation kept); backward: gelu_linear_backward
+// (fc2's backward through GELU's derivative). /fused: cuBLASLt's GELU_AUX_BIAS / DGELU epilogues;
+// /unfused: the products and the separate GELU kernels (Options::lt_epilogues false). FLOPs as the
+// layer's (the epilogue's work is O(N 4D)).
+void mlp_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "D"});
+  b->Args({8192, 384})->Args({50176, 384})->Args({65536, 768});  // DiT-S batch 32, mnist-S2, latent-B2
+}
+void BM_mlp_bf16_forward(benchmark::State& st, Impl impl) {
+  const int N = int(st.range(0)), D = int(st.range(1)), H = 4 * D;
+  const int copies = rotation(size_t(N) * (D + 2 * H) * 4);
+  std::vector<Buf> in, a, g;
+  for (int c = 0; c < copies; ++c) {
+    in.push_back(random_buffer(size_t(N) * D));
+    a.push_back(Buf(size_t(N) * H));
+    g.push_back(Buf(size_t(N) * H));
+  }
+  Buf W = random_buffer(size_t(H) * D, 0.05), b = random_buffer(H);
+  Backend& be = backend_for(impl == Impl::unfused ? Impl::bf16_unfused : Impl::bf16);
+  be.keep_weight_copy(W.data(), W.size());
+  timed(st, copies, [&](int c) {
+    be.linear_gelu_forward(g[c].data(), a[c].data(), in[c].data(), W.data(), b.data(), N, D, H);
+  });
+  be.drop_weight_copy(W.data());
+  set_flops(st, 2.0 * N * D * H);
+}
+void BM_mlp_bf16_backward(benchmark::State& st, Impl impl) {
+  const int N = int(st.range(0)), D = int(st.range(1)), H = 4 * D;
+  const int copies = rotation(size_t(N) * (D + 3 * H) * 4);
+  std::vector<Buf> dout, g, a, da;
+  for (int c = 0; c < copies; ++c) {
+    dout.push_back(random_buffer(size_t(N) * D));
+    g.push_back(random_buffer(size_t(N) * H));
+    a.push_back(random_buffer(size_t(N) * H));
+    da.push_back(Buf(size_t(N) * H));
+  }
+  Buf W = random_buffer(size_t(D) * H, 0.05), dW(size_t(D) * H), db(D);
+  Backend& be = backend_for(impl == Impl::unfused ? Impl::bf16_unfused : Impl::bf16);
+  be.keep_weight_copy(W.data(), W.size());
+  timed(st, copies, [&](int c) {
+    be.gelu_linear_backward(da[c].data(), dW.data(), db.data(), dout[c].data(), g[c].data(), a[c].data(), W.data(),
+                            N, H, D);
+  });
+  be.drop_weight_copy(W.data());
+  set_flops(st, 4.0 * N * D * H);
 }
 
 // ==== attention: args B, T, H, hd ===================================================================
@@ -781,6 +830,10 @@ SHORTCUT_BENCH_GPU(BM_linear_bf16_forward, fused, linear_shapes);
 SHORTCUT_BENCH_GPU(BM_linear_bf16_forward, unfused, linear_shapes);
 SHORTCUT_BENCH_GPU(BM_linear_bf16_backward, fused, linear_shapes);
 SHORTCUT_BENCH_GPU(BM_linear_bf16_backward, unfused, linear_shapes);
+SHORTCUT_BENCH_GPU(BM_mlp_bf16_forward, fused, mlp_shapes);
+SHORTCUT_BENCH_GPU(BM_mlp_bf16_forward, unfused, mlp_shapes);
+SHORTCUT_BENCH_GPU(BM_mlp_bf16_backward, fused, mlp_shapes);
+SHORTCUT_BENCH_GPU(BM_mlp_bf16_backward, unfused, mlp_shapes);
 
 SHORTCUT_BENCH_GPU(BM_attention_forward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_forward, unfused, attention_shapes);

@@ -41,6 +41,35 @@ TEST_CASE("GELU (tanh) and SiLU backward match finite differences", "[grad][acti
   CHECK(fd_error(x.data(), n, dx.data(), Ls) < kTol);
 }
 
+TEST_CASE("the MLP pair (linear + GELU, and the backward through GELU's input) matches finite differences",
+          "[grad][linear][activation]") {
+  // out = fc2(GELU(fc1(x))): linear_gelu_forward runs fc1 and GELU, gelu_linear_backward takes fc2's
+  // backward through GELU's derivative, linear_backward fc1's
+  Be be;
+  const int N = 5, I = 6, H = 8, O = 4;
+  auto x = randn(N * I), W1 = randn(H * I), b1 = randn(H), W2 = randn(O * H), b2 = randn(O), R = randn(N * O);
+  std::vector<double> a(N * H), g(N * H), y(N * O);
+  auto L = [&] {
+    be.linear_gelu_forward(g.data(), a.data(), x.data(), W1.data(), b1.data(), N, I, H);
+    be.linear_forward(y.data(), g.data(), W2.data(), b2.data(), N, H, O);
+    return dot(R, y.data());
+  };
+  L();
+  std::vector<double> da(N * H, 7.0), dx(N * I), dW1(H * I, 0.0), db1(H, 0.0), dW2(O * H, 0.0), db2(O, 0.0);
+  be.gelu_linear_backward(da.data(), dW2.data(), db2.data(), R.data(), g.data(), a.data(), W2.data(), N, H, O);
+  be.linear_backward(dx.data(), dW1.data(), db1.data(), da.data(), x.data(), W1.data(), N, I, H);
+  CHECK(fd_error(x.data(), x.size(), dx.data(), L) < kTol);
+  CHECK(fd_error(W1.data(), W1.size(), dW1.data(), L) < kTol);
+  CHECK(fd_error(b1.data(), b1.size(), db1.data(), L) < kTol);
+  CHECK(fd_error(W2.data(), W2.size(), dW2.data(), L) < kTol);
+  CHECK(fd_error(b2.data(), b2.size(), db2.data(), L) < kTol);
+  // without a bias: the forward adds none, the backward writes no bias gradient
+  std::vector<double> a0(N * H), g0(N * H);
+  be.linear_gelu_forward(g0.data(), a0.data(), x.data(), W1.data(), static_cast<const double*>(nullptr), N, I, H);
+  for (int r = 0; r < N; ++r)
+    for (int j = 0; j < H; ++j) CHECK(a0[r * H + j] == Approx(a[r * H + j] - b1[j]).epsilon(1e-12));
+}
+
 TEST_CASE("LayerNorm + adaLN modulate backward matches finite differences", "[grad][adaln]") {
   Be be;
   const int B = 3, T = 4, D = 8, S = 3 * D;  // shift/scale read from a wider modulation row

@@ -64,6 +64,67 @@ inline void check_lt_run(const LayerRun& got, const LayerRun& want, bool with_bi
   if (with_bias) check_close("db", got.db, want.db, kReductionTol);
 }
 
+// The MLP pair: fc1 + GELU (linear_gelu_forward), fc2, and their backward (gelu_linear_backward takes
+// fc2's backward through GELU's derivative, linear_backward fc1's). Inputs bf16-representable.
+struct MlpPair {
+  int N, I, H, O;
+  std::vector<double> x, W1, b1, W2, b2, dout;
+};
+inline MlpPair mlp_pair(int N, int I, int H, int O) {
+  return {N, I, H, O, rounded(randn(size_t(N) * I)), rounded(randn(size_t(H) * I, 0.3)), randn(H),
+          rounded(randn(size_t(O) * H, 0.3)), randn(O), rounded(randn(size_t(N) * O))};
+}
+struct MlpRun {
+  std::vector<double> a, g, y, da, dW2, db2, dx, dW1, db1;
+};
+template <class Be>
+MlpRun run_mlp_pair(const Be& be, const MlpPair& M) {
+  const int N = M.N, I = M.I, H = M.H, O = M.O;
+  auto x = upload_d(be, M.x), W1 = upload_d(be, M.W1), b1 = upload_d(be, M.b1), W2 = upload_d(be, M.W2),
+       b2 = upload_d(be, M.b2), dout = upload_d(be, M.dout);
+  auto a = poisoned(be, size_t(N) * H), g = poisoned(be, size_t(N) * H), y = poisoned(be, size_t(N) * O);
+  auto da = poisoned(be, size_t(N) * H), dx = poisoned(be, size_t(N) * I);
+  auto dW1 = upload_d(be, std::vector<double>(M.W1.size(), 0.0)), db1 = upload_d(be, std::vector<double>(H, 0.0));
+  auto dW2 = upload_d(be, std::vector<double>(M.W2.size(), 0.0)), db2 = upload_d(be, std::vector<double>(O, 0.0));
+  be.linear_gelu_forward(g.data(), a.data(), x.data(), W1.data(), b1.data(), N, I, H);
+  be.linear_forward(y.data(), g.data(), W2.data(), b2.data(), N, H, O);
+  be.gelu_linear_backward(da.data(), dW2.data(), db2.data(), dout.data(), g.data(), a.data(), W2.data(), N, H, O);
+  be.linear_backward(dx.data(), dW1.data(), db1.data(), da.data(), x.data(), W1.data(), N, I, H, false);
+  return {download_d(be, a), download_d(be, g), download_d(be, y), download_d(be, da), download_d(be, dW2),
+          download_d(be, db2), download_d(be, dx), download_d(be, dW1), download_d(be, db1)};
+}
+// Each stage against the double reference run on what the bf16 products read: the GPU's own g and da
+// rounded to bf16 (products of bf16 operands summed in fp32: kReductionTol). `db1_from_bf16`: fc1's
+// bias gradient sums the bf16 copy of da (cuBLASLt's BGRADB) rather than the fp32 da.
+inline void check_mlp_pair(const MlpRun& got, const MlpPair& M, bool db1_from_bf16) {
+  Ref ref;
+  const int N = M.N, I = M.I, H = M.H, O = M.O;
+  auto up = [&](const std::vector<double>& v) { return upload_d(ref, v); };
+  auto x = up(M.x), W1 = up(M.W1), b1 = up(M.b1), W2 = up(M.W2), b2 = up(M.b2), dout = up(M.dout);
+  auto a = poisoned(ref, size_t(N) * H), g = poisoned(ref, size_t(N) * H), y = poisoned(ref, size_t(N) * O);
+  ref.linear_gelu_forward(g.data(), a.data(), x.data(), W1.data(), b1.data(), N, I, H);
+  check_close("a = x W1^T + b1", got.a, download_d(ref, a), kReductionTol);
+  check_close("g = GELU(a)", got.g, download_d(ref, g), kReductionTol);
+  auto gb = up(rounded(got.g)), ga = up(got.a);
+  ref.linear_forward(y.data(), gb.data(), W2.data(), b2.data(), N, H, O);
+  check_close("y = bf16(g) W2^T + b2", got.y, download_d(ref, y), kReductionTol);
+  auto da = poisoned(ref, size_t(N) * H);
+  auto dW2 = up(std::vector<double>(M.W2.size(), 0.0)), db2 = up(std::vector<double>(O, 0.0));
+  ref.gelu_linear_backward(da.data(), dW2.data(), db2.data(), dout.data(), gb.data(), ga.data(), W2.data(), N, H, O);
+  check_close("da = (dout W2) GELU'(a)", got.da, download_d(ref, da), kReductionTol);
+  check_close("dW2", got.dW2, download_d(ref, dW2), kReductionTol);
+  check_close("db2", got.db2, download_d(ref, db2), kReductionTol);
+  auto dab = up(rounded(got.da)), da32 = up(got.da);
+  auto dx = poisoned(ref, size_t(N) * I), dW1 = up(std::vector<double>(M.W1.size(), 0.0)),
+       db1 = up(std::vector<double>(H, 0.0));
+  ref.linear_backward(dx.data(), dW1.data(), nullptr, dab.data(), x.data(), W1.data(), N, I, H, false);
+  ref.linear_backward(nullptr, nullptr, db1.data(), db1_from_bf16 ? dab.data() : da32.data(), x.data(), W1.data(), N,
+                      I, H, false);
+  check_close("dx = bf16(da) W1", got.dx, download_d(ref, dx), kReductionTol);
+  check_close("dW1", got.dW1, download_d(ref, dW1), kReductionTol);
+  check_close("db1", got.db1, download_d(ref, db1), kReductionTol);
+}
+
 }  // namespace lt_matmul
 
 TEST_CASE("bf16 mode: the linear layer's bias and bias gradient ride in cuBLASLt's epilogues", "[bf16][linear][lt]") {
@@ -123,6 +184,33 @@ TEST_CASE("bf16 mode: a DiT training step runs every bias-carrying layer through
   CHECK(be.lt_stats().products >= uint64_t(2 * (4 * c.depth + 1)));
 }
 
+TEST_CASE("bf16 mode: the MLP's GELU rides in cuBLASLt's epilogues (GELU_AUX_BIAS forward, DGELU backward)",
+          "[bf16][linear][lt]") {
+  using namespace lt_matmul;
+  Gpu be(cuda::Options{.precision = cuda::Precision::bf16});
+  const MlpPair M = mlp_pair(37, 24, 40, 29);  // the hidden width a multiple of 8, the rest not
+  check_mlp_pair(run_mlp_pair(be, M), M, true);
+  // fc1 + GELU, fc2 (BIAS), fc2's data gradient (DGELU) and weight gradient (BGRADB), fc1's weight
+  // gradient (BGRADB): five cuBLASLt products, nothing fell back
+  CHECK(be.lt_stats().products == 5);
+  CHECK(be.lt_stats().fallbacks == 0);
+
+  SECTION("a hidden width that is no multiple of 8 (the GELU input's leading dimension): the product and the "
+          "GELU kernels") {
+    const MlpPair Q = mlp_pair(37, 24, 36, 29);
+    const cuda::LtStats before = be.lt_stats();
+    check_mlp_pair(run_mlp_pair(be, Q), Q, true);
+    CHECK(be.lt_stats().fallbacks - before.fallbacks == 2);
+    CHECK(be.lt_stats().products - before.products == 3);
+    CHECK(be.lt_stats().last_refusal.find("not a multiple of 8") != std::string::npos);
+  }
+  SECTION("Options::lt_epilogues off: cuBLAS, the GELU kernels and the column sums of the fp32 gradients") {
+    Gpu off(cuda::Options{.precision = cuda::Precision::bf16, .lt_epilogues = false});
+    check_mlp_pair(run_mlp_pair(off, M), M, false);
+    CHECK(off.lt_stats().products == 0);
+  }
+}
+
 TEST_CASE("bf16 mode with Options::lt_epilogues off: the layer runs on cuBLAS and the bias kernels",
           "[bf16][linear][lt]") {
   using namespace lt_matmul;
@@ -159,5 +247,19 @@ TEST_CASE("emulation: where cuBLASLt's heuristic finds no algorithm, the layer r
   check_lt_run(run_lt_layer(be, L, 0), run_lt_layer(ref, L, 0));
   CHECK(be.lt_stats().plans == 2);
   CHECK(be.lt_stats().fallbacks == 4);
+}
+
+TEST_CASE("emulation: where cuBLASLt has no algorithm for the GELU epilogues, the MLP pair runs on cuBLAS and the "
+          "GELU kernels", "[bf16][linear][lt][emulation]") {
+  using namespace lt_matmul;
+  struct Knob {
+    Knob() { emu::lt_heuristic_finds_nothing(true); }
+    ~Knob() { emu::lt_heuristic_finds_nothing(false); }
+  } knob;
+  Gpu be(cuda::Options{.precision = cuda::Precision::bf16});
+  const MlpPair M = mlp_pair(37, 24, 40, 29);
+  check_mlp_pair(run_mlp_pair(be, M), M, false);
+  CHECK(be.lt_stats().products == 0);
+  CHECK(be.lt_stats().fallbacks == 5);
 }
 #endif

@@ -88,11 +88,16 @@ concept BackendMemory = requires {
   static_cast<detail::Op<Be, uint64_t*, const uint64_t*, size_t>>(&Be::upload);
 };
 
-// linear_forward(out, in, W, b, N, I, O); linear_backward(din, dW, db, dout, in, W, N, I, O, accumulate_din)
+// linear_forward(out, in, W, b, N, I, O); linear_backward(din, dW, db, dout, in, W, N, I, O, accumulate_din);
+// the MLP's pair: linear_gelu_forward(g, a, in, W, b, N, I, O) (a = in W^T + b, g = GELU(a)) and
+// gelu_linear_backward(da, dW, db, dout, in, a, W, N, I, O) (the backward of GELU(a) W^T + b).
 template <class Be, class T>
 concept BackendLinearOps = requires {
   static_cast<detail::Op<Be, T*, const T*, const T*, const T*, int, int, int>>(&Be::linear_forward);
   static_cast<detail::Op<Be, T*, T*, T*, const T*, const T*, const T*, int, int, int, bool>>(&Be::linear_backward);
+  static_cast<detail::Op<Be, T*, T*, const T*, const T*, const T*, int, int, int>>(&Be::linear_gelu_forward);
+  static_cast<detail::Op<Be, T*, T*, T*, const T*, const T*, const T*, const T*, int, int, int>>(
+      &Be::gelu_linear_backward);
 };
 
 // SiLU and GELU forward/backward, y += x, y += a x, x[b] += row.

@@ -87,6 +87,19 @@ class Backend {
     if (dW) MapM(dW, O, I).noalias() += g.transpose() * CMapM(in, N, I);
     if (db) MapV(db, O) += g.colwise().sum();
   }
+  // A linear layer and GELU: a[N,O] = in W^T + b (kept for the backward), g = GELU(a). The CUDA
+  // backend's bf16 mode runs it as one product with a GELU epilogue.
+  void linear_gelu_forward(T* g, T* a, const T* in, const T* W, const T* b, int N, int I, int O) const {
+    linear_forward(a, in, W, b, N, I, O);
+    gelu_forward(g, a, size_t(N) * size_t(O));
+  }
+  // The backward of out = GELU(a) W^T + b, whose input in = GELU(a): da[N,I] = (dout W) * GELU'(a)
+  // (written), dW[O,I] += dout^T in, db[O] += sum dout.
+  void gelu_linear_backward(T* da, T* dW, T* db, const T* dout, const T* in, const T* a, const T* W, int N, int I,
+                            int O) const {
+    linear_backward(da, dW, db, dout, in, W, N, I, O);
+    gelu_backward(da, da, a, size_t(N) * size_t(I));
+  }
 
   // ---- elementwise -------------------------------------------------------------------------
   // The transcendental loops run on Eigen arrays (vectorised exp / tanh; libm's scalar tanhf was a

@@ -24,6 +24,7 @@
 #pragma once
 #include <cmath>
 #include <cstdint>
+#include <utility>
 
 #include "kernels/adaln.cuh"
 #include "kernels/attention.cuh"
@@ -199,10 +200,7 @@ class Backend {
   // out[N,O] = in[N,I] W[O,I]^T + b[O]  (b may be null)
   void linear_forward(T* out, const T* in, const T* W, const T* b, int N, int I, int O) const {
     if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
-      Scratch::Slot in_slot = Scratch::A;
-      const __nv_bfloat16* xb = produced_copy(in, size_t(N) * I, &in_slot);  // before any op of this one
-      const __nv_bfloat16* Wb = weights_bf16(W, size_t(O) * I, in_slot == Scratch::B ? Scratch::A : Scratch::B);
-      if (!xb) xb = rounded(in, size_t(N) * I, Scratch::A);
+      const auto [xb, Wb] = forward_operands(in, W, N, I, O);
       const cudaStream_t s = op_stream();
       if (!(lt_on_ && lt_.linear_forward(out, xb, Wb, b, N, I, O, s)))
         kernels::linear_forward_bf16(cublas_, out, xb, Wb, b, N, I, O, s);
@@ -214,23 +212,60 @@ class Backend {
   void linear_backward(T* din, T* dW, T* db, const T* dout, const T* in, const T* W, int N, int I, int O,
                        bool accumulate_din = false) const {
     if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
-      Scratch::Slot g_slot = Scratch::C;  // the producers of a backward's dout write into C or D
-      const __nv_bfloat16* gb = produced_copy(dout, size_t(N) * O, &g_slot);  // before any op of this one
-      if (!gb) gb = rounded(dout, size_t(N) * O, Scratch::C);
+      const __nv_bfloat16* gb = dout_operand(dout, size_t(N) * O);  // before any op of this one
       const __nv_bfloat16* Wb = din ? weights_bf16(W, size_t(O) * I, Scratch::B) : nullptr;
-      const __nv_bfloat16* xb = dW ? rounded(in, size_t(N) * I, Scratch::A) : nullptr;
       const cudaStream_t s = op_stream();
-      // dW and db in one cuBLASLt product (the bias gradient written into scratch, then added)
-      float* db_new = lt_on_ && dW && db ? scratch_.f32(size_t(O)) : nullptr;
-      if (db_new && lt_.weight_grad(dW, db_new, xb, gb, N, I, O, s)) {
-        kernels::linear_backward_bf16(cublas_, din, nullptr, nullptr, dout, gb, xb, Wb, N, I, O, accumulate_din, sms_, s);
-        kernels::add_inplace(db, db_new, size_t(O), s);
-      } else {
-        kernels::linear_backward_bf16(cublas_, din, dW, db, dout, gb, xb, Wb, N, I, O, accumulate_din, sms_, s);
-      }
+      kernels::linear_backward_bf16(cublas_, din, nullptr, nullptr, dout, gb, nullptr, Wb, N, I, O, accumulate_din,
+                                    sms_, s);
+      weight_grads_bf16(dW, db, dout, gb, in, N, I, O, s);
       return;
     }
     kernels::linear_backward(cublas_, compute(), din, dW, db, dout, in, W, N, I, O, accumulate_din, sms_, op_stream());
+  }
+  // The MLP's first layer and GELU: a[N,O] = in W^T + b (kept for the backward), g = GELU(a). bf16 mode:
+  // one cuBLASLt product with the GELU_AUX_BIAS epilogue, then g's bf16 copy for the product that reads
+  // it next; elsewhere (or where cuBLASLt has no algorithm) the product and the GELU kernel.
+  void linear_gelu_forward(T* g, T* a, const T* in, const T* W, const T* b, int N, int I, int O) const {
+    if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
+      const auto [xb, Wb] = forward_operands(in, W, N, I, O);
+      const cudaStream_t s = op_stream();
+      if (lt_on_ && lt_.linear_gelu_forward(g, a, xb, Wb, b, N, I, O, s)) {
+        const size_t n = size_t(N) * size_t(O);
+        __nv_bfloat16* c = scratch_.bf16(Scratch::A, n);
+        kernels::convert(c, g, n, op_stream());
+        produced(c, g, n, Scratch::A);
+      } else {
+        kernels::linear_forward_bf16(cublas_, a, xb, Wb, b, N, I, O, s);
+        gelu_forward(g, a, size_t(N) * size_t(O));
+      }
+      return;
+    }
+    linear_forward(a, in, W, b, N, I, O);
+    gelu_forward(g, a, size_t(N) * size_t(O));
+  }
+  // The backward of out = GELU(a) W^T + b, whose input in = GELU(a): da[N,I] = (dout W) * GELU'(a)
+  // (written), dW[O,I] += dout^T in, db[O] += sum dout. bf16 mode: the data gradient is one cuBLASLt
+  // product with the DGELU epilogue (no fp32 dout W written and read back), then da's bf16 copy for
+  // the product backward that reads it next.
+  void gelu_linear_backward(T* da, T* dW, T* db, const T* dout, const T* in, const T* a, const T* W, int N, int I,
+                            int O) const {
+    if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
+      const __nv_bfloat16* gb = dout_operand(dout, size_t(N) * O);  // before any op of this one
+      const __nv_bfloat16* Wb = weights_bf16(W, size_t(O) * I, Scratch::B);
+      const cudaStream_t s = op_stream();
+      const bool fused = lt_on_ && lt_.gelu_data_grad(da, gb, Wb, a, N, I, O, s);
+      if (!fused)
+        kernels::linear_backward_bf16(cublas_, da, nullptr, nullptr, dout, gb, nullptr, Wb, N, I, O, false, sms_, s);
+      weight_grads_bf16(dW, db, dout, gb, in, N, I, O, s);
+      const size_t n = size_t(N) * size_t(I);
+      if (!fused) return gelu_backward(da, da, a, n);
+      __nv_bfloat16* c = scratch_.bf16(Scratch::C, n);
+      kernels::convert(c, da, n, op_stream());
+      produced(c, da, n, Scratch::C);
+      return;
+    }
+    linear_backward(da, dW, db, dout, in, W, N, I, O);
+    gelu_backward(da, da, a, size_t(N) * size_t(I));
   }
 
   // ---- elementwise -------------------------------------------------------------------------
@@ -443,6 +478,32 @@ class Backend {
 
   cublasComputeType_t compute() const {
     return precision_ == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  }
+  // bf16 mode: a forward product's operands, the input's copy from its producer where it wrote one
+  std::pair<const __nv_bfloat16*, const __nv_bfloat16*> forward_operands(const T* in, const T* W, int N, int I,
+                                                                         int O) const {
+    Scratch::Slot in_slot = Scratch::A;
+    const __nv_bfloat16* xb = produced_copy(in, size_t(N) * I, &in_slot);  // before any op of this one
+    const __nv_bfloat16* Wb = weights_bf16(W, size_t(O) * I, in_slot == Scratch::B ? Scratch::A : Scratch::B);
+    if (!xb) xb = rounded(in, size_t(N) * I, Scratch::A);
+    return {xb, Wb};
+  }
+  // bf16 mode: a backward's dout operand, the copy its producer wrote (slot C or D) or one made in C
+  const __nv_bfloat16* dout_operand(const T* dout, size_t n) const {
+    Scratch::Slot slot = Scratch::C;
+    const __nv_bfloat16* gb = produced_copy(dout, n, &slot);
+    return gb ? gb : rounded(dout, n, Scratch::C);
+  }
+  // bf16 mode: dW += dout^T in and db += sum dout, both in one cuBLASLt product where it has an
+  // algorithm (the bias gradient written into scratch, then added), else cuBLAS and the column sum.
+  void weight_grads_bf16(T* dW, T* db, const T* dout, const __nv_bfloat16* gb, const T* in, int N, int I, int O,
+                         cudaStream_t s) const {
+    const __nv_bfloat16* xb = dW ? rounded(in, size_t(N) * I, Scratch::A) : nullptr;
+    float* db_new = lt_on_ && dW && db ? scratch_.f32(size_t(O)) : nullptr;
+    if (db_new && lt_.weight_grad(dW, db_new, xb, gb, N, I, O, s))
+      kernels::add_inplace(db, db_new, size_t(O), s);
+    else
+      kernels::linear_backward_bf16(cublas_, nullptr, dW, db, dout, gb, xb, nullptr, N, I, O, false, sms_, s);
   }
   // bf16 copy of n values at p in scratch slot `slot`
   const __nv_bfloat16* rounded(const T* p, size_t n, Scratch::Slot slot) const {

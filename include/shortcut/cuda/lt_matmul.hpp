@@ -3,6 +3,11 @@
 // broadcast kernel that reads and writes the whole output again, and the weight-gradient product
 // sums the bias gradient from the operand it already reads (CUBLASLT_EPILOGUE_BGRADB) instead of a
 // column-sum kernel that reads dout again. Each saves one pass over an [N, O] fp32 array per layer.
+// The MLP's first layer and GELU run as one product (CUBLASLT_EPILOGUE_GELU_AUX_BIAS: a = x W^T + b
+// kept as the auxiliary output for the backward, g = GELU(a) as D), and the second layer's data
+// gradient takes GELU's derivative in its epilogue (CUBLASLT_EPILOGUE_DGELU: da = (dout W) * GELU'(a),
+// a read as the auxiliary input), which removes the fp32 dg that the separate GELU-backward kernel
+// wrote and read back. GELU is the tanh form in both, the library's (docs/method.md).
 //
 // A plan (descriptors, layouts, the heuristic's algorithm) is made once per problem — shape, epilogue
 // and the operands' alignments, which the heuristic is told (MIN_ALIGNMENT_*: a weight inside the
@@ -52,6 +57,22 @@ class LtMatmul {
     return run(b ? CUBLASLT_EPILOGUE_BIAS : CUBLASLT_EPILOGUE_DEFAULT, CUBLAS_OP_T, CUBLAS_OP_N, O, N, I, W_b, I, in_b,
                I, 0.f, out, O, b, s);
   }
+  // a[N,O] = in_b W_b^T + b (b may be null) and g = GELU(a) in one product, a kept for the backward
+  // (GELU_AUX_BIAS / GELU_AUX; fp32 g and a). False: not run (no algorithm, or O not a multiple of 8:
+  // the auxiliary matrix's leading dimension must be).
+  bool linear_gelu_forward(float* g, float* a, const __nv_bfloat16* in_b, const __nv_bfloat16* W_b, const float* b,
+                           int N, int I, int O, cudaStream_t s) {
+    return run(b ? CUBLASLT_EPILOGUE_GELU_AUX_BIAS : CUBLASLT_EPILOGUE_GELU_AUX, CUBLAS_OP_T, CUBLAS_OP_N, O, N, I,
+               W_b, I, in_b, I, 0.f, g, O, b, s, a);
+  }
+  // da[N,I] = (dout_b W_b) * GELU'(a), a[N,I] the pre-activation of the layer's input (DGELU). False:
+  // not run (no algorithm, or I not a multiple of 8).
+  bool gelu_data_grad(float* da, const __nv_bfloat16* dout_b, const __nv_bfloat16* W_b, const float* a, int N, int I,
+                      int O, cudaStream_t s) {
+    // da^T [I,N] = W^T dout^T: A = W (col-major [I,O]), B = dout^T (col-major [O,N]); aux = a^T, ld I
+    return run(CUBLASLT_EPILOGUE_DGELU, CUBLAS_OP_N, CUBLAS_OP_N, I, N, O, W_b, I, dout_b, O, 0.f, da, I, nullptr, s,
+               a);
+  }
   // dW[O,I] += dout_b^T in_b and db[O] = sum over n of dout_b[n, :] (written, not added). False: not run.
   bool weight_grad(float* dW, float* db, const __nv_bfloat16* in_b, const __nv_bfloat16* dout_b, int N, int I, int O,
                    cudaStream_t s) {
@@ -69,8 +90,9 @@ class LtMatmul {
   }
 
  private:
-  // Shape, epilogue, and the alignments (bytes, capped at 256) of A, B, C = D and the bias vector.
-  using Key = std::tuple<int, int, int, int, int, int, unsigned, unsigned, unsigned, unsigned>;
+  // Shape, epilogue, and the alignments (bytes, capped at 256) of A, B, C = D, the bias vector and the
+  // auxiliary matrix.
+  using Key = std::tuple<int, int, int, int, int, int, unsigned, unsigned, unsigned, unsigned, unsigned>;
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
@@ -110,19 +132,27 @@ class LtMatmul {
   }
 
   // D (col-major m x n, fp32) = op(A) op(B) + beta D with `epi`, whose vector is `vec` (the bias added,
-  // or the bias gradient written).
+  // or the bias gradient written) and whose auxiliary matrix (m x n, ld m: GELU's input) is `aux`.
   bool run(cublasLtEpilogue_t epi, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
            const __nv_bfloat16* A, int lda, const __nv_bfloat16* B, int ldb, float beta, float* D, int ldd,
-           const float* vec, cudaStream_t s) {
-    const Key key{int(epi), int(ta), int(tb), m, n, k, alignment(A), alignment(B), alignment(D), alignment(vec)};
+           const float* vec, cudaStream_t s, const float* aux = nullptr) {
+    if (aux && m % 8 != 0) {  // the documented rule for the GELU input's leading dimension
+      ++stats_.fallbacks;
+      stats_.last_refusal = cat("epilogue ", int(epi), ": the auxiliary matrix's leading dimension ", m,
+                                " is not a multiple of 8");
+      return false;
+    }
+    const Key key{int(epi), int(ta), int(tb), m, n, k, alignment(A), alignment(B), alignment(D), alignment(vec),
+                  alignment(aux)};
     auto it = plans_.find(key);
-    if (it == plans_.end()) it = plans_.emplace(key, plan(epi, ta, tb, m, n, k, lda, ldb, ldd, key, vec)).first;
+    if (it == plans_.end()) it = plans_.emplace(key, plan(epi, ta, tb, m, n, k, lda, ldb, ldd, key, vec, aux)).first;
     Plan& p = it->second;
     if (!p.found) {
       ++stats_.fallbacks;
       return false;
     }
     if (vec) set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(vec));
+    if (aux) set(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<const void*>(aux));
     const float alpha = 1.f;
     SHORTCUT_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, A, p.a, B, p.b, &beta, D, p.c, D, p.c, &p.algo,
                                          workspace_.data(), workspace_.size(), s));
@@ -131,7 +161,7 @@ class LtMatmul {
   }
 
   Plan plan(cublasLtEpilogue_t epi, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, int lda, int ldb,
-            int ldd, const Key& key, const float* vec) {
+            int ldd, const Key& key, const float* vec, const float* aux) {
     if (!handle_) SHORTCUT_CUBLAS_CHECK(cublasLtCreate(&handle_));
     if (!workspace_.data()) workspace_ = DeviceBuffer<unsigned char>(kWorkspaceBytes);
     ++stats_.plans;
@@ -144,6 +174,10 @@ class LtMatmul {
       if (vec) {
         set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, int32_t(CUDA_R_32F));
         set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(vec));  // its alignment counts
+      }
+      if (aux) {  // fp32, D's type: the documented default
+        set(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<const void*>(aux));  // alignment counts
+        set(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD, int64_t(m));
       }
       const bool a_t = ta == CUBLAS_OP_T, b_t = tb == CUBLAS_OP_T;
       SHORTCUT_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&p.a, CUDA_R_16BF, a_t ? k : m, a_t ? m : k, lda));

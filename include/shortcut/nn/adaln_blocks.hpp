@@ -26,8 +26,7 @@ struct MlpBranch {
     ensure(c.mean, N); ensure(c.rstd, N); ensure(c.h, size_t(N) * D);
     ensure(c.a, size_t(N) * fc1.out); ensure(c.g, size_t(N) * fc1.out); ensure(c.o, size_t(N) * D);
     be.ln_modulate_forward(c.h.data(), c.mean.data(), c.rstd.data(), x_in, mod, mod + D, mod_stride, B, Tn, D, eps);
-    fc1.forward(be, P, c.a.data(), c.h.data(), N);
-    be.gelu_forward(c.g.data(), c.a.data(), c.a.size());
+    fc1.forward_gelu(be, P, c.g.data(), c.a.data(), c.h.data(), N);
     fc2.forward(be, P, c.o.data(), c.g.data(), N);
     if (x_out != x_in) be.copy(x_out, x_in, size_t(N) * D);
     be.gated_residual_forward(x_out, mod + 2 * D, c.o.data(), mod_stride, B, Tn, D);
@@ -38,8 +37,7 @@ struct MlpBranch {
     const int D = fc1.in, N = B * Tn;
     ensure(c.dh, size_t(N) * D); ensure(c.da, size_t(N) * fc1.out);
     be.gated_residual_backward(c.dh.data(), dmod + 2 * D, dx, mod + 2 * D, c.o.data(), mod_stride, B, Tn, D);
-    fc2.backward(be, P, G, c.da.data(), c.dh.data(), c.g.data(), N);
-    be.gelu_backward(c.da.data(), c.da.data(), c.a.data(), c.a.size());
+    fc2.backward_gelu_input(be, P, G, c.da.data(), c.dh.data(), c.g.data(), c.a.data(), N);
     fc1.backward(be, P, G, c.dh.data(), c.da.data(), c.h.data(), N);
     be.ln_modulate_backward(dx, dmod, dmod + D, c.dh.data(), x_in, c.mean.data(), c.rstd.data(), mod + D, mod_stride, B,
                             Tn, D);

@@ -34,6 +34,18 @@ struct Linear {
   void backward(const Be& be, const T* P, T* G, T* dx, const T* dy, const T* x, int N, bool accumulate = false) const {
     be.linear_backward(dx, G + w, has_bias ? G + b : nullptr, dy, x, P + w, N, in, out, accumulate);
   }
+  // The layer followed by GELU: a[N,out] = x W^T + b (kept for backward_gelu_input), g = GELU(a)
+  template <class Be, class T>
+    requires BackendLinearOps<Be, T>
+  void forward_gelu(const Be& be, const T* P, T* g, T* a, const T* x, int N) const {
+    be.linear_gelu_forward(g, a, x, P + w, has_bias ? P + b : nullptr, N, in, out);
+  }
+  // The backward of a layer whose input x = GELU(a): da[N,in] (written); dW, db += into G
+  template <class Be, class T>
+    requires BackendLinearOps<Be, T>
+  void backward_gelu_input(const Be& be, const T* P, T* G, T* da, const T* dy, const T* x, const T* a, int N) const {
+    be.gelu_linear_backward(da, G + w, has_bias ? G + b : nullptr, dy, x, a, P + w, N, in, out);
+  }
 };
 
 // Resizes a backend buffer when the element count changed (activations are sized by the batch).

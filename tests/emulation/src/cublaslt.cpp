@@ -1,9 +1,13 @@
 // cuBLASLt in the emulation: the descriptor objects the backend builds, the heuristic and
-// cublasLtMatmul with the DEFAULT, BIAS and BGRADB epilogues. Arguments are checked as the cuBLASLt
-// documentation states (a descriptor attribute of the wrong size, layouts that do not describe the
-// product, a C layout other than D's, a missing bias pointer, too small a workspace: INVALID_VALUE;
-// a type combination or epilogue outside what this emulation computes: NOT_SUPPORTED) and the
-// product is cublas.cpp's, in double, with the epilogue applied before the one rounding to D's type.
+// cublasLtMatmul with the DEFAULT, BIAS, BGRADB, GELU_AUX, GELU_AUX_BIAS and DGELU epilogues.
+// Arguments are checked as the cuBLASLt documentation states (a descriptor attribute of the wrong size,
+// layouts that do not describe the product, a C layout other than D's, a missing bias or auxiliary
+// pointer, an auxiliary leading dimension not divisible by 8 or below D's rows, too small a workspace:
+// INVALID_VALUE; a type combination or epilogue outside what this emulation computes: NOT_SUPPORTED)
+// and the product is cublas.cpp's, in double, with the epilogue applied before the one rounding to
+// D's type. GELU is the tanh form (what cuBLASLt's epilogue computes: PyTorch routes only
+// gelu(approximate="tanh") to it); the auxiliary matrix (GELU's input, written by GELU_AUX, read by
+// DGELU) has D's type unless AUX_DATA_TYPE says otherwise, and only D's type is emulated.
 //
 // An algorithm remembers the operand alignments the heuristic was told to expect (the preference's
 // MIN_ALIGNMENT attributes, 256 bytes when not set, as documented); cublasLtMatmul rejects pointers
@@ -13,6 +17,7 @@
 #include <cublasLt.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -32,6 +37,9 @@ struct LtDesc {
   uint32_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   const void* bias = nullptr;
   int32_t bias_type = -1;
+  const void* aux = nullptr;  // GELU's input: written by GELU_AUX(_BIAS), read by DGELU
+  int64_t aux_ld = 0;
+  int32_t aux_type = -1;
 };
 struct LtLayout {
   cudaDataType_t type;
@@ -91,9 +99,22 @@ cublasStatus_t read(V* dst, const void* buf, size_t bytes, const char* what) {
 // The problem the descriptors describe: m x n = D, k the contraction.
 struct Problem {
   int m = 0, n = 0, k = 0;
-  cudaDataType_t bias_type = CUDA_R_32F;
+  cudaDataType_t bias_type = CUDA_R_32F, aux_type = CUDA_R_32F;
 };
 size_t extent(uint64_t rows, uint64_t cols, int64_t ld) { return cols ? size_t(cols - 1) * size_t(ld) + rows : 0; }
+
+bool adds_bias(uint32_t e) { return e == CUBLASLT_EPILOGUE_BIAS || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS; }
+bool uses_aux(uint32_t e) {
+  return e == CUBLASLT_EPILOGUE_GELU_AUX || e == CUBLASLT_EPILOGUE_GELU_AUX_BIAS || e == CUBLASLT_EPILOGUE_DGELU;
+}
+bool uses_bias(uint32_t e) { return adds_bias(e) || e == CUBLASLT_EPILOGUE_BGRADB; }
+// GELU, tanh form, and its derivative
+constexpr double kGeluC = 0.7978845608028654;  // sqrt(2 / pi)
+double gelu(double x) { return 0.5 * x * (1.0 + std::tanh(kGeluC * (x + 0.044715 * x * x * x))); }
+double dgelu(double x) {
+  const double t = std::tanh(kGeluC * (x + 0.044715 * x * x * x));
+  return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * kGeluC * (1.0 + 3.0 * 0.044715 * x * x);
+}
 
 cublasStatus_t check(const char* fn, const LtDesc* d, const LtLayout* A, const LtLayout* B, const LtLayout* C,
                      const LtLayout* D, Problem* p) {
@@ -121,12 +142,20 @@ cublasStatus_t check(const char* fn, const LtDesc* d, const LtLayout* A, const L
                                                (A->type == CUDA_R_16BF && (D->type == CUDA_R_32F || D->type == CUDA_R_16BF)));
   if (!types_ok) return unsupported(f + ": A/B/D types outside the emulated table");
   const uint32_t e = d->epilogue;
-  if (e != CUBLASLT_EPILOGUE_DEFAULT && e != CUBLASLT_EPILOGUE_BIAS && e != CUBLASLT_EPILOGUE_BGRADB)
-    return unsupported(f + ": epilogue " + std::to_string(e) + " is not emulated (DEFAULT, BIAS, BGRADB are)");
+  if (e != CUBLASLT_EPILOGUE_DEFAULT && !uses_bias(e) && !uses_aux(e))
+    return unsupported(f + ": epilogue " + std::to_string(e) +
+                       " is not emulated (DEFAULT, BIAS, BGRADB, GELU_AUX, GELU_AUX_BIAS, DGELU are)");
   // bias: D's type for BIAS, C's for the gradient (the documented defaults); fp32 accepted for both
   p->bias_type = d->bias_type < 0 ? D->type : cudaDataType_t(d->bias_type);
-  if (e != CUBLASLT_EPILOGUE_DEFAULT && p->bias_type != D->type && p->bias_type != CUDA_R_32F)
+  if (uses_bias(e) && p->bias_type != D->type && p->bias_type != CUDA_R_32F)
     return unsupported(f + ": a bias type other than D's or fp32");
+  if (uses_aux(e)) {
+    if (d->aux_ld % 8 != 0 || d->aux_ld < int64_t(D->rows))
+      return invalid(f + ": EPILOGUE_AUX_LD " + std::to_string(d->aux_ld) +
+                     " is not divisible by 8 or is below D's rows " + std::to_string(D->rows));
+    p->aux_type = d->aux_type < 0 ? D->type : cudaDataType_t(d->aux_type);
+    if (p->aux_type != D->type) return unsupported(f + ": an auxiliary (GELU input) type other than D's");
+  }
   return CUBLAS_STATUS_SUCCESS;
 }
 
@@ -156,7 +185,14 @@ EMU_UNCHECKED void run(Problem p, LtDesc d, double al, double be, const void* A,
     for (int i = 0; i < p.m; ++i) {
       double v = acc[size_t(j) * p.m + i];
       if (be != 0.0) v += be * load(C, lc.type, size_t(j) * lc.ld + i);  // beta 0: C is not read
-      if (d.epilogue == CUBLASLT_EPILOGUE_BIAS) v += load(d.bias, p.bias_type, size_t(i));
+      if (adds_bias(d.epilogue)) v += load(d.bias, p.bias_type, size_t(i));
+      const size_t a = size_t(j) * size_t(d.aux_ld) + size_t(i);
+      if (d.epilogue == CUBLASLT_EPILOGUE_DGELU) {
+        v *= dgelu(load(d.aux, p.aux_type, a));
+      } else if (uses_aux(d.epilogue)) {
+        store(const_cast<void*>(d.aux), p.aux_type, a, v);
+        v = gelu(v);
+      }
       store(D, ld.type, size_t(j) * ld.ld + i, v);
     }
 }
@@ -185,6 +221,9 @@ cublasStatus_t cublasLtMatmulDescSetAttribute(cublasLtMatmulDesc_t d, cublasLtMa
     case CUBLASLT_MATMUL_DESC_EPILOGUE: return read(&d->epilogue, buf, bytes, "EPILOGUE");
     case CUBLASLT_MATMUL_DESC_BIAS_POINTER: return read(&d->bias, buf, bytes, "BIAS_POINTER");
     case CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE: return read(&d->bias_type, buf, bytes, "BIAS_DATA_TYPE");
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER: return read(&d->aux, buf, bytes, "EPILOGUE_AUX_POINTER");
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD: return read(&d->aux_ld, buf, bytes, "EPILOGUE_AUX_LD");
+    case CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE: return read(&d->aux_type, buf, bytes, "EPILOGUE_AUX_DATA_TYPE");
     default: return unsupported("cublasLtMatmulDescSetAttribute: attribute " + std::to_string(int(attr)) +
                                 " is not emulated");
   }
@@ -230,6 +269,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t h, cublasLtMatmul
   for (int i = 0; i < 4; ++i) r.algo.data[1 + i] = std::min<uint32_t>(std::max<uint32_t>(pref->align[i], 1), 16);
   r.workspaceSize = std::min<size_t>(pref->max_workspace, kAlgoWorkspace);
   r.algo.data[5] = r.workspaceSize;
+  // the auxiliary pointer's value set at planning tells the heuristic its alignment (documented)
+  r.algo.data[6] = uses_aux(d->epilogue) ? alignment(d->aux) : 1;
   r.state = CUBLAS_STATUS_SUCCESS;
   r.wavesCount = 1.f;
   results[0] = r;
@@ -254,13 +295,17 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
       return invalid(std::string("cublasLtMatmul: ") + names[i] + " is " + std::to_string(alignment(ptrs[i])) +
                      "-byte aligned; the algorithm was chosen for " + std::to_string(algo->data[1 + i]) +
                      " (the preference's MIN_ALIGNMENT)");
+  if (uses_aux(d->epilogue) && alignment(d->aux) < algo->data[6])
+    return invalid("cublasLtMatmul: the auxiliary matrix is " + std::to_string(alignment(d->aux)) +
+                   "-byte aligned; the algorithm was chosen for " + std::to_string(algo->data[6]));
   if (workspace_bytes < algo->data[5])
     return invalid("cublasLtMatmul: a workspace of " + std::to_string(workspace_bytes) + " bytes; the algorithm needs " +
                    std::to_string(algo->data[5]));
   if (workspace_bytes && (!workspace || !device_range(workspace, workspace_bytes)))
     return invalid("cublasLtMatmul: the workspace is not device memory of the size given");
-  const bool bias_epilogue = d->epilogue != CUBLASLT_EPILOGUE_DEFAULT;
+  const bool bias_epilogue = uses_bias(d->epilogue), aux_epilogue = uses_aux(d->epilogue);
   if (bias_epilogue && !d->bias) return invalid("cublasLtMatmul: the epilogue needs BIAS_POINTER");
+  if (aux_epilogue && !d->aux) return invalid("cublasLtMatmul: the epilogue needs EPILOGUE_AUX_POINTER");
   const double al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   // every operand must be device memory over its whole extent (else the kernel would fault)
   std::string bad;
@@ -273,8 +318,12 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
   else if (be != 0.0 && !on_device(C, lc)) bad = "C";
   else if (!on_device(D, ld)) bad = "D";
   else if (bias_epilogue) {
-    const size_t len = d->epilogue == CUBLASLT_EPILOGUE_BIAS ? size_t(p.m) : size_t(p.n);
+    const size_t len = adds_bias(d->epilogue) ? size_t(p.m) : size_t(p.n);
     if (len && !device_range(d->bias, len * type_size(p.bias_type))) bad = "the bias vector";
+  }
+  if (bad.empty() && aux_epilogue) {
+    const size_t span = extent(uint64_t(p.m), uint64_t(p.n), d->aux_ld) * type_size(p.aux_type);
+    if (span && !device_range(d->aux, span)) bad = "the auxiliary (GELU input) matrix";
   }
   const LtDesc desc = *d;
   const LtLayout a = *la, b = *lb, c = *lc, dd = *ld;

@@ -1,7 +1,7 @@
 // The cuBLASLt subset of the emulation (src/cublaslt.cpp): handles, matmul descriptors with the
-// transposes, the epilogue and its bias pointer, column-major matrix layouts, preferences (workspace
-// and the operands' alignments), the heuristic and cublasLtMatmul with the DEFAULT, BIAS and BGRADB
-// epilogues, every argument checked as the documentation states and the product computed in double
+// transposes, the epilogue with its bias and auxiliary (GELU input) pointers, column-major matrix
+// layouts, preferences (workspace and the operands' alignments), the heuristic and cublasLtMatmul with
+// the DEFAULT, BIAS, BGRADB, GELU_AUX(_BIAS) and DGELU epilogues, every argument checked as the documentation states and the product computed in double
 // (cublas.cpp's reference product). What the emulation adds for its tests is marked so.
 #pragma once
 #include <cstdint>
@@ -44,6 +44,9 @@ enum cublasLtMatmulDescAttributes_t {
   CUBLASLT_MATMUL_DESC_TRANSC = 5,
   CUBLASLT_MATMUL_DESC_EPILOGUE = 7,
   CUBLASLT_MATMUL_DESC_BIAS_POINTER = 8,
+  CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER = 11,
+  CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_LD = 12,
+  CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_DATA_TYPE = 22,
   CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE = 26,
 };
 enum cublasLtEpilogue_t {
@@ -51,7 +54,9 @@ enum cublasLtEpilogue_t {
   CUBLASLT_EPILOGUE_RELU = 2,
   CUBLASLT_EPILOGUE_BIAS = 4,
   CUBLASLT_EPILOGUE_GELU = 32,
+  CUBLASLT_EPILOGUE_GELU_AUX = 32 | 128,
   CUBLASLT_EPILOGUE_GELU_AUX_BIAS = 32 | 128 | 4,
+  CUBLASLT_EPILOGUE_DGELU = 64 | 128,
   CUBLASLT_EPILOGUE_DGELU_BGRAD = 64 | 128 | 16,
   CUBLASLT_EPILOGUE_BGRADA = 256,
   CUBLASLT_EPILOGUE_BGRADB = 512,
