@@ -262,4 +262,27 @@ TEST_CASE("emulation: where cuBLASLt has no algorithm for the GELU epilogues, th
   CHECK(be.lt_stats().products == 0);
   CHECK(be.lt_stats().fallbacks == 5);
 }
+
+TEST_CASE("emulation: a cuBLASLt product refused at its first run falls back, and its plan with it",
+          "[bf16][linear][lt][emulation]") {
+  // The heuristic gave an algorithm, cublasLtMatmul answers NOT_SUPPORTED (documented for operations
+  // the device's kernels do not support): the DGELU product falls back to cuBLAS and the GELU kernel,
+  // the others stay on cuBLASLt, the results are unchanged, and the plan is not tried again.
+  using namespace lt_matmul;
+  struct Knob {
+    Knob() { emu::lt_matmul_refuses(CUBLASLT_EPILOGUE_DGELU); }
+    ~Knob() { emu::lt_matmul_refuses(0); }
+  } knob;
+  Gpu be(cuda::Options{.precision = cuda::Precision::bf16});
+  const MlpPair M = mlp_pair(37, 24, 40, 29);
+  check_mlp_pair(run_mlp_pair(be, M), M, true);
+  CHECK(be.lt_stats().products == 4);
+  CHECK(be.lt_stats().fallbacks == 1);
+  CHECK(be.lt_stats().last_refusal.find("NOT_SUPPORTED at the plan's first run") != std::string::npos);
+  const uint64_t plans = be.lt_stats().plans;
+  check_mlp_pair(run_mlp_pair(be, M), M, true);
+  CHECK(be.lt_stats().products == 8);
+  CHECK(be.lt_stats().fallbacks == 2);
+  CHECK(be.lt_stats().plans == plans);
+}
 #endif

@@ -14,7 +14,11 @@
 // arena or an output at an odd offset is not 16-byte aligned, and an algorithm chosen for aligned
 // operands would fault on it) — and cached. Where the heuristic finds no algorithm, the call returns
 // false and the caller runs the cuBLAS product and the separate kernel instead (LtStats::fallbacks,
-// the heuristic's status in last_refusal); the plan remembers that, so it is asked once.
+// the heuristic's status in last_refusal); the plan remembers that, so it is asked once. Likewise
+// where cublasLtMatmul itself answers NOT_SUPPORTED at a plan's first run (documented for
+// configurations the device's kernels do not support, which the heuristic may not have filtered):
+// the product is not run and the plan falls back from then on, rather than the training stopping.
+// Any other error, or a refusal after a plan has run, is an error (thrown).
 //
 // Numerics: the bias is added to the fp32 accumulator before the one rounding to the fp32 output (the
 // separate kernel rounds the product first); the bias gradient is summed from the bf16 copy of dout
@@ -100,6 +104,7 @@ class LtMatmul {
     cublasLtMatmulAlgo_t algo{};
     size_t workspace = 0;
     bool found = false;
+    bool ran = false;  // cublasLtMatmul has accepted it once
     void release() noexcept {
       if (pref) cublasLtMatmulPreferenceDestroy(pref);
       if (a) cublasLtMatrixLayoutDestroy(a);
@@ -154,8 +159,17 @@ class LtMatmul {
     if (vec) set(p.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, static_cast<const void*>(vec));
     if (aux) set(p.desc, CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, static_cast<const void*>(aux));
     const float alpha = 1.f;
-    SHORTCUT_CUBLAS_CHECK(cublasLtMatmul(handle_, p.desc, &alpha, A, p.a, B, p.b, &beta, D, p.c, D, p.c, &p.algo,
-                                         workspace_.data(), workspace_.size(), s));
+    const cublasStatus_t st = cublasLtMatmul(handle_, p.desc, &alpha, A, p.a, B, p.b, &beta, D, p.c, D, p.c, &p.algo,
+                                             workspace_.data(), workspace_.size(), s);
+    if (st == CUBLAS_STATUS_NOT_SUPPORTED && !p.ran) {
+      p.found = false;
+      ++stats_.fallbacks;
+      stats_.last_refusal = cat("cublasLtMatmul (epilogue ", int(epi), ", m ", m, ", n ", n, ", k ", k,
+                                "): CUBLAS_STATUS_NOT_SUPPORTED at the plan's first run");
+      return false;
+    }
+    check_cublas(st, "cublasLtMatmul", __FILE__, __LINE__);
+    p.ran = true;
     ++stats_.products;
     return true;
   }

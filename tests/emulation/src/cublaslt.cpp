@@ -55,6 +55,7 @@ namespace {
 constexpr uint64_t kAlgoMagic = 0x4c74456d75416c67ull;  // "LtEmuAlg"
 constexpr size_t kAlgoWorkspace = size_t(1) << 20;       // what the emulated algorithm asks for, at most
 bool finds_nothing = false;
+uint32_t refused_epilogue = 0;
 
 template <class T>
 std::set<const T*>& live() {
@@ -199,6 +200,7 @@ EMU_UNCHECKED void run(Problem p, LtDesc d, double al, double be, const void* A,
 }  // namespace
 
 void lt_heuristic_finds_nothing(bool on) { finds_nothing = on; }
+void lt_matmul_refuses(uint32_t epilogue) { refused_epilogue = epilogue; }
 }  // namespace emu
 
 using namespace emu;
@@ -287,6 +289,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t h, cublasLtMatmulDesc_t d, const 
   Problem p;
   if (cublasStatus_t s = check("cublasLtMatmul", d, la, lb, lc, ld, &p); s != CUBLAS_STATUS_SUCCESS) return s;
   if (!alpha || !beta) return invalid("cublasLtMatmul: alpha or beta is null");
+  if (refused_epilogue && d->epilogue == refused_epilogue)
+    return unsupported("cublasLtMatmul: epilogue " + std::to_string(refused_epilogue) + " refused (emulation knob)");
   if (!algo || algo->data[0] != kAlgoMagic) return invalid("cublasLtMatmul: no algorithm from the heuristic");
   const void* ptrs[4] = {A, B, C, D};
   const char* names[4] = {"A", "B", "C", "D"};

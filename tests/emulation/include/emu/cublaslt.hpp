@@ -16,6 +16,10 @@ struct LtPreference;
 // Emulation only: while set, the heuristic finds no algorithm for any problem (as a GPU's may for a
 // configuration its kernels do not cover), so that the caller's fallback can be tested.
 void lt_heuristic_finds_nothing(bool on);
+// Emulation only: while non-zero, cublasLtMatmul returns NOT_SUPPORTED for products with this epilogue
+// although the heuristic gave an algorithm (documented: "the current implementation on the selected
+// device doesn't support the configured operation"), so that the caller's late fallback can be tested.
+void lt_matmul_refuses(uint32_t epilogue);
 }  // namespace emu
 
 using cublasLtHandle_t = emu::LtContext*;
