@@ -647,4 +647,8 @@ uint64_t queued_work() {
   std::lock_guard<std::recursive_mutex> l(st().m);
   return st().queued;
 }
+std::string sticky_fault() {
+  std::lock_guard<std::recursive_mutex> l(st().m);
+  return st().sticky ? st().sticky_what : std::string();
+}
 }  // namespace emu

@@ -3,7 +3,8 @@
 // has exited. A fiber runs until it blocks in __syncthreads or a warp collective, or exits; the
 // scheduler then runs the next runnable one, releases the barrier when every thread has reached it,
 // and reports a divergent barrier or a deadlock as a fault of the launch. Blocks are shared out to
-// a pool of host threads.
+// a pool of host threads. It also checks the asynchronous shared-memory pipelines for races between
+// warps (ldmatrix readers against cp.async writers in one barrier interval; SmemWord below).
 //
 // Under the sanitizers: AddressSanitizer is told of every stack switch; under ThreadSanitizer every
 // fiber is a TSan fiber, switches carry no ordering, and only a barrier (every thread releases
@@ -138,6 +139,22 @@ size_t stack_bytes() {
 constexpr size_t kSmemGuard = 4096;
 constexpr unsigned char kGuardByte = 0xA5;
 
+// Shared-memory races between warps that the scheduler's order could hide: for each 4-byte word of a
+// block's dynamic shared memory, within the current barrier interval (the epoch, advanced at every
+// __syncthreads release), the warps that read it by ldmatrix and the warp whose cp.async wrote it (at
+// issue, and again where its wait_group lands it), and the warp whose cp.async to it is still in
+// flight. A read and a write by different warps in one interval, in either order, is a race on a GPU
+// whatever order the emulation happened to run them in; so is any ldmatrix of a word whose cp.async
+// has not landed. Plain loads and stores are not seen (they are not instrumented): the check covers
+// the asynchronous pipelines (cp.async refills against ldmatrix readers), where a missing barrier
+// goes unseen when the warps run in step.
+struct SmemWord {
+  uint64_t epoch = 0;
+  uint32_t readers = 0;  // warps (bit w) that read the word by ldmatrix in `epoch`
+  int32_t writer = -1;   // the warp whose cp.async wrote it in `epoch`
+  int32_t flying = -1;   // the warp whose cp.async to it is in flight
+};
+
 struct Worker {
   std::vector<std::unique_ptr<Fiber>> fibers;
   std::vector<WarpSlot> warps;
@@ -169,6 +186,18 @@ struct Worker {
     return fibers[i].get();
   }
   unsigned at_barrier = 0, exited = 0;
+  std::vector<SmemWord> smem_words;  // sized with smem, outside the fibers (they must not allocate)
+  uint64_t epoch = 1;
+  // the word's record for the current interval
+  SmemWord& word(const void* p) {
+    SmemWord& x = smem_words[size_t(static_cast<const unsigned char*>(p) - smem) / 4];
+    if (x.epoch != epoch) {
+      x.epoch = epoch;
+      x.readers = 0;
+      x.writer = -1;
+    }
+    return x;
+  }
 
   ~Worker() {
     for (auto& f : fibers) {
@@ -386,6 +415,9 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
   __asan_unpoison_memory_region(w.smem, w.smem_cap);
 #endif
   std::memset(w.smem, 0xFF, job.smem);  // NaN in fp32 and bf16: an unwritten value shows
+  if (w.smem_words.size() < job.smem / 4 + 1) w.smem_words.resize(job.smem / 4 + 1);
+  std::fill(w.smem_words.begin(), w.smem_words.begin() + std::ptrdiff_t(job.smem / 4 + 1), SmemWord{});
+  ++w.epoch;
   std::memset(w.smem + job.smem, kGuardByte, kSmemGuard);
 #if defined(EMU_ASAN)
   __asan_poison_memory_region(w.smem + job.smem, w.smem_cap - job.smem);
@@ -440,6 +472,7 @@ void run_block(Worker& w, GridJob& job, uint3 bid) {
         return;
       }
       w.at_barrier = 0;
+      ++w.epoch;  // a new barrier interval
       for (unsigned i = 0; i < n; ++i) w.fibers[i]->state = Fiber::Runnable;
       enqueue_all();
       continue;
@@ -643,6 +676,17 @@ uint64_t warp_collective(WarpOp op, unsigned mask, uint64_t value, int arg, int 
                       "dynamic shared memory", c->row, lane, w.job->smem);
         fault_from_fiber(w, f, cudaErrorIllegalAddress, buf);
       }
+      for (int b = 0; b < 16; b += 4) {
+        SmemWord& x = w.word(static_cast<const unsigned char*>(c->row) + b);
+        if (x.flying >= 0 || (x.writer >= 0 && x.writer != int(f.warp))) {
+          std::snprintf(buf, sizeof buf, "shared-memory race: ldmatrix by warp %u reads %p, which %s (a cp.async's "
+                        "wait_group and then a __syncthreads must come between)", f.warp,
+                        static_cast<const unsigned char*>(c->row) + b,
+                        x.flying >= 0 ? "a cp.async still writes" : "another warp's cp.async wrote in this barrier interval");
+          fault_from_fiber(w, f, cudaErrorLaunchFailure, buf);
+        }
+        x.readers |= 1u << f.warp;
+      }
     }
   }
   if ((op == WarpOp::MmaBf16 || op == WarpOp::LdMatrix) && (mask != 0xffffffffu || count != 32)) {
@@ -764,6 +808,20 @@ void cp_async(void* dst, const void* src, int bytes, int src_bytes) {
                   kMaxAsyncCopies);
     fault_from_fiber(w, f, cudaErrorLaunchFailure, buf);
   }
+  for (int b = 0; b < bytes; b += 4) {
+    SmemWord& x = w.word(static_cast<unsigned char*>(dst) + b);
+    const uint32_t others = x.readers & ~(1u << f.warp);
+    if (others || (x.writer >= 0 && x.writer != int(f.warp)) || (x.flying >= 0 && x.flying != int(f.warp))) {
+      std::snprintf(buf, sizeof buf, "shared-memory race: cp.async by warp %u writes %p, which warp %d %s in this "
+                    "barrier interval (a __syncthreads must come between)", f.warp,
+                    static_cast<unsigned char*>(dst) + b,
+                    others ? __builtin_ctz(others) : x.writer >= 0 && x.writer != int(f.warp) ? x.writer : x.flying,
+                    others ? "read by ldmatrix" : "also writes by cp.async");
+      fault_from_fiber(w, f, cudaErrorLaunchFailure, buf);
+    }
+    x.writer = int(f.warp);
+    x.flying = int(f.warp);
+  }
   std::memset(dst, 0xFF, size_t(bytes));  // in flight: NaN until the wait
   f.copies[f.n_copies++] = AsyncCopy{static_cast<unsigned char*>(dst), static_cast<const unsigned char*>(src), bytes,
                                      src_bytes};
@@ -786,6 +844,11 @@ void cp_async_wait(int pending) {
     const AsyncCopy& c = f.copies[i];
     if (c.src_bytes) std::memcpy(c.dst, c.src, size_t(c.src_bytes));
     std::memset(c.dst + c.src_bytes, 0, size_t(c.bytes - c.src_bytes));
+    for (int b = 0; b < c.bytes; b += 4) {  // landed now: other warps may read it after a barrier
+      SmemWord& x = w.word(c.dst + b);
+      x.flying = -1;
+      x.writer = int(f.warp);
+    }
   }
   // the groups still in flight move to the front
   for (int i = end; i < f.n_copies; ++i) f.copies[i - end] = f.copies[i];

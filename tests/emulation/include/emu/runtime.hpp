@@ -49,6 +49,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <tuple>
 #include <type_traits>
 
@@ -212,6 +213,8 @@ cudaError_t set_max_dynamic_smem(const void* kernel, int bytes);
 // to pageable host memory too, which waits), a fill, a library call, a graph launch: one each (work a
 // capture records is not put on a stream) — so that a test can count what a step costs in launches.
 uint64_t queued_work();
+// Emulation only: what the sticky fault says (the line printed to stderr), empty while none is set.
+std::string sticky_fault();
 }  // namespace emu
 template <class... P>
 cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, int value) {
