@@ -53,35 +53,37 @@ std::vector<std::vector<typename Be::Scalar>> state(ShortcutModel<nn::MlpNet<Be>
 
 }  // namespace
 
-TEMPLATE_TEST_CASE("the recorded training step equals zero_grad, step, AdamW and EMA bit for bit", "[train][step]",
-                   float, double) {
-  using Be = cpu::Backend<TestType>;
+// TrainingStep on host rows and on device rows against zero_grad + the objective's step + AdamW + EMA,
+// six steps; `make` builds one objective (three are compared, each on its own model).
+template <class T, template <class> class Objective, class Make>
+void check_recorded_steps(Make make) {
+  using Be = cpu::Backend<T>;
   using Model = ShortcutModel<nn::MlpNet<Be>>;
+  using Obj = Objective<Model>;
   Be be;
   const uint64_t seed = testutil::gen()() % 1000;
   const AdamWConfig oc = scheduled_groups();
-  ShortcutConfig sc;
   const int B = 32;
   Model eager_m(be, step_test_net(), seed), staged_m(be, step_test_net(), seed), device_m(be, step_test_net(), seed);
   for (Model* m : {&eager_m, &staged_m, &device_m}) m->arena().copy_role(Role::Ema, Role::Param);
-  SelfConsistencyLoss<Model> eager_loss(sc), staged_loss(sc), device_loss(sc);
+  Obj eager_loss = make(), staged_loss = make(), device_loss = make();
   AdamW eager_opt(oc), staged_opt(oc), device_opt(oc);
   const EmaTracker ema(0.9);
   Rng eager_rng(seed), staged_rng(seed), device_rng(seed);
-  TrainingStep<Model, SelfConsistencyLoss<Model>> staged, device;
-  STATIC_REQUIRE(TrainingStep<Model, SelfConsistencyLoss<Model>>::kRecorded);
+  TrainingStep<Model, Obj> staged, device;
+  STATIC_REQUIRE(TrainingStep<Model, Obj>::kRecorded);
   for (int s = 0; s < 6; ++s) {
     INFO("step " << s + 1);
-    const auto b = toy_rows<TestType>(B, seed * 31 + uint64_t(s));
+    const auto b = toy_rows<T>(B, seed * 31 + uint64_t(s));
     eager_m.arena().zero_grad();
     const auto dx1 = upload(be, b.x1);
-    const LossResult want = eager_loss.step(eager_m, dx1, b.y, eager_rng);
+    const LossResult want = eager_loss.step(eager_m, dx1, b.y, BatchSlice::all(B), eager_rng);
     eager_opt.step(eager_m.arena());
     ema.update(eager_m.arena());
-    const LossResult got = staged.take(staged_m, staged_loss, staged_opt, ema, HostSpan<const TestType>(b.x1), b.y,
+    const LossResult got = staged.take(staged_m, staged_loss, staged_opt, ema, HostSpan<const T>(b.x1), b.y,
                                        BatchSlice::all(B), staged_rng);
-    const LossResult got_d = device.take(device_m, device_loss, device_opt, ema, DeviceSpan<const TestType, Be>(dx1),
-                                         b.y, BatchSlice::all(B), device_rng);
+    const LossResult got_d = device.take(device_m, device_loss, device_opt, ema, DeviceSpan<const T, Be>(dx1), b.y,
+                                         BatchSlice::all(B), device_rng);
     CHECK(got.loss == want.loss);
     CHECK(got.bootstrap_loss == want.bootstrap_loss);
     CHECK(got_d.loss == want.loss);
@@ -94,6 +96,18 @@ TEMPLATE_TEST_CASE("the recorded training step equals zero_grad, step, AdamW and
   // the steps moved the weights (the comparison above can fail), and the frozen run did not move
   Model init(be, step_test_net(), seed);
   CHECK(eager_m.arena().to_host(Role::Param) != init.arena().to_host(Role::Param));
+}
+
+TEMPLATE_TEST_CASE("the recorded training step equals zero_grad, step, AdamW and EMA bit for bit", "[train][step]",
+                   float, double) {
+  check_recorded_steps<TestType, SelfConsistencyLoss>([] { return SelfConsistencyLoss<ShortcutModel<nn::MlpNet<cpu::Backend<TestType>>>>(ShortcutConfig{}); });
+  SECTION("consistency training (DESIGN.md §7), at a stage whose gap is not the whole path") {
+    check_recorded_steps<TestType, ConsistencyTraining>([] {
+      ConsistencyTraining<ShortcutModel<nn::MlpNet<cpu::Backend<TestType>>>> ct(ConsistencyTrainingConfig{});
+      ct.set_progress({30, 70});  // stage 3 of 7: gap 1/8
+      return ct;
+    });
+  }
 }
 
 TEST_CASE("a diverged step changes nothing: the trainer stops at the state before it", "[train][step][errors]") {

@@ -313,24 +313,29 @@ TEST_CASE("a body that cannot be captured runs eagerly, once per call", "[graphs
 namespace graphs_test {
 
 // A whole training step (TrainingStep: zero_grad, targets, forward, loss, backward, AdamW, EMA) on
-// host data, steps times, with a learning rate that changes every step (warm-up) and groups.
+// host data, steps times, with a learning rate that changes every step (warm-up) and groups; the
+// objective made from `cfg` at `progress` (the shortcut loss unless another is given).
 struct WholeSteps {
   std::vector<double> losses, param, ema, moment, grad;
   std::vector<uint64_t> queued;  // emulation: pieces of stream work each step put on the stream
 };
+template <class Obj = SelfConsistencyLoss<Model>, class Cfg = ShortcutConfig>
 WholeSteps whole_steps(Gpu& be, const std::vector<double>& P0, const std::vector<float>& x1,
-                       const std::vector<int32_t>& y, int steps, int nan_at = -1) {
+                       const std::vector<int32_t>& y, int steps, int nan_at = -1, const Cfg& cfg = {},
+                       TrainingProgress progress = {}) {
   Model m(be, small_dit(), 7);
   m.arena().from_host(Role::Param, std::vector<float>(P0.begin(), P0.end()));
   m.arena().copy_role(Role::Ema, Role::Param);
-  SelfConsistencyLoss<Model> loss{ShortcutConfig{}};
+  Obj loss(cfg);
+  loss.set_progress(progress);
   AdamWConfig oc;
   oc.lr = 1e-3; oc.warmup_steps = 8;
   oc.groups = {ParamGroup{.pattern = "*.bias", .decay = false, .lr_scale = 0.5}};
   AdamW opt(oc);
   const EmaTracker ema(0.9);
   Rng rng(99);
-  TrainingStep<Model, SelfConsistencyLoss<Model>> step;
+  TrainingStep<Model, Obj> step;
+  STATIC_REQUIRE(TrainingStep<Model, Obj>::kRecorded);
   WholeSteps r;
   const int B = int(y.size());
   for (int s = 0; s < steps; ++s) {
@@ -391,6 +396,23 @@ TEST_CASE("a whole training step with AdamW and the EMA is one graph launch", "[
     CHECK(want.queued[1] > 100);  // eagerly: every kernel (the count can tell)
 #endif
   }
+}
+
+TEST_CASE("a consistency-training step (DESIGN.md §7) is one graph launch too", "[graphs][training]") {
+  using namespace graphs_test;
+  const StepData d = step_data(32);
+  const auto& [P0, x1, y] = d;
+  const TrainingProgress stage3{30, 70};  // stage 3 of 7: every row's t and t' = t + 1/8 change each step
+  Gpu eager_be(cuda::Options{.precision = cuda::Precision::bf16, .graphs = false});
+  Gpu graph_be(cuda::Options{.precision = cuda::Precision::bf16});
+  using CT = ConsistencyTraining<Model>;
+  const WholeSteps want = whole_steps<CT>(eager_be, P0, x1, y, 4, -1, ConsistencyTrainingConfig{}, stage3);
+  const WholeSteps got = whole_steps<CT>(graph_be, P0, x1, y, 4, -1, ConsistencyTrainingConfig{}, stage3);
+  check_steps_close(got, want, 1e-5);
+  check_one_capture(graph_be.graph_stats(), 3);
+#if defined(SHORTCUT_CUDA_EMULATION)
+  for (size_t s = 1; s < got.queued.size(); ++s) CHECK(got.queued[s] == 2);
+#endif
 }
 
 TEST_CASE("a replayed training step whose loss is not finite leaves weights, moments and EMA as they were",

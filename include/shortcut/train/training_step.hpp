@@ -3,9 +3,10 @@
 // whose loss is not finite leaves the weights, moments and EMA as they were (the Trainer then stops
 // with its divergence error, as it always did).
 //
-// An objective that comes in parts (RecordableObjective below; SelfConsistencyLoss does) makes the
-// whole step after the host's part one recorded body (core/capture.hpp): on the CUDA backend one
-// graph launch a step, replayed from the second step of a batch shape on. What changes from step to
+// An objective that comes in parts (RecordableObjective below; SelfConsistencyLoss and
+// ConsistencyTraining do) makes the whole step after the host's part one recorded body
+// (core/capture.hpp): on the CUDA backend one graph launch a step, replayed from the second step of
+// a batch shape on. What changes from step to
 // step is staged by the host in fixed host memory (core/staged.hpp: the data rows, the batch plan,
 // the noise stream, AdamW's learning rate and bias corrections) and uploaded by the body's first
 // nodes; the update's guard is a flag the body computes from the row losses on the device, since the

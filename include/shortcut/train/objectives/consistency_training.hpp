@@ -5,11 +5,15 @@
 // with the gap d = 2^-s shrinking over L stages (stage s = floor(S / (S_max / L)), S the step) and t
 // a multiple of d. At s = 0 the gap is the whole path and the target is flow matching's x1 - x0.
 // The network is always queried at k = L, so the sampler treats the model as flow matching does.
+// Its step comes in parts (RecordableObjective, train/training_step.hpp), as SelfConsistencyLoss's:
+// the host's plan staged, the device work recorded once per key and replayed.
 #pragma once
 #include <algorithm>
 #include <string>
 #include <vector>
 
+#include "shortcut/core/capture.hpp"
+#include "shortcut/core/staged.hpp"
 #include "shortcut/train/objective.hpp"
 
 namespace shortcut {
@@ -94,33 +98,68 @@ class ConsistencyTraining {
   const T* inputs() const { return rows_.xt(); }
   const T* targets() const { return rows_.target(); }
 
+  // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
   LossResult step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    Backend& be = m.backend();
+    stage_step(m, x1, y, s, rng);
+    run_captured(m.backend(), step_key(m, x1.data()), [&] { record_step(m, x1.data()); });
+    return step_losses(m);
+  }
+
+  // ---- step() in parts (RecordableObjective) --------------------------------------------------------
+  // The host's part: the checks, the plan, and what the device work reads that changes from step to
+  // step (the queries t, k, labels, the later times t', the noise stream) staged; no device work.
+  void stage_step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     const int64_t n = m.sample_size();
     check_step_inputs(s, x1, y, n, m.num_classes());
+    m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     const int64_t sections = int64_t(1) << stage_;
     plan_ = consistency_plan(s, y, m.num_classes(), sections, 1.0 / double(sections), float(c_.levels()),
                              c_.class_dropout_prob, rng);
     plan_.stage = stage_;
-    const int B = s.rows();
-    const size_t N = size_t(B) * size_t(n);
-    nn::ensure(x0_, N); nn::ensure(xp_, N);
-    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
-    RegressionRows<Model>::put(be, tp_, std::vector<T>(plan_.tp.begin(), plan_.tp.end()));
-    be.normal(x0_.data(), N, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
-    be.flow_rows(rows_.xt(), nullptr, x1.data(), x0_.data(), rows_.t(), B, int(n));
-    be.flow_rows(xp_.data(), nullptr, x1.data(), x0_.data(), tp_.data(), B, int(n));
+    slice_ = s;
+    seed_ = rng.seed();
+    const size_t N = size_t(s.rows()) * size_t(n);
+    nn::ensure(x0_, N);
+    nn::ensure(xp_, N);
+    rows_.stage(m, plan_.t, plan_.k, plan_.y);
+    tp_.set(plan_.tp);
+    *noise_.host(1) = plan_.noise_stream;
+  }
+  // What the device work's host side decides from, x1 being the rows record_step reads.
+  CaptureKey step_key(const Model& m, const T* x1) const {
+    return CaptureKey(this, &m, x1, slice_.rows(), slice_.batch, slice_.flow_begin, seed_,
+                      m.arena().data(c_.target_ema ? Role::Ema : Role::Param));
+  }
+  // The device work of the staged step: uploads, noise, both points of each path, the EMA's (or raw
+  // weights') endpoint from the later one, forward, MSE, backward.
+  void record_step(Model& m, const T* x1) {
+    const Backend& be = m.backend();
+    const int B = slice_.rows();
+    const int64_t n = m.sample_size();
+    rows_.upload(be);
+    tp_.upload(be);
+    noise_.upload(be);
+    be.normal_staged(x0_.data(), size_t(B) * size_t(n), seed_, noise_.data(), uint64_t(slice_.flow_begin) * uint64_t(n));
+    be.flow_rows(rows_.xt(), nullptr, x1, x0_.data(), rows_.t(), B, int(n));
+    be.flow_rows(xp_.data(), nullptr, x1, x0_.data(), tp_.data(), B, int(n));
     consistency_targets(m, rows_, xp_.data(), tp_.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B,
                         v_);
-    return rows_.regress(m, B, 0, s.batch, 0);
+    rows_.regress_on_device(m, B, slice_.batch);
   }
+  // The recorded step's row losses [rows] on the device, and their sums read back.
+  const T* row_losses() const { return rows_.row_loss(); }
+  LossResult step_losses(Model& m) { return rows_.losses(m, slice_.rows(), 0, slice_.batch, 0); }
 
  private:
   ConsistencyTrainingConfig c_;
   int stage_ = 0;
   Plan plan_;
   RegressionRows<Model> rows_;
-  typename Backend::template Buffer<T> x0_, xp_, v_, tp_;
+  BatchSlice slice_;
+  uint64_t seed_ = 0;
+  Staged<Backend, T> tp_;          // the later times t'
+  Staged<Backend, uint64_t> noise_;  // the noise stream
+  typename Backend::template Buffer<T> x0_, xp_, v_;
 };
 
 }  // namespace shortcut
