@@ -3,8 +3,8 @@
 // whose loss is not finite leaves the weights, moments and EMA as they were (the Trainer then stops
 // with its divergence error, as it always did).
 //
-// An objective that comes in parts (RecordableObjective below; SelfConsistencyLoss and
-// ConsistencyTraining do) makes the whole step after the host's part one recorded body
+// An objective that comes in parts (RecordableObjective below; SelfConsistencyLoss and the §7
+// baselines in objectives/ do) makes the whole step after the host's part one recorded body
 // (core/capture.hpp): on the CUDA backend one graph launch a step, replayed from the second step of
 // a batch shape on. What changes from step to
 // step is staged by the host in fixed host memory (core/staged.hpp: the data rows, the batch plan,

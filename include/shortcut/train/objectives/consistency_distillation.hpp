@@ -3,7 +3,8 @@
 // the student's EMA predicts the endpoint from there and the row is trained towards it:
 //   x' = clip(x_t + s_teacher(x_t, t) / M),  x̂1 = x' + (1 - t') s_ema(x', t'),  target = (x̂1 - x_t) / (1 - t),
 // t on the grid of multiples of 1/M below 1. Queries use k = L, so the sampler treats the model as
-// flow matching does.
+// flow matching does. Its step comes in parts (RecordableObjective, train/training_step.hpp): the
+// host's plan staged, the device work — the teacher's step included — recorded once per key.
 #pragma once
 #include <string>
 #include <vector>
@@ -54,36 +55,70 @@ class ConsistencyDistillation {
   const T* targets() const { return rows_.target(); }
   const T* later_points() const { return xp_.data(); }
 
+  // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
   LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
+    stage_step(m, x1, y, s, rng);
+    run_captured(m.backend(), step_key(m, x1.data()), [&] { record_step(m, x1.data()); });
+    return step_losses(m);
+  }
+
+  // ---- step() in parts (RecordableObjective) --------------------------------------------------------
+  // The host's part: the teacher loaded at the first step, the checks, the plan, and the queries, the
+  // later times and the noise stream staged.
+  void stage_step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     if (!teacher_.attached()) teacher_.attach(m);
-    Backend& be = m.backend();
     const int64_t n = m.sample_size();
     check_step_inputs(s, x1, y, n, m.num_classes());
+    m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     const int M = c_.denoise_timesteps;
     plan_ = consistency_plan(s, y, m.num_classes(), M, 1.0 / M, float(c_.levels()), c_.class_dropout_prob, rng);
-    const int B = s.rows();
-    const size_t N = size_t(B) * size_t(n);
-    nn::ensure(x0_, N); nn::ensure(xp_, N); nn::ensure(vt_, N); nn::ensure(step_, size_t(B));
-    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
-    RegressionRows<Model>::put(be, tp_, std::vector<T>(plan_.tp.begin(), plan_.tp.end()));
-    RegressionRows<Model>::put(be, step_, std::vector<T>(size_t(B), T(1.0 / M)));
-    be.normal(x0_.data(), N, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
-    be.flow_rows(rows_.xt(), nullptr, x1.data(), x0_.data(), rows_.t(), B, int(n));
+    slice_ = s;
+    seed_ = rng.seed();
+    const size_t N = size_t(s.rows()) * size_t(n);
+    nn::ensure(x0_, N); nn::ensure(xp_, N); nn::ensure(vt_, N); nn::ensure(step_, size_t(s.rows()));
+    rows_.stage(m, plan_.t, plan_.k, plan_.y);
+    tp_.set(plan_.tp);
+    *noise_.host(1) = plan_.noise_stream;
+  }
+  // What the device work's host side decides from, x1 being the rows record_step reads.
+  CaptureKey step_key(const Model& m, const T* x1) const {
+    return CaptureKey(this, &m, x1, slice_.rows(), slice_.batch, slice_.flow_begin, seed_, teacher_.data(),
+                      m.arena().data(c_.target_ema ? Role::Ema : Role::Param));
+  }
+  // The device work of the staged step: uploads, noise, x_t, the teacher's clipped step to x', the
+  // endpoint from x', forward, MSE, backward.
+  void record_step(Model& m, const T* x1) {
+    const Backend& be = m.backend();
+    const int B = slice_.rows();
+    const int64_t n = m.sample_size();
+    rows_.upload(be);
+    tp_.upload(be);
+    noise_.upload(be);
+    be.fill(step_.data(), T(1.0 / c_.denoise_timesteps), size_t(B));
+    be.normal_staged(x0_.data(), size_t(B) * size_t(n), seed_, noise_.data(), uint64_t(slice_.flow_begin) * uint64_t(n));
+    be.flow_rows(rows_.xt(), nullptr, x1, x0_.data(), rows_.t(), B, int(n));
     teacher_.forward(rows_.xt(), rows_.t(), rows_.k(), rows_.y(), B, vt_.data());
     // x' = clip(x_t + v / M): the bootstrap half step with no guidance and a step of 1/M per row
     be.bootstrap_half_step(xp_.data(), vt_.data(), rows_.xt(), vt_.data(), nullptr, 0, T(1), step_.data(), B, int(n),
                            T(c_.step_clip));
     consistency_targets(m, rows_, xp_.data(), tp_.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B,
                         vt_);
-    return rows_.regress(m, B, 0, s.batch, 0);
+    rows_.regress_on_device(m, B, slice_.batch);
   }
+  // The recorded step's row losses [rows] on the device, and their sums read back.
+  const T* row_losses() const { return rows_.row_loss(); }
+  LossResult step_losses(Model& m) { return rows_.losses(m, slice_.rows(), 0, slice_.batch, 0); }
 
  private:
   ConsistencyDistillationConfig c_;
   TeacherWeights<Model> teacher_;
   ConsistencyPlan plan_;
   RegressionRows<Model> rows_;
-  typename Backend::template Buffer<T> x0_, xp_, vt_, tp_, step_;
+  BatchSlice slice_;
+  uint64_t seed_ = 0;
+  Staged<Backend, T> tp_;            // the later times t'
+  Staged<Backend, uint64_t> noise_;  // the noise stream
+  typename Backend::template Buffer<T> x0_, xp_, vt_, step_;
 };
 
 }  // namespace shortcut

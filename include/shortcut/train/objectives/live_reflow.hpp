@@ -3,12 +3,16 @@
 // weights at k = L, guided with cfg_scale on the rows' labels; a reflow row is the straight path
 // between x0 and x̂1 at a grid t, with target x̂1 - x0, queried at k = 0 (one step of d = 1). The
 // other rows are flow rows (k = L, labels dropped with class_dropout_prob). The sampler queries N
-// steps at k = log2 N, as for a shortcut model.
+// steps at k = log2 N, as for a shortcut model. Its step comes in parts (RecordableObjective,
+// train/training_step.hpp): the host's plan staged, the device work — the Euler steps included —
+// recorded once per key.
 #pragma once
 #include <cmath>
 #include <string>
 #include <vector>
 
+#include "shortcut/core/capture.hpp"
+#include "shortcut/core/staged.hpp"
 #include "shortcut/train/objective.hpp"
 
 namespace shortcut {
@@ -65,23 +69,55 @@ class LiveReflow {
   const T* targets() const { return rows_.target(); }
   const T* reflow_endpoints() const { return x1r_.data(); }
 
+  // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
   LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    Backend& be = m.backend();
+    stage_step(m, x1, y, s, rng);
+    run_captured(m.backend(), step_key(m, x1.data()), [&] { record_step(m, x1.data()); });
+    return step_losses(m);
+  }
+
+  // ---- step() in parts (RecordableObjective) --------------------------------------------------------
+  // The host's part: the checks, the plan, the rows' queries and the noise stream staged.
+  void stage_step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     const int64_t n = m.sample_size();
     check_step_inputs(s, x1, y, n, m.num_classes());
+    m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     make_plan(m, s, y, rng);
+    slice_ = s;
+    seed_ = rng.seed();
+    const size_t Nr = size_t(plan_.Br) * size_t(n);
+    nn::ensure(x0_, size_t(s.rows()) * size_t(n));
+    nn::ensure(x1r_, Nr); nn::ensure(v_, Nr); nn::ensure(tq_, size_t(plan_.Br)); nn::ensure(kq_, size_t(plan_.Br));
+    rows_.stage(m, plan_.t, plan_.k, plan_.y);
+    *noise_.host(1) = plan_.noise_stream;
+  }
+  // What the device work's host side decides from, x1 being the rows record_step reads.
+  CaptureKey step_key(const Model& m, const T* x1) const {
+    const BatchSlice& s = slice_;
+    return CaptureKey(this, &m, x1, s.rows(), s.batch, s.boot_begin, s.flow_begin, s.boot_rows(), seed_, plan_.Br,
+                      m.arena().data(Role::Param));
+  }
+  // The device work of the staged step: uploads, the slice's two row ranges of the batch's noise (as
+  // SelfConsistencyLoss draws it), the reflow rows' endpoints, both kinds of rows, forward, MSE, backward.
+  void record_step(Model& m, const T* x1) {
+    const Backend& be = m.backend();
+    const int64_t n = m.sample_size();
+    const BatchSlice& s = slice_;
     const int B = s.rows(), Br = plan_.Br;
-    const size_t N = size_t(B) * size_t(n), Nr = size_t(Br) * size_t(n);
-    nn::ensure(x0_, N);
-    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
-    // the slice's two row ranges of the batch's noise (as SelfConsistencyLoss draws it)
-    const size_t nb = size_t(s.boot_rows()) * size_t(n);
-    be.normal(x0_.data(), nb, rng.seed(), plan_.noise_stream, uint64_t(s.boot_begin) * uint64_t(n));
-    be.normal(x0_.data() + nb, N - nb, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
+    const size_t N = size_t(B) * size_t(n), Nr = size_t(Br) * size_t(n), nb = size_t(s.boot_rows()) * size_t(n);
+    rows_.upload(be);
+    noise_.upload(be);
+    be.normal_staged(x0_.data(), nb, seed_, noise_.data(), uint64_t(s.boot_begin) * uint64_t(n));
+    be.normal_staged(x0_.data() + nb, N - nb, seed_, noise_.data(), uint64_t(s.flow_begin) * uint64_t(n));
     if (Br > 0) generate_endpoints(m, Br);
     be.flow_rows(rows_.xt(), rows_.target(), x1r_.data(), x0_.data(), rows_.t(), Br, int(n));
-    be.flow_rows(rows_.xt() + Nr, rows_.target() + Nr, x1.data() + Nr, x0_.data() + Nr, rows_.t() + Br, B - Br, int(n));
-    return rows_.regress(m, B, Br, s.batch, c_.reflow_rows(s.batch));
+    be.flow_rows(rows_.xt() + Nr, rows_.target() + Nr, x1 + Nr, x0_.data() + Nr, rows_.t() + Br, B - Br, int(n));
+    rows_.regress_on_device(m, B, s.batch);
+  }
+  // The recorded step's row losses [rows] on the device, and their sums read back.
+  const T* row_losses() const { return rows_.row_loss(); }
+  LossResult step_losses(Model& m) {
+    return rows_.losses(m, slice_.rows(), plan_.Br, slice_.batch, c_.reflow_rows(slice_.batch));
   }
 
  private:
@@ -113,12 +149,10 @@ class LiveReflow {
     const size_t Nr = size_t(Br) * size_t(m.sample_size());
     const int S = c_.euler_steps;
     const T w = T(c_.cfg_scale == 0 || m.num_classes() <= 1 ? 1.0 : c_.cfg_scale);  // 1: one unguided query
-    nn::ensure(x1r_, Nr);
-    nn::ensure(v_, Nr);
     be.copy(x1r_.data(), x0_.data(), Nr);
-    RegressionRows<Model>::put(be, kq_, std::vector<T>(size_t(Br), T(c_.levels())));
+    be.fill(kq_.data(), T(c_.levels()), size_t(Br));
     for (int i = 0; i < S; ++i) {
-      RegressionRows<Model>::put(be, tq_, std::vector<T>(size_t(Br), T(double(i) / S)));
+      be.fill(tq_.data(), T(double(i) / S), size_t(Br));  // in stream order: the last query has read it
       m.velocity(v_.data(), x1r_.data(), tq_.data(), kq_.data(), rows_.y(), Br, w, Role::Param);
       be.axpy(x1r_.data(), T(1.0 / S), v_.data(), Nr);
     }
@@ -127,6 +161,9 @@ class LiveReflow {
   LiveReflowConfig c_;
   Plan plan_;
   RegressionRows<Model> rows_;
+  BatchSlice slice_;
+  uint64_t seed_ = 0;
+  Staged<Backend, uint64_t> noise_;  // the noise stream
   typename Backend::template Buffer<T> x0_, x1r_, v_, tq_, kq_;
 };
 

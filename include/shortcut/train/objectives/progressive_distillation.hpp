@@ -5,7 +5,9 @@
 // teacher starts as a trained flow-matching checkpoint and becomes the current model (its EMA
 // weights when teacher_ema) at every stage boundary, so each stage halves the steps the last one
 // needed: stage L-1 distils one step. A checkpoint carries the teacher (teacher.safetensors and the
-// stage it belongs to), so a resumed run continues with the teacher it had.
+// stage it belongs to), so a resumed run continues with the teacher it had. Its step comes in parts
+// (RecordableObjective, train/training_step.hpp): the host's plan staged, the device work — both
+// teacher queries included — recorded once per key.
 #pragma once
 #include <algorithm>
 #include <fstream>
@@ -104,45 +106,79 @@ class ProgressiveDistillation {
     teacher_.load(f);
   }
 
+  // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
   LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
+    stage_step(m, x1, y, s, rng);
+    run_captured(m.backend(), step_key(m, x1.data()), [&] { record_step(m, x1.data()); });
+    return step_losses(m);
+  }
+
+  // ---- step() in parts (RecordableObjective) --------------------------------------------------------
+  // The host's part: the teacher loaded at the first step, the checks, the plan, and what the device
+  // work reads that changes from step to step staged: the rows' queries, the teacher queries' times
+  // (t for the first half step, t + d/2 for the second), step inputs, labels (the guided copies' null
+  // label), the half steps d/2 and the noise stream.
+  void stage_step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     if (!teacher_.attached()) teacher_.attach(m);
-    Backend& be = m.backend();
     const int64_t n = m.sample_size();
     check_step_inputs(s, x1, y, n, m.num_classes());
+    m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     make_plan(m, s, y, rng);
-    const int B = s.rows(), nc = plan_.n_cfg, Q = B + nc;
-    const size_t N = size_t(B) * size_t(n), cfg_n = size_t(nc) * size_t(n);
+    slice_ = s;
+    seed_ = rng.seed();
+    const int B = s.rows(), Q = B + plan_.n_cfg;
+    const size_t N = size_t(B) * size_t(n);
     nn::ensure(x0_, N); nn::ensure(x2_, N); nn::ensure(v1_, N);
     nn::ensure(qx_, size_t(Q) * n); nn::ensure(qv_, size_t(Q) * n);
-    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
-    std::vector<float> qt(static_cast<size_t>(Q)), qk(static_cast<size_t>(Q), float(c_.levels()));
-    std::vector<int32_t> qy(static_cast<size_t>(Q));
+    rows_.stage(m, plan_.t, plan_.k, plan_.y);
+    T* qt = qt_.host(size_t(Q));
+    T* qt2 = qt2_.host(size_t(Q));
+    T* qk = qk_.host(size_t(Q));
+    int32_t* qy = qy_.host(size_t(Q));
     for (int r = 0; r < Q; ++r) {
-      qt[r] = plan_.t[r < B ? r : r - B];
+      const int row = r < B ? r : r - B;
+      qt[r] = T(plan_.t[row]);
+      qt2[r] = T(plan_.t[row] + plan_.half_d[row]);  // as the float sum the eager step made
+      qk[r] = T(float(c_.levels()));
       qy[r] = r < B ? plan_.y[r] : m.null_label();
     }
-    auto put_f = [&](auto& buf, const std::vector<float>& v) {
-      RegressionRows<Model>::put(be, buf, std::vector<T>(v.begin(), v.end()));
-    };
-    put_f(qt_, qt); put_f(qk_, qk); put_f(hd_, plan_.half_d);
-    RegressionRows<Model>::put(be, qy_, qy);
-    be.normal(x0_.data(), N, rng.seed(), plan_.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
-    be.flow_rows(rows_.xt(), nullptr, x1.data(), x0_.data(), rows_.t(), B, int(n));
-    auto query = [&](const T* x) {
+    hd_.set(plan_.half_d);
+    *noise_.host(1) = plan_.noise_stream;
+  }
+  // What the device work's host side decides from, x1 being the rows record_step reads.
+  CaptureKey step_key(const Model& m, const T* x1) const {
+    return CaptureKey(this, &m, x1, slice_.rows(), slice_.batch, slice_.flow_begin, seed_, plan_.n_cfg,
+                      teacher_.data());
+  }
+  // The device work of the staged step: uploads, noise, x_t, the teacher's two half steps (guided
+  // copies beside), the target, forward, MSE, backward.
+  void record_step(Model& m, const T* x1) {
+    const Backend& be = m.backend();
+    const int64_t n = m.sample_size();
+    const int B = slice_.rows(), nc = plan_.n_cfg, Q = B + nc;
+    const size_t N = size_t(B) * size_t(n), cfg_n = size_t(nc) * size_t(n);
+    rows_.upload(be);
+    for (auto* q : {&qt_, &qt2_, &qk_, &hd_}) q->upload(be);
+    qy_.upload(be);
+    noise_.upload(be);
+    be.normal_staged(x0_.data(), N, seed_, noise_.data(), uint64_t(slice_.flow_begin) * uint64_t(n));
+    be.flow_rows(rows_.xt(), nullptr, x1, x0_.data(), rows_.t(), B, int(n));
+    auto query = [&](const T* x, const T* qt) {
       be.copy(qx_.data(), x, N);
       be.copy(qx_.data() + N, x, cfg_n);
-      teacher_.forward(qx_.data(), qt_.data(), qk_.data(), qy_.data(), Q, qv_.data());
+      teacher_.forward(qx_.data(), qt, qk_.data(), qy_.data(), Q, qv_.data());
     };
     const T w = T(c_.cfg_scale), clip = T(c_.target_clip);
-    query(rows_.xt());
+    query(rows_.xt(), qt_.data());
     be.bootstrap_half_step(x2_.data(), v1_.data(), rows_.xt(), qv_.data(), qv_.data() + N, nc, w, hd_.data(), B,
                            int(n), clip);
-    for (int r = 0; r < Q; ++r) qt[r] += plan_.half_d[r < B ? r : r - B];
-    put_f(qt_, qt);
-    query(x2_.data());
+    query(x2_.data(), qt2_.data());
     be.bootstrap_target(rows_.target(), v1_.data(), qv_.data(), qv_.data() + N, nc, w, B, int(n), clip);
-    return rows_.regress(m, B, 0, s.batch, 0);
+    rows_.regress_on_device(m, B, slice_.batch);
   }
+  // The recorded step's row losses [rows] on the device, and their sums read back.
+  const T* row_losses() const { return rows_.row_loss(); }
+  LossResult step_losses(Model& m) { return rows_.losses(m, slice_.rows(), 0, slice_.batch, 0); }
 
  private:
   void make_plan(const Model& m, const BatchSlice& s, HostSpan<const int32_t> y, Rng& rng) {
@@ -168,8 +204,12 @@ class ProgressiveDistillation {
   int stage_ = 0, teacher_stage_ = 0;
   Plan plan_;
   RegressionRows<Model> rows_;
-  typename Backend::template Buffer<T> x0_, x2_, v1_, qx_, qv_, qt_, qk_, hd_;
-  typename Backend::template Buffer<int32_t> qy_;
+  BatchSlice slice_;
+  uint64_t seed_ = 0;
+  Staged<Backend, T> qt_, qt2_, qk_, hd_;  // the teacher queries' t, t + d/2, k; the half steps
+  Staged<Backend, int32_t> qy_;            // their labels
+  Staged<Backend, uint64_t> noise_;        // the noise stream
+  typename Backend::template Buffer<T> x0_, x2_, v1_, qx_, qv_;
 };
 
 }  // namespace shortcut
