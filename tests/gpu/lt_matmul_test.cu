@@ -125,6 +125,19 @@ inline void check_mlp_pair(const MlpRun& got, const MlpPair& M, bool db1_from_bf
   check_close("db1", got.db1, download_d(ref, db1), kReductionTol);
 }
 
+#if defined(SHORTCUT_CUDA_EMULATION)
+// The emulation's cuBLASLt knobs, for one test's duration: the heuristic finds no algorithm for any
+// problem; cublasLtMatmul refuses products with one epilogue (NOT_SUPPORTED).
+struct HeuristicFindsNothing {
+  HeuristicFindsNothing() { emu::lt_heuristic_finds_nothing(true); }
+  ~HeuristicFindsNothing() { emu::lt_heuristic_finds_nothing(false); }
+};
+struct MatmulRefuses {
+  explicit MatmulRefuses(uint32_t epilogue) { emu::lt_matmul_refuses(epilogue); }
+  ~MatmulRefuses() { emu::lt_matmul_refuses(0); }
+};
+#endif
+
 }  // namespace lt_matmul
 
 TEST_CASE("bf16 mode: the linear layer's bias and bias gradient ride in cuBLASLt's epilogues", "[bf16][linear][lt]") {
@@ -232,10 +245,7 @@ TEST_CASE("bf16 mode with Options::lt_epilogues off: the layer runs on cuBLAS an
 TEST_CASE("emulation: where cuBLASLt's heuristic finds no algorithm, the layer runs on cuBLAS and the kernels",
           "[bf16][linear][lt][emulation]") {
   using namespace lt_matmul;
-  struct Knob {
-    Knob() { emu::lt_heuristic_finds_nothing(true); }
-    ~Knob() { emu::lt_heuristic_finds_nothing(false); }
-  } knob;
+  const HeuristicFindsNothing knob;
   Gpu be(cuda::Options{.precision = cuda::Precision::bf16});
   const LtLayer L = lt_layer(37, 48, 29);
   Ref ref;
@@ -252,10 +262,7 @@ TEST_CASE("emulation: where cuBLASLt's heuristic finds no algorithm, the layer r
 TEST_CASE("emulation: where cuBLASLt has no algorithm for the GELU epilogues, the MLP pair runs on cuBLAS and the "
           "GELU kernels", "[bf16][linear][lt][emulation]") {
   using namespace lt_matmul;
-  struct Knob {
-    Knob() { emu::lt_heuristic_finds_nothing(true); }
-    ~Knob() { emu::lt_heuristic_finds_nothing(false); }
-  } knob;
+  const HeuristicFindsNothing knob;
   Gpu be(cuda::Options{.precision = cuda::Precision::bf16});
   const MlpPair M = mlp_pair(37, 24, 40, 29);
   check_mlp_pair(run_mlp_pair(be, M), M, false);
@@ -269,10 +276,7 @@ TEST_CASE("emulation: a cuBLASLt product refused at its first run falls back, an
   // the device's kernels do not support): the DGELU product falls back to cuBLAS and the GELU kernel,
   // the others stay on cuBLASLt, the results are unchanged, and the plan is not tried again.
   using namespace lt_matmul;
-  struct Knob {
-    Knob() { emu::lt_matmul_refuses(CUBLASLT_EPILOGUE_DGELU); }
-    ~Knob() { emu::lt_matmul_refuses(0); }
-  } knob;
+  const MatmulRefuses knob(CUBLASLT_EPILOGUE_DGELU);
   Gpu be(cuda::Options{.precision = cuda::Precision::bf16});
   const MlpPair M = mlp_pair(37, 24, 40, 29);
   check_mlp_pair(run_mlp_pair(be, M), M, true);

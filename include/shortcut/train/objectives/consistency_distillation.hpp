@@ -51,8 +51,8 @@ class ConsistencyDistillation {
   void set_progress(const TrainingProgress&) {}
   void attach(Model& m) { teacher_.attach(m); }
   const ConsistencyPlan& plan() const { return plan_; }
-  const T* inputs() const { return rows_.xt(); }
-  const T* targets() const { return rows_.target(); }
+  const T* inputs() const { return cr_.rows.xt(); }
+  const T* targets() const { return cr_.rows.target(); }
   const T* later_points() const { return xp_.data(); }
 
   // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
@@ -72,53 +72,41 @@ class ConsistencyDistillation {
     m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     const int M = c_.denoise_timesteps;
     plan_ = consistency_plan(s, y, m.num_classes(), M, 1.0 / M, float(c_.levels()), c_.class_dropout_prob, rng);
-    slice_ = s;
-    seed_ = rng.seed();
+    cr_.stage(m, plan_, s, rng.seed());
     const size_t N = size_t(s.rows()) * size_t(n);
-    nn::ensure(x0_, N); nn::ensure(xp_, N); nn::ensure(vt_, N); nn::ensure(step_, size_t(s.rows()));
-    rows_.stage(m, plan_.t, plan_.k, plan_.y);
-    tp_.set(plan_.tp);
-    *noise_.host(1) = plan_.noise_stream;
+    nn::ensure(xp_, N); nn::ensure(vt_, N); nn::ensure(step_, size_t(s.rows()));
   }
   // What the device work's host side decides from, x1 being the rows record_step reads.
   CaptureKey step_key(const Model& m, const T* x1) const {
-    return CaptureKey(this, &m, x1, slice_.rows(), slice_.batch, slice_.flow_begin, seed_, teacher_.data(),
-                      m.arena().data(c_.target_ema ? Role::Ema : Role::Param));
+    return cr_.key(this, m, x1).add(teacher_.data()).add(m.arena().data(c_.target_ema ? Role::Ema : Role::Param));
   }
   // The device work of the staged step: uploads, noise, x_t, the teacher's clipped step to x', the
   // endpoint from x', forward, MSE, backward.
   void record_step(Model& m, const T* x1) {
     const Backend& be = m.backend();
-    const int B = slice_.rows();
-    const int64_t n = m.sample_size();
-    rows_.upload(be);
-    tp_.upload(be);
-    noise_.upload(be);
+    const int B = cr_.slice.rows();
+    const int n = int(m.sample_size());
+    RegressionRows<Model>& rows = cr_.rows;
+    cr_.start(m, x1);
     be.fill(step_.data(), T(1.0 / c_.denoise_timesteps), size_t(B));
-    be.normal_staged(x0_.data(), size_t(B) * size_t(n), seed_, noise_.data(), uint64_t(slice_.flow_begin) * uint64_t(n));
-    be.flow_rows(rows_.xt(), nullptr, x1, x0_.data(), rows_.t(), B, int(n));
-    teacher_.forward(rows_.xt(), rows_.t(), rows_.k(), rows_.y(), B, vt_.data());
+    teacher_.forward(rows.xt(), rows.t(), rows.k(), rows.y(), B, vt_.data());
     // x' = clip(x_t + v / M): the bootstrap half step with no guidance and a step of 1/M per row
-    be.bootstrap_half_step(xp_.data(), vt_.data(), rows_.xt(), vt_.data(), nullptr, 0, T(1), step_.data(), B, int(n),
+    be.bootstrap_half_step(xp_.data(), vt_.data(), rows.xt(), vt_.data(), nullptr, 0, T(1), step_.data(), B, n,
                            T(c_.step_clip));
-    consistency_targets(m, rows_, xp_.data(), tp_.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B,
+    consistency_targets(m, rows, xp_.data(), cr_.tp.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B,
                         vt_);
-    rows_.regress_on_device(m, B, slice_.batch);
+    rows.regress_on_device(m, B, cr_.slice.batch);
   }
   // The recorded step's row losses [rows] on the device, and their sums read back.
-  const T* row_losses() const { return rows_.row_loss(); }
-  LossResult step_losses(Model& m) { return rows_.losses(m, slice_.rows(), 0, slice_.batch, 0); }
+  const T* row_losses() const { return cr_.rows.row_loss(); }
+  LossResult step_losses(Model& m) { return cr_.losses(m); }
 
  private:
   ConsistencyDistillationConfig c_;
   TeacherWeights<Model> teacher_;
   ConsistencyPlan plan_;
-  RegressionRows<Model> rows_;
-  BatchSlice slice_;
-  uint64_t seed_ = 0;
-  Staged<Backend, T> tp_;            // the later times t'
-  Staged<Backend, uint64_t> noise_;  // the noise stream
-  typename Backend::template Buffer<T> x0_, xp_, vt_, step_;
+  ConsistencyRows<Model> cr_;
+  typename Backend::template Buffer<T> xp_, vt_, step_;
 };
 
 }  // namespace shortcut

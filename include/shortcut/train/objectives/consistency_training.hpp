@@ -74,6 +74,44 @@ void consistency_targets(Model& m, RegressionRows<Model>& rows, const typename M
   m.backend().consistency_target(rows.target(), rows.xt(), xp, v.data(), rows.t(), tp, B, n);
 }
 
+// What both consistency objectives' recorded steps share: the rows (queries t, k, labels), their later
+// times t' and the noise stream staged by the host (stage); uploaded, the noise drawn and x_t put on
+// each row's path inside the recorded body (start); the key of that work and the loss read back.
+template <VelocityModel Model>
+struct ConsistencyRows {
+  using Backend = typename Model::Backend;
+  using T = typename Model::T;
+  RegressionRows<Model> rows;
+  BatchSlice slice;
+  uint64_t seed = 0;
+  Staged<Backend, T> tp;             // the later times t'
+  Staged<Backend, uint64_t> noise;   // the noise stream
+  typename Backend::template Buffer<T> x0;
+
+  void stage(Model& m, const ConsistencyPlan& p, const BatchSlice& s, uint64_t rng_seed) {
+    slice = s;
+    seed = rng_seed;
+    nn::ensure(x0, size_t(s.rows()) * size_t(m.sample_size()));
+    rows.stage(m, p.t, p.k, p.y);
+    tp.set(p.tp);
+    *noise.host(1) = p.noise_stream;
+  }
+  void start(Model& m, const T* x1) {
+    const Backend& be = m.backend();
+    const int B = slice.rows();
+    const int64_t n = m.sample_size();
+    rows.upload(be);
+    tp.upload(be);
+    noise.upload(be);
+    be.normal_staged(x0.data(), size_t(B) * size_t(n), seed, noise.data(), uint64_t(slice.flow_begin) * uint64_t(n));
+    be.flow_rows(rows.xt(), nullptr, x1, x0.data(), rows.t(), B, int(n));
+  }
+  CaptureKey key(const void* objective, const Model& m, const T* x1) const {
+    return CaptureKey(objective, &m, x1, slice.rows(), slice.batch, slice.flow_begin, seed);
+  }
+  LossResult losses(Model& m) { return rows.losses(m, slice.rows(), 0, slice.batch, 0); }
+};
+
 template <VelocityModel Model>
 class ConsistencyTraining {
  public:
@@ -95,8 +133,8 @@ class ConsistencyTraining {
   void set_progress(const TrainingProgress& p) { stage_ = stage_of(p, c_.levels(), "consistency training"); }
   int stage() const { return stage_; }
   const Plan& plan() const { return plan_; }
-  const T* inputs() const { return rows_.xt(); }
-  const T* targets() const { return rows_.target(); }
+  const T* inputs() const { return cr_.rows.xt(); }
+  const T* targets() const { return cr_.rows.target(); }
 
   // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
   LossResult step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
@@ -116,50 +154,33 @@ class ConsistencyTraining {
     plan_ = consistency_plan(s, y, m.num_classes(), sections, 1.0 / double(sections), float(c_.levels()),
                              c_.class_dropout_prob, rng);
     plan_.stage = stage_;
-    slice_ = s;
-    seed_ = rng.seed();
-    const size_t N = size_t(s.rows()) * size_t(n);
-    nn::ensure(x0_, N);
-    nn::ensure(xp_, N);
-    rows_.stage(m, plan_.t, plan_.k, plan_.y);
-    tp_.set(plan_.tp);
-    *noise_.host(1) = plan_.noise_stream;
+    cr_.stage(m, plan_, s, rng.seed());
+    nn::ensure(xp_, size_t(s.rows()) * size_t(n));
   }
   // What the device work's host side decides from, x1 being the rows record_step reads.
   CaptureKey step_key(const Model& m, const T* x1) const {
-    return CaptureKey(this, &m, x1, slice_.rows(), slice_.batch, slice_.flow_begin, seed_,
-                      m.arena().data(c_.target_ema ? Role::Ema : Role::Param));
+    return cr_.key(this, m, x1).add(m.arena().data(c_.target_ema ? Role::Ema : Role::Param));
   }
   // The device work of the staged step: uploads, noise, both points of each path, the EMA's (or raw
   // weights') endpoint from the later one, forward, MSE, backward.
   void record_step(Model& m, const T* x1) {
-    const Backend& be = m.backend();
-    const int B = slice_.rows();
-    const int64_t n = m.sample_size();
-    rows_.upload(be);
-    tp_.upload(be);
-    noise_.upload(be);
-    be.normal_staged(x0_.data(), size_t(B) * size_t(n), seed_, noise_.data(), uint64_t(slice_.flow_begin) * uint64_t(n));
-    be.flow_rows(rows_.xt(), nullptr, x1, x0_.data(), rows_.t(), B, int(n));
-    be.flow_rows(xp_.data(), nullptr, x1, x0_.data(), tp_.data(), B, int(n));
-    consistency_targets(m, rows_, xp_.data(), tp_.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B,
-                        v_);
-    rows_.regress_on_device(m, B, slice_.batch);
+    const int B = cr_.slice.rows();
+    cr_.start(m, x1);
+    m.backend().flow_rows(xp_.data(), nullptr, x1, cr_.x0.data(), cr_.tp.data(), B, int(m.sample_size()));
+    consistency_targets(m, cr_.rows, xp_.data(), cr_.tp.data(),
+                        m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B, v_);
+    cr_.rows.regress_on_device(m, B, cr_.slice.batch);
   }
   // The recorded step's row losses [rows] on the device, and their sums read back.
-  const T* row_losses() const { return rows_.row_loss(); }
-  LossResult step_losses(Model& m) { return rows_.losses(m, slice_.rows(), 0, slice_.batch, 0); }
+  const T* row_losses() const { return cr_.rows.row_loss(); }
+  LossResult step_losses(Model& m) { return cr_.losses(m); }
 
  private:
   ConsistencyTrainingConfig c_;
   int stage_ = 0;
   Plan plan_;
-  RegressionRows<Model> rows_;
-  BatchSlice slice_;
-  uint64_t seed_ = 0;
-  Staged<Backend, T> tp_;          // the later times t'
-  Staged<Backend, uint64_t> noise_;  // the noise stream
-  typename Backend::template Buffer<T> x0_, xp_, v_;
+  ConsistencyRows<Model> cr_;
+  typename Backend::template Buffer<T> xp_, v_;
 };
 
 }  // namespace shortcut
