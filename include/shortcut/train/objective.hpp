@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "shortcut/core/batch_slice.hpp"
+#include "shortcut/core/capture.hpp"
 #include "shortcut/core/concepts.hpp"
 #include "shortcut/core/rng.hpp"
 #include "shortcut/core/span.hpp"
@@ -140,11 +141,6 @@ class RegressionRows {
     return r;
   }
 
-  template <class U>
-  static void put(Backend& be, typename Backend::template Buffer<U>& dst, const std::vector<U>& src) {
-    nn::ensure(dst, src.size());
-    be.to_device(dst.data(), src.data(), src.size());
-  }
 
  private:
   void size(Model& m, size_t B) {
@@ -156,6 +152,116 @@ class RegressionRows {
   Staged<Backend, T> t_, k_;
   Staged<Backend, int32_t> y_;
 };
+
+// The bootstrap target of DESIGN.md §2 for the first Bb rows of a RegressionRows, as recorded work:
+//   v1 = s(x_t, t, k); x2 = clip(x_t + d/2 v1); v2 = s(x2, t + d/2, k); target = clip((v1 + v2) / 2),
+// the first n_cfg rows guided (queried again with the null label). stage() keeps each query's times
+// t and t + d/2, step input k and label, and the half steps d/2, in fixed host memory; upload() and
+// targets() run inside the recorded body, the velocity s given by the objective (the model's own
+// weights for the shortcut loss, the teacher's for progressive distillation).
+template <VelocityModel Model>
+class BootstrapQueries {
+ public:
+  using Backend = typename Model::Backend;
+  using T = typename Model::T;
+
+  // t, y: per row (at least Bb); half_d: the Bb rows' d/2; k(r): the step input of row r.
+  template <class K>
+  void stage(Model& m, int Bb, int n_cfg, const std::vector<float>& t, const std::vector<float>& half_d,
+             const std::vector<int32_t>& y, K k) {
+    Bb_ = Bb;
+    nc_ = n_cfg;
+    const int Q = Bb + n_cfg;
+    const size_t n = size_t(m.sample_size());
+    T* qt = qt_.host(size_t(Q));
+    T* qt2 = qt2_.host(size_t(Q));
+    T* qk = qk_.host(size_t(Q));
+    int32_t* qy = qy_.host(size_t(Q));
+    for (int r = 0; r < Q; ++r) {
+      const int s = r < Bb ? r : r - Bb;
+      qt[r] = T(t[s]);
+      qt2[r] = T(t[s] + half_d[s]);  // the float sum, then the scalar
+      qk[r] = T(float(k(s)));
+      qy[r] = r < Bb ? y[s] : m.null_label();
+    }
+    hd_.set(half_d);
+    nn::ensure(qx_, size_t(Q) * n); nn::ensure(qv_, size_t(Q) * n);
+    nn::ensure(x2_, size_t(Bb) * n); nn::ensure(v1_, size_t(Bb) * n);
+  }
+  void upload(const Backend& be) {
+    for (auto* q : {&qt_, &qt2_, &qk_, &hd_}) q->upload(be);
+    qy_.upload(be);
+  }
+  // velocity(x, t, k, y, rows, out): the velocity without gradient
+  template <class V>
+  void targets(Model& m, RegressionRows<Model>& rows, V velocity, T w, T clip) {
+    Backend& be = m.backend();
+    const int Bb = Bb_, nc = nc_, Q = Bb + nc;
+    const int64_t n = m.sample_size();
+    const size_t rows_n = size_t(Bb) * size_t(n), cfg_n = size_t(nc) * size_t(n);
+    auto query = [&](const T* x, const T* t) {
+      be.copy(qx_.data(), x, rows_n);
+      be.copy(qx_.data() + rows_n, x, cfg_n);
+      velocity(qx_.data(), t, qk_.data(), qy_.data(), Q, qv_.data());
+    };
+    query(rows.xt(), qt_.data());
+    be.bootstrap_half_step(x2_.data(), v1_.data(), rows.xt(), qv_.data(), qv_.data() + rows_n, nc, w, hd_.data(), Bb,
+                           int(n), clip);
+    query(x2_.data(), qt2_.data());
+    be.bootstrap_target(rows.target(), v1_.data(), qv_.data(), qv_.data() + rows_n, nc, w, Bb, int(n), clip);
+  }
+
+ private:
+  int Bb_ = 0, nc_ = 0;
+  Staged<Backend, T> qt_, qt2_, qk_, hd_;  // the queries' t, t + d/2, k; the half steps
+  Staged<Backend, int32_t> qy_;            // their labels
+  typename Backend::template Buffer<T> qx_, qv_, x2_, v1_;
+};
+
+// The noise x0 of a slice's rows, for recorded work: stage() keeps the step's Philox stream in fixed
+// host memory (core/staged.hpp); draw(), inside the recorded body, uploads it and draws the slice's
+// bootstrap rows, then its other rows, each at its place in the whole batch's sequence, so that every
+// rank draws its rows of one batch. The seed and the slice are baked into the work: add_to puts them
+// into the step's key.
+template <class Be, class T>
+class SliceNoise {
+ public:
+  void stage(const BatchSlice& s, uint64_t seed, uint64_t stream, int64_t sample_size) {
+    slice_ = s;
+    seed_ = seed;
+    n_ = sample_size;
+    nn::ensure(x0_, size_t(s.rows()) * size_t(sample_size));
+    *stream_.host(1) = stream;
+  }
+  void draw(const Be& be) {
+    stream_.upload(be);
+    const size_t nb = size_t(slice_.boot_rows()) * size_t(n_);
+    be.normal_staged(x0_.data(), nb, seed_, stream_.data(), uint64_t(slice_.boot_begin) * uint64_t(n_));
+    be.normal_staged(x0_.data() + nb, x0_.size() - nb, seed_, stream_.data(),
+                     uint64_t(slice_.flow_begin) * uint64_t(n_));
+  }
+  CaptureKey& add_to(CaptureKey& key) const {
+    return key.add(seed_).add(slice_.batch).add(slice_.boot_begin).add(slice_.boot_rows()).add(slice_.flow_begin);
+  }
+  const BatchSlice& slice() const { return slice_; }
+  const T* data() const { return x0_.data(); }
+
+ private:
+  BatchSlice slice_;
+  uint64_t seed_ = 0;
+  int64_t n_ = 0;
+  Staged<Be, uint64_t> stream_;
+  typename Be::template Buffer<T> x0_;
+};
+
+// step() of an objective that comes in parts (RecordableObjective, train/training_step.hpp): the
+// host's part, the device work recorded once per key (core/capture.hpp), the loss sums read back.
+template <class O, class Model, class X1>
+LossResult step_in_parts(O& o, Model& m, X1 x1, HostSpan<const int32_t> y, const BatchSlice& s, Rng& rng) {
+  o.stage_step(m, x1, y, s, rng);
+  run_captured(m.backend(), o.step_key(m, x1.data()), [&] { o.record_step(m, x1.data()); });
+  return o.step_losses(m);
+}
 
 // The checks every objective's step makes on its inputs: the slice, the data's and labels' sizes,
 // the labels in [0, classes].

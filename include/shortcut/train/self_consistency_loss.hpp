@@ -125,9 +125,7 @@ class SelfConsistencyLoss {
   // core/capture.hpp); the loss sums are read back after it. TrainingStep records the optimizer's
   // update in the same body (train/training_step.hpp).
   Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    stage_step(m, x1, y, s, rng);
-    run_captured(m.backend(), step_key(m, x1.data()), [&] { record_step(m, x1.data()); });
-    return step_losses(m);
+    return step_in_parts(*this, m, x1, y, s, rng);
   }
   // The whole batch: y.size() rows.
   Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, Rng& rng) { return step(m, x1, y, whole(y), rng); }
@@ -141,17 +139,14 @@ class SelfConsistencyLoss {
     check_step_inputs(s, x1, y, n, m.num_classes());
     m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     plan_ = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
-    seed_ = rng.seed();
-    nn::ensure(x0_, size_t(plan_.B) * n);
+    noise_.stage(s, rng.seed(), plan_.noise_stream, n);
     rows_.stage(m, plan_.t, plan_.k, plan_.y);
-    *noise_.host(1) = plan_.noise_stream;
     if (plan_.Bb > 0) stage_bootstrap_queries(m);
   }
   // Everything the device work's host side decides from, x1 being the rows record_step reads.
   CaptureKey step_key(const Model& m, const T* x1) const {
-    const BatchSlice& s = plan_.slice;
-    return CaptureKey(this, &m, x1, plan_.B, plan_.Bb, plan_.n_cfg, s.batch, s.boot_begin, s.flow_begin,
-                      s.boot_rows(), seed_);
+    CaptureKey key(this, &m, x1, plan_.B, plan_.Bb, plan_.n_cfg);
+    return noise_.add_to(key);
   }
   // The device work of the staged step: uploads, noise, rows, targets, forward, MSE, backward.
   void record_step(Model& m, const T* x1) {
@@ -172,79 +167,39 @@ class SelfConsistencyLoss {
     return BatchSlice::all(int(y.size()));
   }
 
-  // The staged values' uploads and the noise: the slice's rows of the batch's noise (its bootstrap
-  // rows, then its other rows), drawn from the staged stream.
+  // The staged values' uploads and the slice's rows of the batch's noise.
   void inputs_on_device(Model& m) {
     const Backend& be = m.backend();
-    const BatchSlice& s = plan_.slice;
-    const int64_t n = m.sample_size();
     rows_.upload(be);
-    noise_.upload(be);
-    if (plan_.Bb > 0) {
-      for (auto* q : {&qt_, &qt2_, &qk_, &hd_}) q->upload(be);
-      qy_.upload(be);
-    }
-    const size_t N = size_t(plan_.B) * n, nb = size_t(s.boot_rows()) * n;
-    be.normal_staged(x0_.data(), nb, seed_, noise_.data(), uint64_t(s.boot_begin) * uint64_t(n));
-    be.normal_staged(x0_.data() + nb, N - nb, seed_, noise_.data(), uint64_t(s.flow_begin) * uint64_t(n));
+    if (plan_.Bb > 0) boot_.upload(be);
+    noise_.draw(be);
   }
   // The device's part: the flow rows and the bootstrap targets (no host data moves).
   void targets(Model& m, const T* x1) {
-    m.backend().flow_rows(rows_.xt(), rows_.target(), x1, x0_.data(), rows_.t(), plan_.B, int(m.sample_size()));
+    m.backend().flow_rows(rows_.xt(), rows_.target(), x1, noise_.data(), rows_.t(), plan_.B, int(m.sample_size()));
     if (plan_.Bb > 0) bootstrap_targets(m);
   }
 
-  // Each bootstrap query is one forward of Bb + n_cfg rows: the rows, then the guided rows again with
-  // the null label; the second query's times are t + d/2.
+  // The bootstrap queries of the Bb rows, at k_b + 1 on the weights cfg_.bootstrap_ema names.
   void stage_bootstrap_queries(Model& m) {
-    const int Bb = plan_.Bb, nc = plan_.n_cfg, Q = Bb + nc;
-    const int64_t n = m.sample_size();
-    std::vector<float> qt(Q), qt2(Q), qk(Q);
-    std::vector<int32_t> qy(Q);
-    for (int r = 0; r < Q; ++r) {
-      int s = r < Bb ? r : r - Bb;
-      qt[r] = plan_.t[s];
-      qt2[r] = qt[r] + plan_.half_d[s];
-      qk[r] = float(plan_.k_b[s] + 1);
-      qy[r] = r < Bb ? plan_.y[s] : m.null_label();
-    }
-    qt_.set(qt);
-    qt2_.set(qt2);
-    qk_.set(qk);
-    qy_.set(qy);
-    hd_.set(plan_.half_d);
-    nn::ensure(qx_, size_t(Q) * n); nn::ensure(qv_, size_t(Q) * n);
-    nn::ensure(x2_, size_t(Bb) * n); nn::ensure(v1_, size_t(Bb) * n);
+    boot_.stage(m, plan_.Bb, plan_.n_cfg, plan_.t, plan_.half_d, plan_.y,
+                [&](int r) { return float(plan_.k_b[r] + 1); });
   }
-  // v1 = s(x_t, t, k_b+1); x2 = clip(x_t + d/2 v1); v2 = s(x2, t + d/2, k_b+1); target = clip((v1+v2)/2),
-  // with the first n_cfg rows guided.
   void bootstrap_targets(Model& m) {
-    Backend& be = m.backend();
-    const int Bb = plan_.Bb, nc = plan_.n_cfg, Q = Bb + nc;
-    const int64_t n = m.sample_size();
-    const size_t rows_n = size_t(Bb) * n, cfg_n = size_t(nc) * n;
     const T* W = m.arena().data(cfg_.bootstrap_ema ? Role::Ema : Role::Param);
-    auto query = [&](const T* x, const T* t) {
-      be.copy(qx_.data(), x, rows_n);
-      be.copy(qx_.data() + rows_n, x, cfg_n);
-      m.net().forward(m.eval_context(), W, qx_.data(), t, qk_.data(), qy_.data(), Q, qv_.data());
-    };
-    const T w = T(cfg_.cfg_scale), clip = T(cfg_.target_clip);
-    query(rows_.xt(), qt_.data());
-    be.bootstrap_half_step(x2_.data(), v1_.data(), rows_.xt(), qv_.data(), qv_.data() + rows_n, nc, w, hd_.data(), Bb,
-                           int(n), clip);
-    query(x2_.data(), qt2_.data());
-    be.bootstrap_target(rows_.target(), v1_.data(), qv_.data(), qv_.data() + rows_n, nc, w, Bb, int(n), clip);
+    boot_.targets(
+        m, rows_,
+        [&](const T* x, const T* t, const T* k, const int32_t* y, int Q, T* out) {
+          m.net().forward(m.eval_context(), W, x, t, k, y, Q, out);
+        },
+        T(cfg_.cfg_scale), T(cfg_.target_clip));
   }
 
   ShortcutConfig cfg_;
   BatchPlan plan_;
-  uint64_t seed_ = 0;  // the noise's seed (the Rng's), beside the staged stream
   RegressionRows<Model> rows_;
-  Buf x0_, qx_, qv_, x2_, v1_;
-  Staged<Backend, T> qt_, qt2_, qk_, hd_;
-  Staged<Backend, int32_t> qy_;
-  Staged<Backend, uint64_t> noise_;
+  SliceNoise<Backend, T> noise_;
+  BootstrapQueries<Model> boot_;
 };
 
 }  // namespace shortcut

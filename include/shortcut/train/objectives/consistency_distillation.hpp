@@ -57,9 +57,7 @@ class ConsistencyDistillation {
 
   // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
   LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    stage_step(m, x1, y, s, rng);
-    run_captured(m.backend(), step_key(m, x1.data()), [&] { record_step(m, x1.data()); });
-    return step_losses(m);
+    return step_in_parts(*this, m, x1, y, s, rng);
   }
 
   // ---- step() in parts (RecordableObjective) --------------------------------------------------------
@@ -84,7 +82,7 @@ class ConsistencyDistillation {
   // endpoint from x', forward, MSE, backward.
   void record_step(Model& m, const T* x1) {
     const Backend& be = m.backend();
-    const int B = cr_.slice.rows();
+    const int B = cr_.count();
     const int n = int(m.sample_size());
     RegressionRows<Model>& rows = cr_.rows;
     cr_.start(m, x1);
@@ -95,7 +93,7 @@ class ConsistencyDistillation {
                            T(c_.step_clip));
     consistency_targets(m, rows, xp_.data(), cr_.tp.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B,
                         vt_);
-    rows.regress_on_device(m, B, cr_.slice.batch);
+    cr_.regress(m);
   }
   // The recorded step's row losses [rows] on the device, and their sums read back.
   const T* row_losses() const { return cr_.rows.row_loss(); }

@@ -75,41 +75,35 @@ void consistency_targets(Model& m, RegressionRows<Model>& rows, const typename M
 }
 
 // What both consistency objectives' recorded steps share: the rows (queries t, k, labels), their later
-// times t' and the noise stream staged by the host (stage); uploaded, the noise drawn and x_t put on
-// each row's path inside the recorded body (start); the key of that work and the loss read back.
+// times t' and the noise staged by the host (stage); uploaded, the noise drawn and x_t put on each
+// row's path inside the recorded body (start); the key of that work and the loss read back.
 template <VelocityModel Model>
 struct ConsistencyRows {
   using Backend = typename Model::Backend;
   using T = typename Model::T;
   RegressionRows<Model> rows;
-  BatchSlice slice;
-  uint64_t seed = 0;
-  Staged<Backend, T> tp;             // the later times t'
-  Staged<Backend, uint64_t> noise;   // the noise stream
-  typename Backend::template Buffer<T> x0;
+  Staged<Backend, T> tp;  // the later times t'
+  SliceNoise<Backend, T> noise;
 
+  int count() const { return noise.slice().rows(); }
   void stage(Model& m, const ConsistencyPlan& p, const BatchSlice& s, uint64_t rng_seed) {
-    slice = s;
-    seed = rng_seed;
-    nn::ensure(x0, size_t(s.rows()) * size_t(m.sample_size()));
+    noise.stage(s, rng_seed, p.noise_stream, m.sample_size());
     rows.stage(m, p.t, p.k, p.y);
     tp.set(p.tp);
-    *noise.host(1) = p.noise_stream;
   }
   void start(Model& m, const T* x1) {
     const Backend& be = m.backend();
-    const int B = slice.rows();
-    const int64_t n = m.sample_size();
     rows.upload(be);
     tp.upload(be);
-    noise.upload(be);
-    be.normal_staged(x0.data(), size_t(B) * size_t(n), seed, noise.data(), uint64_t(slice.flow_begin) * uint64_t(n));
-    be.flow_rows(rows.xt(), nullptr, x1, x0.data(), rows.t(), B, int(n));
+    noise.draw(be);
+    be.flow_rows(rows.xt(), nullptr, x1, noise.data(), rows.t(), count(), int(m.sample_size()));
   }
   CaptureKey key(const void* objective, const Model& m, const T* x1) const {
-    return CaptureKey(objective, &m, x1, slice.rows(), slice.batch, slice.flow_begin, seed);
+    CaptureKey k(objective, &m, x1, count());
+    return noise.add_to(k);
   }
-  LossResult losses(Model& m) { return rows.losses(m, slice.rows(), 0, slice.batch, 0); }
+  void regress(Model& m) { rows.regress_on_device(m, count(), noise.slice().batch); }
+  LossResult losses(Model& m) { return rows.losses(m, count(), 0, noise.slice().batch, 0); }
 };
 
 template <VelocityModel Model>
@@ -138,9 +132,7 @@ class ConsistencyTraining {
 
   // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
   LossResult step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    stage_step(m, x1, y, s, rng);
-    run_captured(m.backend(), step_key(m, x1.data()), [&] { record_step(m, x1.data()); });
-    return step_losses(m);
+    return step_in_parts(*this, m, x1, y, s, rng);
   }
 
   // ---- step() in parts (RecordableObjective) --------------------------------------------------------
@@ -164,12 +156,12 @@ class ConsistencyTraining {
   // The device work of the staged step: uploads, noise, both points of each path, the EMA's (or raw
   // weights') endpoint from the later one, forward, MSE, backward.
   void record_step(Model& m, const T* x1) {
-    const int B = cr_.slice.rows();
+    const int B = cr_.count();
     cr_.start(m, x1);
-    m.backend().flow_rows(xp_.data(), nullptr, x1, cr_.x0.data(), cr_.tp.data(), B, int(m.sample_size()));
+    m.backend().flow_rows(xp_.data(), nullptr, x1, cr_.noise.data(), cr_.tp.data(), B, int(m.sample_size()));
     consistency_targets(m, cr_.rows, xp_.data(), cr_.tp.data(),
                         m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B, v_);
-    cr_.rows.regress_on_device(m, B, cr_.slice.batch);
+    cr_.regress(m);
   }
   // The recorded step's row losses [rows] on the device, and their sums read back.
   const T* row_losses() const { return cr_.rows.row_loss(); }

@@ -71,9 +71,7 @@ class LiveReflow {
 
   // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
   LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    stage_step(m, x1, y, s, rng);
-    run_captured(m.backend(), step_key(m, x1.data()), [&] { record_step(m, x1.data()); });
-    return step_losses(m);
+    return step_in_parts(*this, m, x1, y, s, rng);
   }
 
   // ---- step() in parts (RecordableObjective) --------------------------------------------------------
@@ -83,41 +81,37 @@ class LiveReflow {
     check_step_inputs(s, x1, y, n, m.num_classes());
     m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     make_plan(m, s, y, rng);
-    slice_ = s;
-    seed_ = rng.seed();
+    noise_.stage(s, rng.seed(), plan_.noise_stream, n);
     const size_t Nr = size_t(plan_.Br) * size_t(n);
-    nn::ensure(x0_, size_t(s.rows()) * size_t(n));
     nn::ensure(x1r_, Nr); nn::ensure(v_, Nr); nn::ensure(tq_, size_t(plan_.Br)); nn::ensure(kq_, size_t(plan_.Br));
     rows_.stage(m, plan_.t, plan_.k, plan_.y);
-    *noise_.host(1) = plan_.noise_stream;
   }
   // What the device work's host side decides from, x1 being the rows record_step reads.
   CaptureKey step_key(const Model& m, const T* x1) const {
-    const BatchSlice& s = slice_;
-    return CaptureKey(this, &m, x1, s.rows(), s.batch, s.boot_begin, s.flow_begin, s.boot_rows(), seed_, plan_.Br,
-                      m.arena().data(Role::Param));
+    CaptureKey key(this, &m, x1, noise_.slice().rows(), plan_.Br, m.arena().data(Role::Param));
+    return noise_.add_to(key);
   }
-  // The device work of the staged step: uploads, the slice's two row ranges of the batch's noise (as
-  // SelfConsistencyLoss draws it), the reflow rows' endpoints, both kinds of rows, forward, MSE, backward.
+  // The device work of the staged step: uploads, the slice's rows of the batch's noise, the reflow
+  // rows' endpoints, both kinds of rows, forward, MSE, backward.
   void record_step(Model& m, const T* x1) {
     const Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    const BatchSlice& s = slice_;
+    const BatchSlice& s = noise_.slice();
     const int B = s.rows(), Br = plan_.Br;
-    const size_t N = size_t(B) * size_t(n), Nr = size_t(Br) * size_t(n), nb = size_t(s.boot_rows()) * size_t(n);
+    const size_t Nr = size_t(Br) * size_t(n);
+    const T* x0 = noise_.data();
     rows_.upload(be);
-    noise_.upload(be);
-    be.normal_staged(x0_.data(), nb, seed_, noise_.data(), uint64_t(s.boot_begin) * uint64_t(n));
-    be.normal_staged(x0_.data() + nb, N - nb, seed_, noise_.data(), uint64_t(s.flow_begin) * uint64_t(n));
+    noise_.draw(be);
     if (Br > 0) generate_endpoints(m, Br);
-    be.flow_rows(rows_.xt(), rows_.target(), x1r_.data(), x0_.data(), rows_.t(), Br, int(n));
-    be.flow_rows(rows_.xt() + Nr, rows_.target() + Nr, x1 + Nr, x0_.data() + Nr, rows_.t() + Br, B - Br, int(n));
+    be.flow_rows(rows_.xt(), rows_.target(), x1r_.data(), x0, rows_.t(), Br, int(n));
+    be.flow_rows(rows_.xt() + Nr, rows_.target() + Nr, x1 + Nr, x0 + Nr, rows_.t() + Br, B - Br, int(n));
     rows_.regress_on_device(m, B, s.batch);
   }
   // The recorded step's row losses [rows] on the device, and their sums read back.
   const T* row_losses() const { return rows_.row_loss(); }
   LossResult step_losses(Model& m) {
-    return rows_.losses(m, slice_.rows(), plan_.Br, slice_.batch, c_.reflow_rows(slice_.batch));
+    const BatchSlice& s = noise_.slice();
+    return rows_.losses(m, s.rows(), plan_.Br, s.batch, c_.reflow_rows(s.batch));
   }
 
  private:
@@ -149,7 +143,7 @@ class LiveReflow {
     const size_t Nr = size_t(Br) * size_t(m.sample_size());
     const int S = c_.euler_steps;
     const T w = T(c_.cfg_scale == 0 || m.num_classes() <= 1 ? 1.0 : c_.cfg_scale);  // 1: one unguided query
-    be.copy(x1r_.data(), x0_.data(), Nr);
+    be.copy(x1r_.data(), noise_.data(), Nr);
     be.fill(kq_.data(), T(c_.levels()), size_t(Br));
     for (int i = 0; i < S; ++i) {
       be.fill(tq_.data(), T(double(i) / S), size_t(Br));  // in stream order: the last query has read it
@@ -161,10 +155,8 @@ class LiveReflow {
   LiveReflowConfig c_;
   Plan plan_;
   RegressionRows<Model> rows_;
-  BatchSlice slice_;
-  uint64_t seed_ = 0;
-  Staged<Backend, uint64_t> noise_;  // the noise stream
-  typename Backend::template Buffer<T> x0_, x1r_, v_, tq_, kq_;
+  SliceNoise<Backend, T> noise_;
+  typename Backend::template Buffer<T> x1r_, v_, tq_, kq_;
 };
 
 }  // namespace shortcut

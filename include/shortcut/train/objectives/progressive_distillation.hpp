@@ -108,9 +108,7 @@ class ProgressiveDistillation {
 
   // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
   LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    stage_step(m, x1, y, s, rng);
-    run_captured(m.backend(), step_key(m, x1.data()), [&] { record_step(m, x1.data()); });
-    return step_losses(m);
+    return step_in_parts(*this, m, x1, y, s, rng);
   }
 
   // ---- step() in parts (RecordableObjective) --------------------------------------------------------
@@ -124,61 +122,36 @@ class ProgressiveDistillation {
     check_step_inputs(s, x1, y, n, m.num_classes());
     m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     make_plan(m, s, y, rng);
-    slice_ = s;
-    seed_ = rng.seed();
-    const int B = s.rows(), Q = B + plan_.n_cfg;
-    const size_t N = size_t(B) * size_t(n);
-    nn::ensure(x0_, N); nn::ensure(x2_, N); nn::ensure(v1_, N);
-    nn::ensure(qx_, size_t(Q) * n); nn::ensure(qv_, size_t(Q) * n);
+    noise_.stage(s, rng.seed(), plan_.noise_stream, n);
     rows_.stage(m, plan_.t, plan_.k, plan_.y);
-    T* qt = qt_.host(size_t(Q));
-    T* qt2 = qt2_.host(size_t(Q));
-    T* qk = qk_.host(size_t(Q));
-    int32_t* qy = qy_.host(size_t(Q));
-    for (int r = 0; r < Q; ++r) {
-      const int row = r < B ? r : r - B;
-      qt[r] = T(plan_.t[row]);
-      qt2[r] = T(plan_.t[row] + plan_.half_d[row]);  // as the float sum the eager step made
-      qk[r] = T(float(c_.levels()));
-      qy[r] = r < B ? plan_.y[r] : m.null_label();
-    }
-    hd_.set(plan_.half_d);
-    *noise_.host(1) = plan_.noise_stream;
+    boot_.stage(m, s.rows(), plan_.n_cfg, plan_.t, plan_.half_d, plan_.y, [&](int) { return float(c_.levels()); });
   }
   // What the device work's host side decides from, x1 being the rows record_step reads.
   CaptureKey step_key(const Model& m, const T* x1) const {
-    return CaptureKey(this, &m, x1, slice_.rows(), slice_.batch, slice_.flow_begin, seed_, plan_.n_cfg,
-                      teacher_.data());
+    CaptureKey key(this, &m, x1, noise_.slice().rows(), plan_.n_cfg, teacher_.data());
+    return noise_.add_to(key);
   }
   // The device work of the staged step: uploads, noise, x_t, the teacher's two half steps (guided
   // copies beside), the target, forward, MSE, backward.
   void record_step(Model& m, const T* x1) {
     const Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    const int B = slice_.rows(), nc = plan_.n_cfg, Q = B + nc;
-    const size_t N = size_t(B) * size_t(n), cfg_n = size_t(nc) * size_t(n);
+    const int B = noise_.slice().rows();
     rows_.upload(be);
-    for (auto* q : {&qt_, &qt2_, &qk_, &hd_}) q->upload(be);
-    qy_.upload(be);
-    noise_.upload(be);
-    be.normal_staged(x0_.data(), N, seed_, noise_.data(), uint64_t(slice_.flow_begin) * uint64_t(n));
-    be.flow_rows(rows_.xt(), nullptr, x1, x0_.data(), rows_.t(), B, int(n));
-    auto query = [&](const T* x, const T* qt) {
-      be.copy(qx_.data(), x, N);
-      be.copy(qx_.data() + N, x, cfg_n);
-      teacher_.forward(qx_.data(), qt, qk_.data(), qy_.data(), Q, qv_.data());
-    };
-    const T w = T(c_.cfg_scale), clip = T(c_.target_clip);
-    query(rows_.xt(), qt_.data());
-    be.bootstrap_half_step(x2_.data(), v1_.data(), rows_.xt(), qv_.data(), qv_.data() + N, nc, w, hd_.data(), B,
-                           int(n), clip);
-    query(x2_.data(), qt2_.data());
-    be.bootstrap_target(rows_.target(), v1_.data(), qv_.data(), qv_.data() + N, nc, w, B, int(n), clip);
-    rows_.regress_on_device(m, B, slice_.batch);
+    boot_.upload(be);
+    noise_.draw(be);
+    be.flow_rows(rows_.xt(), nullptr, x1, noise_.data(), rows_.t(), B, int(n));
+    boot_.targets(
+        m, rows_,
+        [&](const T* x, const T* t, const T* k, const int32_t* y, int Q, T* out) { teacher_.forward(x, t, k, y, Q, out); },
+        T(c_.cfg_scale), T(c_.target_clip));
+    rows_.regress_on_device(m, B, noise_.slice().batch);
   }
   // The recorded step's row losses [rows] on the device, and their sums read back.
   const T* row_losses() const { return rows_.row_loss(); }
-  LossResult step_losses(Model& m) { return rows_.losses(m, slice_.rows(), 0, slice_.batch, 0); }
+  LossResult step_losses(Model& m) {
+    return rows_.losses(m, noise_.slice().rows(), 0, noise_.slice().batch, 0);
+  }
 
  private:
   void make_plan(const Model& m, const BatchSlice& s, HostSpan<const int32_t> y, Rng& rng) {
@@ -204,12 +177,8 @@ class ProgressiveDistillation {
   int stage_ = 0, teacher_stage_ = 0;
   Plan plan_;
   RegressionRows<Model> rows_;
-  BatchSlice slice_;
-  uint64_t seed_ = 0;
-  Staged<Backend, T> qt_, qt2_, qk_, hd_;  // the teacher queries' t, t + d/2, k; the half steps
-  Staged<Backend, int32_t> qy_;            // their labels
-  Staged<Backend, uint64_t> noise_;        // the noise stream
-  typename Backend::template Buffer<T> x0_, x2_, v1_, qx_, qv_;
+  SliceNoise<Backend, T> noise_;
+  BootstrapQueries<Model> boot_;  // the teacher's two half steps
 };
 
 }  // namespace shortcut
