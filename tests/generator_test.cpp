@@ -68,7 +68,7 @@ fs::path train_checkpoint(const typename Net::Config& cfg, const ShortcutConfig&
     x.resize(size_t(B * n));
     for (auto& v : x) v = float(rng.normal());
     y.resize(size_t(B));
-    for (auto& l : y) l = int32_t(rng.randint(3));
+    for (auto& l : y) l = int32_t(rng.randint(m.num_classes()));
   });
   return fs::path(tc.out_dir) / "checkpoints" / "last";
 }
@@ -161,6 +161,43 @@ TEST_CASE("generator: one call samples a DiT checkpoint of either objective, equ
 TEST_CASE("generator: one call samples an MLP checkpoint of either objective, equal to the training model's samples",
           "[generator]") {
   check_network<nn::MlpNet<Be>>(tiny_mlp(), "mlp");
+}
+
+// With one class every training label is the null label (DESIGN.md §2), so row 0 of the label table
+// never learns: the network must read any valid label as the null label, or label 0 samples an
+// untrained model. Trained with labels 0 on purpose: the training run must not depend on them either.
+template <class Net>
+void check_one_class(typename Net::Config cfg, const std::string& name) {
+  cfg.classes = 1;
+  const ShortcutConfig sc = objective(Objective::Shortcut);
+  const fs::path dir = train_checkpoint<Net>(cfg, sc, name);
+  Be be;
+  auto g = load_generator<Be>(be, dir);
+  const std::vector<int32_t> zeros(4, 0), nulls(4, 1);
+  for (int steps : {1, 4})
+    for (double w : {1.0, 1.5}) {
+      INFO("steps " << steps << ", guidance " << w);
+      CHECK(g.sample(zeros, steps, w, 5) == g.sample(nulls, steps, w, 5));
+      CHECK(training_model_samples<Net>(dir, cfg, sc, zeros, steps, w, true, 5) ==
+            training_model_samples<Net>(dir, cfg, sc, nulls, steps, w, true, 5));
+    }
+  // the network itself (what training and its bootstrap queries call)
+  ShortcutModel<Net> m(be, cfg, 3);
+  io::load_checkpoint(dir, m.net(), m.arena());
+  const int B = 4;
+  const size_t n = size_t(B) * size_t(m.sample_size());
+  const auto x = testutil::randn<float>(n);
+  const std::vector<float> t = {0.0f, 0.25f, 0.5f, 0.75f}, k = {0.0f, 1.0f, 2.0f, 3.0f};
+  const float* v = m.forward(x.data(), t.data(), k.data(), zeros.data(), B);
+  const std::vector<float> a(v, v + n);
+  v = m.forward(x.data(), t.data(), k.data(), nulls.data(), B);
+  CHECK(a == std::vector<float>(v, v + n));
+}
+
+TEST_CASE("generator: a one-class model samples label 0 as the null label (the only label it trains)",
+          "[generator]") {
+  check_one_class<nn::MlpNet<Be>>(tiny_mlp(), "one_class_mlp");
+  check_one_class<nn::DiT<Be>>(tiny_dit(), "one_class_dit");
 }
 
 TEST_CASE("inference model: one weight set, refuses the other, outputs equal the training model's velocity",

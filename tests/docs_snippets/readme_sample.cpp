@@ -9,7 +9,7 @@ int main() {
   Be be;
   // [snippet begin]
   auto g = shortcut::load_generator<Be>(be, "run/checkpoints/last");
-  std::vector<int32_t> labels(1000, 0);  // one row per label
+  std::vector<int32_t> labels(1000, 0);  // one row per label (one class: 0 = the null label)
   std::vector<float> x = g.sample(labels, /*steps=*/4, /*guidance=*/1.0, /*seed=*/0);  // [1000, sample]
   // [snippet end]
   if (x.size() != 1000 * size_t(g.sample_size())) return 1;

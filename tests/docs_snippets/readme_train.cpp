@@ -14,7 +14,7 @@ int main() {
                                             shortcut::TrainerConfig{.steps = 200, .batch = 64, .out_dir = "run"});
   trainer.run([](shortcut::Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
     x = shortcut::data::sample_toy2d("checkerboard", B, rng);  // [B, sample]: draw from rng only (exact resume)
-    y.assign(B, 0);                                           // labels in [0, classes): one class here
+    y.assign(B, 0);  // labels in [0, classes); with one class any label means the null label
   });  // writes run/metrics.jsonl and run/checkpoints/last
   // [snippet end]
   return trainer.step() == 200 ? 0 : 1;

@@ -3,6 +3,8 @@
 // E_y is a table of classes + 1 rows whose last row is the null label. The output is SiLU(c), the
 // only form in which c is consumed (every adaLN modulation starts with SiLU).
 #pragma once
+#include <vector>
+
 #include "shortcut/core/concepts.hpp"
 #include "shortcut/nn/linear.hpp"
 
@@ -50,7 +52,7 @@ struct Conditioner {
   struct Ctx {
     typename TimestepEmbedder<Be>::Ctx t, d;
     Buf c, tmp, silu_c, dc;
-    typename Be::template Buffer<int32_t> y;
+    typename Be::template Buffer<int32_t> y, nulls;
     int B = 0;
   };
   Conditioner() = default;
@@ -58,7 +60,10 @@ struct Conditioner {
       : D(D_), classes(classes_), t_emb(L, "t_embedder", D_), d_emb(L, "d_embedder", D_) {
     table = L.add("y_embedder.embedding_table.weight", {classes + 1, D}, Init::Normal002);
   }
-  // silu_c [B,D] in the context; y are device labels in [0, classes] (classes = null)
+  // silu_c [B,D] in the context; y are device labels in [0, classes] (classes = null).
+  // With one class every label reads as the null label: training only ever sees the null label then
+  // (DESIGN.md §2), so row 0 never learns, and a user who samples label 0 must still get the model's
+  // best. Training is unchanged bit for bit, since its labels are already null.
   void forward(const Be& be, const T* P, Ctx& c, const T* t, const T* k, const int32_t* y, int B) const {
     c.B = B;
     size_t n = size_t(B) * D;
@@ -66,11 +71,20 @@ struct Conditioner {
     ensure(c.tmp, n);
     ensure(c.silu_c, n);
     ensure(c.y, size_t(B));
+    if (classes <= 1) {
+      // uploaded only when the batch grows, so a recorded body (core/capture.hpp) moves no host data
+      if (c.nulls.size() < size_t(B)) {
+        const std::vector<int32_t> nulls(static_cast<size_t>(B), int32_t(classes));
+        c.nulls.resize(size_t(B));
+        be.to_device(c.nulls.data(), nulls.data(), size_t(B));
+      }
+      y = c.nulls.data();
+    }
     be.copy(c.y.data(), y, size_t(B));
     t_emb.forward(be, P, c.t, t, B, c.c.data());
     d_emb.forward(be, P, c.d, k, B, c.tmp.data());
     be.add_inplace(c.c.data(), c.tmp.data(), n);
-    be.embedding_forward(c.tmp.data(), P + table, y, B, D);
+    be.embedding_forward(c.tmp.data(), P + table, c.y.data(), B, D);
     be.add_inplace(c.c.data(), c.tmp.data(), n);
     be.silu_forward(c.silu_c.data(), c.c.data(), n);
   }
