@@ -405,8 +405,10 @@ TEST_CASE("checkpoint: damaged or inconsistent checkpoint folders are FileErrors
     CHECK_FALSE(target.has(Role::Ema));
   };
 
-  SECTION("no such folder") {
-    expect_file_error([&] { load_checkpoint(temp_dir() / "nope", net, target); }, {"nope", "does not exist"});
+  SECTION("no such folder: named by its absolute path, whatever the user typed") {
+    const fs::path typed = fs::path("run") / "checkpoints" / "nope";
+    expect_file_error([&] { load_checkpoint(typed, net, target); },
+                      {"checkpoint folder '" + (fs::current_path() / typed).string() + "' does not exist"});
   }
   SECTION("a file instead of a folder") {
     expect_file_error([&] { load_checkpoint(dir / kEmaFile, net, target); }, {"is a file, not a folder"});

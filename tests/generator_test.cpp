@@ -247,7 +247,11 @@ TEST_CASE("generator: missing, wrong or inconsistent metadata and damaged files 
   auto load = [&](const fs::path& p, GeneratorOptions o = {}) { return load_generator<Be>(be, p, o); };
   REQUIRE_NOTHROW(load(dir));  // the copy itself is fine
 
-  SECTION("no such folder") { expect_file_error([&] { load(dir / "nope"); }, {"nope", "does not exist"}); }
+  SECTION("no such folder: named by its absolute path, whatever the user typed") {
+    const fs::path typed = fs::path("run") / "checkpoints" / "nope";
+    expect_file_error([&] { load(typed); },
+                      {"checkpoint folder '" + (fs::current_path() / typed).string() + "' does not exist"});
+  }
   SECTION("no ema.safetensors / no model.safetensors for the raw weights") {
     fs::remove(dir / io::kModelFile);
     REQUIRE_NOTHROW(load(dir));

@@ -22,12 +22,13 @@ def weights_file(path, weights="ema"):
     path = os.fspath(path)
     if weights not in ("ema", "model"):
         raise ValueError(f"weights must be 'ema' or 'model', got {weights!r}")
+    # folders named by their absolute path, as the C++ side does (docs/checkpoints.md)
     if not os.path.exists(path):
-        raise CheckpointError(f"checkpoint '{path}' does not exist")
+        raise CheckpointError(f"checkpoint folder '{os.path.abspath(path)}' does not exist")
     if os.path.isdir(path):
         f = os.path.join(path, EMA_FILE if weights == "ema" else MODEL_FILE)
         if not os.path.isfile(f):
-            raise CheckpointError(f"checkpoint folder '{path}' has no {os.path.basename(f)}")
+            raise CheckpointError(f"checkpoint folder '{os.path.abspath(path)}' has no {os.path.basename(f)}")
         return f
     return path
 

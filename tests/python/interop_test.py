@@ -77,7 +77,9 @@ def torch_to_cpp(tool, sample_images, work):
                          {k: v for k, v in sd.items() if not k.startswith("d_embedder")}, meta)
     raises(lambda: st.load(os.path.join(work, "less.safetensors")), st.CheckpointError,
            ["missing tensors", "d_embedder.mlp.0.weight"], "load: missing tensors (strict)")
-    raises(lambda: st.load(os.path.join(work, "nowhere")), st.CheckpointError, ["does not exist"], "load: no such folder")
+    typed = os.path.join("run", "checkpoints", "nope")  # relative, as a user types it: named absolute
+    raises(lambda: st.load(typed), st.CheckpointError,
+           [f"checkpoint folder '{os.path.abspath(typed)}' does not exist"], "load: no such folder")
     if sample_images:
         noise = torch.randn(5, 3, 8, 8, generator=torch.Generator().manual_seed(4))
         np.save(os.path.join(work, "noise.npy"), nhwc(noise).contiguous().numpy())

@@ -239,15 +239,24 @@ inline nlohmann::json file_extra(const SafetensorsReader& optim) {
   }
 }
 
+// A folder named by its absolute path: the relative one the user typed depends on a working directory
+// that whoever reads the message (a log, a job's output) does not see.
+inline std::string quote_absolute(const std::filesystem::path& p) {
+  std::error_code ec;
+  std::filesystem::path a = std::filesystem::absolute(p, ec);
+  return quote(ec ? p : a.lexically_normal());
+}
+
 inline void check_checkpoint_dir(const std::filesystem::path& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
   auto st = fs::status(dir, ec);
-  if (ec || !fs::exists(st)) throw FileError("checkpoint folder " + quote(dir) + " does not exist");
-  if (!fs::is_directory(st)) throw FileError("checkpoint " + quote(dir) + " is a file, not a folder");
+  if (ec || !fs::exists(st)) throw FileError("checkpoint folder " + quote_absolute(dir) + " does not exist");
+  if (!fs::is_directory(st)) throw FileError("checkpoint " + quote_absolute(dir) + " is a file, not a folder");
   for (const char* f : {kEmaFile, kModelFile, kOptimizerFile})
     if (!fs::exists(dir / f, ec))
-      throw FileError("checkpoint folder " + quote(dir) + " has no " + f + " (incomplete or not a checkpoint)");
+      throw FileError("checkpoint folder " + quote_absolute(dir) + " has no " + f +
+                      " (incomplete or not a checkpoint)");
 }
 
 }  // namespace detail
@@ -286,7 +295,8 @@ inline std::filesystem::path sampling_weights_file(const std::filesystem::path& 
   if (!fs::is_directory(path_or_dir, ec)) return path_or_dir;
   fs::path f = path_or_dir / kEmaFile;
   if (!fs::exists(f, ec))
-    throw FileError("folder " + detail::quote(path_or_dir) + " has no " + kEmaFile + " (is it a checkpoint folder?)");
+    throw FileError("checkpoint folder " + detail::quote_absolute(path_or_dir) + " has no " + kEmaFile +
+                    " (is it a checkpoint folder?)");
   return f;
 }
 
@@ -304,12 +314,13 @@ inline std::filesystem::path weights_file(const std::filesystem::path& path_or_d
   if (weights != Role::Ema && weights != Role::Param)
     throw ConfigError(cat("weights to sample with must be Role::Ema or Role::Param, got '", role_name(weights), "'"));
   std::error_code ec;
-  if (!fs::exists(path_or_dir, ec)) throw FileError("checkpoint " + detail::quote(path_or_dir) + " does not exist");
+  if (!fs::exists(path_or_dir, ec))
+    throw FileError("checkpoint folder " + detail::quote_absolute(path_or_dir) + " does not exist");
   if (!fs::is_directory(path_or_dir, ec)) return path_or_dir;
   const char* name = weights == Role::Ema ? kEmaFile : kModelFile;
   fs::path f = path_or_dir / name;
   if (!fs::exists(f, ec))
-    throw FileError(cat("checkpoint folder ", detail::quote(path_or_dir), " has no ", name, " (the ",
+    throw FileError(cat("checkpoint folder ", detail::quote_absolute(path_or_dir), " has no ", name, " (the ",
                         weights == Role::Ema ? "EMA" : "raw", " weights; is it a checkpoint folder?)"));
   return f;
 }
@@ -391,17 +402,17 @@ TrainState load_checkpoint(const std::filesystem::path& dir, ParamArena<Be>& are
   for (auto* r : {&model, &optim}) {
     std::string d = detail::config_diff(detail::file_config(*r), c0);
     if (!d.empty())
-      throw FileError("checkpoint folder " + detail::quote(dir) + " is inconsistent: " + r->path().filename().string() +
-                      " and " + kEmaFile + " hold different configs (" + d + ")");
+      throw FileError("checkpoint folder " + detail::quote_absolute(dir) + " is inconsistent: " +
+                      r->path().filename().string() + " and " + kEmaFile + " hold different configs (" + d + ")");
   }
   TrainState st;
   st.step = detail::parse_number<int64_t>(optim, "step", true, 0);
   for (auto* r : {&ema, &model}) {
     int64_t s = detail::parse_number<int64_t>(*r, "step", true, 0);
     if (s != st.step)
-      throw FileError(cat("checkpoint folder ", detail::quote(dir), " is inconsistent: ", r->path().filename().string(),
-                          " is from step ", s, " but ", kOptimizerFile, " from step ", st.step,
-                          " (an interrupted save?)"));
+      throw FileError(cat("checkpoint folder ", detail::quote_absolute(dir), " is inconsistent: ",
+                          r->path().filename().string(), " is from step ", s, " but ", kOptimizerFile,
+                          " from step ", st.step, " (an interrupted save?)"));
   }
   st.rng_seed = detail::parse_number<uint64_t>(optim, "rng_seed", true, 0);
   st.rng_position = detail::parse_number<uint64_t>(optim, "rng_position", true, 0);
