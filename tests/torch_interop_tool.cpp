@@ -1,5 +1,6 @@
 // The C++ half of the PyTorch interoperability tests (tests/python/*.py drive it):
-//   torch_interop_tool export DIR   trains two tiny DiTs a few steps (checkpoints DIR/<name>/checkpoints/last)
+//   torch_interop_tool export DIR   trains two tiny DiTs and two MLP networks (plain; Fourier features,
+//                                   t scale and one class) a few steps (checkpoints DIR/<name>/checkpoints/last)
 //                                   and writes DIR/<name>/io.safetensors: forward inputs, our outputs with
 //                                   both weight sets, noise and our N-step samples from that noise
 //   torch_interop_tool forward CKPT IO OUT
@@ -29,78 +30,90 @@ struct Inputs {
   std::vector<int32_t> y;
 };
 
-static std::vector<float> forward(Model& m, const Inputs& in, Role role) {
+template <class M>
+static std::vector<float> forward(M& m, const Inputs& in, Role role) {
   std::vector<float> out(in.x.size());
   m.velocity(out.data(), in.x.data(), in.t.data(), in.k.data(), in.y.data(), in.B, 1.0f, role);
   return out;
 }
 
+// [B, H, W, C] for a DiT, [B, dim] for the MLP network
+static std::vector<int64_t> batch_shape(const nn::DiTConfig& c, int B) { return {B, c.image, c.image, c.channels}; }
+static std::vector<int64_t> batch_shape(const nn::MlpNetConfig& c, int B) { return {B, c.dim}; }
+
+template <class Net>
+static void export_case(const fs::path& dir, const std::string& name, const typename Net::Config& cfg) {
+  using M = ShortcutModel<Net>;
+  Be be;
+  M model(be, cfg, 7);
+  // weights of size 0.2 everywhere (the zero-initialised final layers too), so outputs are O(1)
+  model.arena().from_host(Role::Param, normal(model.arena().size(), 1, 0.2));
+  model.arena().copy_role(Role::Ema, Role::Param);
+  ShortcutConfig sc;
+  AdamWConfig oc;
+  oc.lr = 1e-2;
+  oc.warmup_steps = 0;
+  TrainerConfig tc;
+  tc.steps = 3;
+  tc.batch = 32;
+  tc.ema_tau = 0.5;  // EMA and raw weights differ visibly
+  tc.log_every = 0;
+  tc.progress = false;
+  tc.out_dir = (dir / name).string();
+  Trainer<M> trainer(model, sc, oc, tc);
+  const int64_t n = model.sample_size();
+  trainer.run([&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
+    x = normal(size_t(B) * n, 100 + rng.position());
+    y.assign(size_t(B), 0);
+    for (int i = 0; i < B; ++i) y[i] = i % cfg.classes;
+    (void)rng.next_stream();
+  });
+  Inputs in;
+  in.B = 4;
+  in.x = normal(size_t(in.B) * n, 2);
+  in.t = {0.0f, 0.25f, 0.5f, 0.875f};
+  in.k = {0.0f, 1.0f, 3.0f, 7.0f};
+  in.y = {0, 1 % (cfg.classes + 1), int32_t(cfg.classes - 1), int32_t(cfg.classes)};
+  auto oe = forward(model, in, Role::Ema), om = forward(model, in, Role::Param);
+  std::vector<float> yf(in.y.begin(), in.y.end());
+  std::vector<int32_t> labels = {0, 1 % cfg.classes, int32_t(cfg.classes - 1), 0};
+  std::vector<float> lf(labels.begin(), labels.end());
+  auto noise = normal(size_t(in.B) * n, 3);
+  const std::vector<int64_t> shape = batch_shape(cfg, in.B);
+  io::SafetensorsWriter w;
+  w.add("x", shape, in.x.data());
+  w.add("t", {in.B}, in.t.data());
+  w.add("k", {in.B}, in.k.data());
+  w.add("y", {in.B}, yf.data());
+  w.add("out_ema", shape, oe.data());
+  w.add("out_model", shape, om.data());
+  w.add("noise", shape, noise.data());
+  w.add("labels", {in.B}, lf.data());
+  std::vector<std::vector<float>> samples;
+  samples.reserve(6);
+  for (int N : {1, 2, 4})
+    for (double g : {1.0, 1.5}) {
+      samples.push_back(generate(model, sc, labels, SamplerConfig{N, g, true}, 0, 0, 256, &noise));
+      w.add(cat("sample_", N, "_", g == 1.0 ? "1" : "1.5"), shape, samples.back().data());
+    }
+  w.write(dir / name / "io.safetensors");
+  std::printf("exported %s\n", (dir / name).c_str());
+}
+
 static int export_dir(const fs::path& dir) {
-  struct Case {
-    const char* name;
-    nn::DiTConfig cfg;
-  };
   nn::DiTConfig a;  // 1/head_dim (the default), two channels, patch 2
   a.image = 8; a.channels = 2; a.patch = 2; a.hidden = 32; a.depth = 2; a.heads = 2; a.mlp_ratio = 4; a.classes = 3;
   nn::DiTConfig b = a;  // 1/sqrt(head_dim), one channel, patch 4, mlp ratio 2
   b.channels = 1; b.patch = 4; b.hidden = 48; b.heads = 3; b.mlp_ratio = 2; b.classes = 2;
   b.attn_scale = nn::AttnScale::InvSqrtHeadDim;
-  for (const Case& c : {Case{"a", a}, Case{"b", b}}) {
-    Be be;
-    Model model(be, c.cfg, 7);
-    // weights of size 0.2 everywhere (the zero-initialised final layers too), so outputs are O(1)
-    model.arena().from_host(Role::Param, normal(model.arena().size(), 1, 0.2));
-    model.arena().copy_role(Role::Ema, Role::Param);
-    ShortcutConfig sc;
-    AdamWConfig oc;
-    oc.lr = 1e-2;
-    oc.warmup_steps = 0;
-    TrainerConfig tc;
-    tc.steps = 3;
-    tc.batch = 32;
-    tc.ema_tau = 0.5;  // EMA and raw weights differ visibly
-    tc.log_every = 0;
-    tc.progress = false;
-    tc.out_dir = (dir / c.name).string();
-    Trainer<Model> trainer(model, sc, oc, tc);
-    const int64_t n = model.sample_size();
-    trainer.run([&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
-      x = normal(size_t(B) * n, 100 + rng.position());
-      y.assign(size_t(B), 0);
-      for (int i = 0; i < B; ++i) y[i] = i % c.cfg.classes;
-      (void)rng.next_stream();
-    });
-    Inputs in;
-    in.B = 4;
-    in.x = normal(size_t(in.B) * n, 2);
-    in.t = {0.0f, 0.25f, 0.5f, 0.875f};
-    in.k = {0.0f, 1.0f, 3.0f, 7.0f};
-    in.y = {0, 1, int32_t(c.cfg.classes - 1), int32_t(c.cfg.classes)};
-    auto oe = forward(model, in, Role::Ema), om = forward(model, in, Role::Param);
-    std::vector<float> yf(in.y.begin(), in.y.end());
-    std::vector<int32_t> labels = {0, 1, int32_t(c.cfg.classes - 1), 0};
-    std::vector<float> lf(labels.begin(), labels.end());
-    auto noise = normal(size_t(in.B) * n, 3);
-    const std::vector<int64_t> img = {in.B, c.cfg.image, c.cfg.image, c.cfg.channels};
-    io::SafetensorsWriter w;
-    w.add("x", img, in.x.data());
-    w.add("t", {in.B}, in.t.data());
-    w.add("k", {in.B}, in.k.data());
-    w.add("y", {in.B}, yf.data());
-    w.add("out_ema", img, oe.data());
-    w.add("out_model", img, om.data());
-    w.add("noise", img, noise.data());
-    w.add("labels", {in.B}, lf.data());
-    std::vector<std::vector<float>> samples;
-    samples.reserve(6);
-    for (int N : {1, 2, 4})
-      for (double g : {1.0, 1.5}) {
-        samples.push_back(generate(model, sc, labels, SamplerConfig{N, g, true}, 0, 0, 256, &noise));
-        w.add(cat("sample_", N, "_", g == 1.0 ? "1" : "1.5"), img, samples.back().data());
-      }
-    w.write(dir / c.name / "io.safetensors");
-    std::printf("exported %s\n", (dir / c.name).c_str());
-  }
+  nn::MlpNetConfig m;  // the plain network, three classes
+  m.dim = 2; m.hidden = 32; m.depth = 2; m.mlp_ratio = 2; m.classes = 3;
+  nn::MlpNetConfig f = m;  // what toy2d trains: Fourier features, t scale; one class, any label the null label
+  f.dim = 3; f.fourier = 8; f.fourier_scale = 2.5; f.t_scale = 20; f.classes = 1; f.mlp_ratio = 1.5;
+  export_case<nn::DiT<Be>>(dir, "a", a);
+  export_case<nn::DiT<Be>>(dir, "b", b);
+  export_case<nn::MlpNet<Be>>(dir, "mlp", m);
+  export_case<nn::MlpNet<Be>>(dir, "mlp_fourier", f);
   return 0;
 }
 

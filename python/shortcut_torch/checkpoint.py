@@ -1,20 +1,14 @@
 """Checkpoint folders and weights files of the shortcut library (docs/checkpoints.md) in PyTorch:
-`load` a folder or file into a DiT (strict), `save` a DiT as a folder the C++ programs load."""
+`load` a folder or file into a DiT or MLP network (strict), `save` one as a folder the C++ programs load."""
 import json
 import os
 
 import torch
 
-from .model import DiT, check_config
-from .safetensors import read_safetensors, write_safetensors
+from .model import DiT, network_from_config
+from .safetensors import CheckpointError, read_safetensors, write_safetensors
 
 EMA_FILE, MODEL_FILE, OPTIMIZER_FILE = "ema.safetensors", "model.safetensors", "optimizer.safetensors"
-_CONFIG_KEYS = ("model", "image", "channels", "patch", "hidden", "depth", "heads", "mlp_ratio", "classes",
-                "attn_scale", "ln_eps")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint or weights file that does not fit (the message names the file and the problem)."""
 
 
 def weights_file(path, weights="ema"):
@@ -63,9 +57,9 @@ def load_state(path, model, contents=None):
             problems.append(f"tensor '{k}' holds a non-finite value")
     if problems:
         raise CheckpointError(f"'{path}': " + "; ".join(problems))
-    expected_pos = model.pos_embed.clone()
+    expected_pos = model.pos_embed.clone() if isinstance(model, DiT) else None
     model.load_state_dict(sd, strict=True)
-    diff = (model.pos_embed - expected_pos).abs().max().item()
+    diff = 0.0 if expected_pos is None else (model.pos_embed - expected_pos).abs().max().item()
     if diff > 1e-4:
         raise CheckpointError(f"'{path}': tensor 'pos_embed' differs from the values this model computes "
                               f"(max difference {diff:.3g}): the file comes from a different model")
@@ -73,10 +67,11 @@ def load_state(path, model, contents=None):
 
 
 def load(checkpoint, weights="ema", config=None):
-    """A DiT in eval mode from a checkpoint folder (its EMA weights by default; weights='model' for the
-    raw ones) or a single weights file. The config comes from the file's __metadata__ (or `config` for
-    files without one). Sets model.training_config (the 'training' metadata: objective,
-    denoise_timesteps, ...; None when absent) and model.step."""
+    """The network in eval mode (a DiT, or MlpNet for the config's model 'mlp') from a checkpoint folder
+    (its EMA weights by default; weights='model' for the raw ones) or a single weights file. The config
+    comes from the file's __metadata__ (or `config` for files without one). Sets model.training_config
+    (the 'training' metadata: objective, denoise_timesteps, ...; None when absent) and model.step.
+    Every problem with the files is a CheckpointError naming the file."""
     path = weights_file(checkpoint, weights)
     contents = read_safetensors(path)
     meta = contents[1]
@@ -85,7 +80,10 @@ def load(checkpoint, weights="ema", config=None):
         if config is None:
             raise CheckpointError(f"'{path}' has no model config in its metadata ('config'); pass config=")
         cfg = config
-    model = DiT(cfg)
+    try:
+        model = network_from_config(cfg)
+    except ValueError as e:
+        raise CheckpointError(f"'{path}': __metadata__ 'config': {e}") from None
     load_state(path, model, contents)
     model.training_config = _json_meta(meta, "training", path)
     step = meta.get("step", "0")
@@ -105,10 +103,9 @@ def save(model, directory, config=None, ema=None, optimizer=None, step=0, traini
     `training`: the dict stored as the 'training' metadata (e.g. {"shortcut": {"objective": "flow",
     "denoise_timesteps": 128}}; the C++ load_generator needs both keys); default model.training_config
     when load() set it."""
-    cfg = check_config(config if config is not None else model.config)
-    if {k: cfg[k] for k in _CONFIG_KEYS} != {k: model.config[k] for k in _CONFIG_KEYS}:
+    cfg = type(model).metadata_config(config if config is not None else model.config)
+    if cfg != type(model).metadata_config(model.config):
         raise ValueError(f"save: config {cfg} does not describe this model ({model.config})")
-    cfg = {k: cfg[k] for k in _CONFIG_KEYS}
     os.makedirs(directory, exist_ok=True)
     if training is None:
         training = getattr(model, "training_config", None)

@@ -16,8 +16,13 @@ _NAMES = {v: k for k, v in _DTYPES.items()}
 _MAX_HEADER = 100_000_000
 
 
-class SafetensorsError(ValueError):
-    """A file that is not a valid safetensors file (the message names the file and the problem)."""
+class CheckpointError(ValueError):
+    """A checkpoint or weights file that does not fit (the message names the file and the problem)."""
+
+
+class SafetensorsError(CheckpointError):
+    """A file that is not a valid safetensors file (the message names the file and the problem); a
+    CheckpointError, so that one except clause catches every failure of load()."""
 
 
 def read_safetensors(path):

@@ -29,9 +29,10 @@ def velocity(model, x, t, k, y, guidance=1.0):
 
 @torch.no_grad()
 def sample(model, labels, steps, guidance=1.0, generator=None, noise=None, objective=None, denoise_timesteps=None):
-    """Images [B, C, H, W] (nominally in [-1, 1]) for `labels` ([B], classes = the null label) in `steps`
-    Euler steps (a power of two up to denoise_timesteps, 128 by default). The noise x0 is `noise`
-    ([B, C, H, W]) when given, else drawn with torch.randn(generator=generator). The objective (which
+    """Samples [B, *model.sample_shape] (a DiT's images [B, C, H, W], nominally in [-1, 1]; the MLP
+    network's points [B, dim]) for `labels` ([B], classes = the null label) in `steps` Euler steps (a
+    power of two up to denoise_timesteps, 128 by default). The noise x0 is `noise` (of that shape) when
+    given, else drawn with torch.randn(generator=generator). The objective (which
     decides the step index) and M come from model.training_config (set by load) unless given."""
     obj, M = _training(model, objective, denoise_timesteps)
     if steps < 1 or steps & (steps - 1) or steps > M:
@@ -41,14 +42,15 @@ def sample(model, labels, steps, guidance=1.0, generator=None, noise=None, objec
     B, cfg = y.shape[0], model.config
     if bool((y < 0).any()) or bool((y > cfg["classes"]).any()):
         raise ValueError(f"labels must lie in [0, {cfg['classes']}] ({cfg['classes']} = unconditional)")
-    shape = (B, cfg["channels"], cfg["image"], cfg["image"])
+    shape = (B,) + tuple(model.sample_shape)
     if noise is None:
         x = torch.randn(shape, generator=generator, dtype=p.dtype, device="cpu" if generator is None
                         else generator.device).to(p.device)
     else:
         x = torch.as_tensor(noise).to(device=p.device, dtype=p.dtype).clone()
         if tuple(x.shape) != shape:
-            raise ValueError(f"noise has shape {tuple(x.shape)}, expected {list(shape)} (NCHW)")
+            raise ValueError(f"noise has shape {tuple(x.shape)}, expected {list(shape)}"
+                             + (" (NCHW)" if len(shape) == 4 else ""))
     k = float(int(math.log2(M)) if obj == "flow" else int(math.log2(steps)))
     kk = torch.full((B,), k, dtype=p.dtype, device=p.device)
     for i in range(steps):

@@ -1,9 +1,11 @@
 """PyTorch <-> C++ checkpoints.
-  interop_test.py cpp-to-torch TOOL WORK   C++ training writes checkpoints; shortcut_torch.load (strict, both
-                                           weight sets) reproduces our forward and our N-step samples
+  interop_test.py cpp-to-torch TOOL WORK   C++ training writes checkpoints (two DiTs, two MLP networks);
+                                           shortcut_torch.load (strict, both weight sets) reproduces our
+                                           forward and our N-step samples; bad configs are CheckpointErrors
   interop_test.py torch-to-cpp TOOL SAMPLE_IMAGES WORK
                                            shortcut_torch.save writes a folder; C++ reproduces PyTorch's
                                            forward, sample_images its samples from the same noise"""
+import json
 import os
 import sys
 
@@ -15,23 +17,39 @@ from common import check, close, finish, nchw, nhwc, raises, randomize, run, st
 
 def cpp_to_torch(tool, work):
     run([tool, "export", work], what="C++ export: training, checkpoints, forward and samples")
-    for name in ("a", "b"):
+    for name in ("a", "b", "mlp", "mlp_fourier"):
         ck = os.path.join(work, name, "checkpoints", "last")
         io, _ = st.read_safetensors(os.path.join(work, name, "io.safetensors"))
         ema, raw = st.load(ck, "ema"), st.load(ck, "model")  # strict loading
         check(ema.training_config is not None and ema.step == 3, f"{name}: config, training metadata and step read")
-        x, t, k, y = nchw(io["x"]), io["t"], io["k"], io["y"].long()
+        mlp = name.startswith("mlp")
+        check(isinstance(ema, st.MlpNet if mlp else st.DiT), f"{name}: loaded as {type(ema).__name__}")
+        # the library's files hold NHWC images; PyTorch's DiT takes NCHW (points need no change)
+        to_torch, to_ours = (lambda v: v, lambda v: v) if mlp else (nchw, nhwc)
+        x, t, k, y = to_torch(io["x"]), io["t"], io["k"], io["y"].long()
+        what = f"{name} ({ema.config.get('attn_scale', 'fourier ' + str(ema.config.get('fourier')))})"
         with torch.no_grad():
-            close(nhwc(ema(x, t, k, y)), io["out_ema"], f"{name} ({ema.config['attn_scale']}): forward, EMA weights")
-            close(nhwc(raw(x, t, k, y)), io["out_model"], f"{name}: forward, raw weights")
+            close(to_ours(ema(x, t, k, y)), io["out_ema"], f"{what}: forward, EMA weights")
+            close(to_ours(raw(x, t, k, y)), io["out_model"], f"{name}: forward, raw weights")
         opt, _ = st.read_safetensors(os.path.join(ck, "optimizer.safetensors"))
         params = {n for n, _ in raw.named_parameters()}
         check({n[len("exp_avg."):] for n in opt if n.startswith("exp_avg.")} == params,
               f"{name}: optimizer moments named by the parameters")
         for N in (1, 2, 4):
             for g in ("1", "1.5"):
-                s = st.sample(ema, io["labels"].long(), N, float(g), noise=nchw(io["noise"]))
-                close(nhwc(s), io[f"sample_{N}_{g}"], f"{name}: {N}-step samples, guidance {g}, same noise")
+                s = st.sample(ema, io["labels"].long(), N, float(g), noise=to_torch(io["noise"]))
+                close(to_ours(s), io[f"sample_{N}_{g}"], f"{name}: {N}-step samples, guidance {g}, same noise")
+    # configs the networks refuse, and models there are none of: CheckpointErrors naming the file
+    f = os.path.join(work, "mlp", "checkpoints", "last", "ema.safetensors")
+    sd, meta = st.read_safetensors(f)
+    for bad, cfg_words in ((dict(json.loads(meta["config"]), model="unet"), ["unknown model 'unet'"]),
+                           (dict(json.loads(meta["config"]), fourier=3), ["fourier must be 0 or an even number"]),
+                           ({"model": "mlp", "dim": 2}, ["missing field(s)"])):
+        p = os.path.join(work, "bad_config.safetensors")
+        st.write_safetensors(p, sd, dict(meta, config=json.dumps(bad)))
+        raises(lambda p=p: st.load(p), st.CheckpointError, [p, "config"] + cfg_words, f"load: bad config {bad}")
+    raises(lambda: st.load(os.path.join(work, "a", "io.safetensors")), st.CheckpointError,
+           ["io.safetensors"], "load: a file that holds no weights")
 
 
 def torch_to_cpp(tool, sample_images, work):
