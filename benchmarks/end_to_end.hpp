@@ -82,8 +82,8 @@ double seconds_between_syncs(Be& be, const std::function<void()>& work) {
 }
 
 // One training step of any network through the library's templates as the Trainer takes it
-// (TrainingStep: targets by SelfConsistencyLoss, forward, backward, AdamW and the EMA; one recorded
-// body, a CUDA graph launch where the backend records), on a fixed random batch resident on the host
+// (TrainingStep: targets by SelfConsistencyLoss, forward, backward, AdamW and the EMA), on a fixed
+// random batch resident on the host
 // as the trainer keeps it (the per-step upload of the batch is part of the step, as in training).
 template <class Net>
 class TrainStep {
@@ -151,12 +151,11 @@ class Sample {
 };
 
 // Google Benchmark loops with manual time from `timer(be, work)`; the first call is a warm-up
-// (allocation, cuBLAS heuristics, page faults) and is not timed, nor, on a backend that records work
-// (core/capture.hpp), the second, which captures it.
+// (allocation, cuBLAS heuristics, page faults, a backend's first recording of work: core/capture.hpp)
+// and is not timed.
 template <class Be, class Work, class Timer = double (*)(Be&, const std::function<void()>&)>
 void time_loop(benchmark::State& st, Be& be, Work& w, Timer timer = &seconds_between_syncs<Be>) {
   w.run();
-  if constexpr (CapturesWork<Be>) w.run();
   for (auto _ : st) st.SetIterationTime(timer(be, [&] { w.run(); }));
 }
 

@@ -3,11 +3,12 @@
 # from anywhere else). Safe to run again: only missing packages are installed.
 set -euo pipefail
 pkgs=(g++ cmake ninja-build pkg-config libeigen3-dev catch2 libbenchmark-dev libstb-dev libcli11-dev nlohmann-json3-dev
-      python3 python3-numpy python3-torch libopenmpi-dev openmpi-bin "$@")
+      python3 python3-numpy python3-torch libopenmpi-dev openmpi-bin ccache "$@")
 # python3: the benchmark table script and its test; python3-torch, python3-numpy: the PyTorch package
 # python/shortcut_torch and its tests (Debian bookworm's torch 1.13, CPU; about 2 min 15 s to install on
 # a fresh machine with 2 cores, 178 packages with their dependencies); libopenmpi-dev, openmpi-bin: the
-# data-parallel training over MPI and its tests (docs/distributed.md)
+# data-parallel training over MPI and its tests (docs/distributed.md); ccache: a compiler cache that
+# CMake uses where present (a fresh clone reuses the objects of an earlier build; never required)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

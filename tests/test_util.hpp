@@ -2,6 +2,9 @@
 #pragma once
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <random>
@@ -11,9 +14,20 @@
 
 namespace testutil {
 
+// Fresh random inputs on every run, reproducible: the seed comes from SHORTCUT_TEST_SEED where set,
+// else from std::random_device, and is printed once to stderr (CTest shows it with a failure's output).
+inline uint64_t seed() {
+  static const uint64_t s = [] {
+    const char* env = std::getenv("SHORTCUT_TEST_SEED");
+    const uint64_t v = env && *env ? std::strtoull(env, nullptr, 10) : uint64_t(std::random_device{}());
+    std::fprintf(stderr, "testutil: random seed %llu (rerun with SHORTCUT_TEST_SEED=%llu)\n", (unsigned long long)v,
+                 (unsigned long long)v);
+    return v;
+  }();
+  return s;
+}
 inline std::mt19937_64& gen() {
-  // Fresh inputs on every run (the seed is printed on failure through Catch's INFO in the callers).
-  static std::mt19937_64 g(std::random_device{}());
+  static std::mt19937_64 g(seed());
   return g;
 }
 template <class T = double>

@@ -34,6 +34,7 @@
 #include "shortcut/train/objectives/consistency_training.hpp"
 #include "shortcut/train/objectives/live_reflow.hpp"
 #include "shortcut/train/objectives/progressive_distillation.hpp"
+#include "shortcut/train/objectives/rows.hpp"
 #include "shortcut/train/ode_sampler.hpp"
 #include "shortcut/train/self_consistency_loss.hpp"
 #include "shortcut/train/shortcut_config.hpp"

@@ -14,7 +14,7 @@ int main() {
   const int B = 64;
   double first = 0, last = 0;
   // [snippet begin]
-  shortcut::TrainingStep<Model, shortcut::SelfConsistencyLoss<Model>> step;  // keep it: it holds the recorded step
+  shortcut::TrainingStep<Model, shortcut::SelfConsistencyLoss<Model>> step;  // keep it: it holds the device copy of the rows
   for (int i = 0; i < 10; ++i) {
     const std::vector<float> x1 = shortcut::data::sample_toy2d("8gaussians", B, rng);
     const std::vector<int32_t> labels(size_t(B), 1);

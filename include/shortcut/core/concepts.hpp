@@ -81,11 +81,6 @@ concept BackendMemory = requires {
   static_cast<detail::Op<Be, int32_t*, const int32_t*, size_t>>(&Be::copy);
   static_cast<detail::Op<Be, T*, T, size_t>>(&Be::fill);
   static_cast<detail::Op<Be>>(&Be::synchronize);
-  // from staged host memory (a HostBuffer), in stream order: what recorded work uploads
-  typename Be::template HostBuffer<T>;
-  static_cast<detail::Op<Be, T*, const T*, size_t>>(&Be::upload);
-  static_cast<detail::Op<Be, int32_t*, const int32_t*, size_t>>(&Be::upload);
-  static_cast<detail::Op<Be, uint64_t*, const uint64_t*, size_t>>(&Be::upload);
 };
 
 // linear_forward(out, in, W, b, N, I, O); linear_backward(din, dW, db, dout, in, W, N, I, O, accumulate_din);
@@ -145,7 +140,6 @@ concept BackendEmbeddingOps = requires {
 template <class Be, class T>
 concept BackendTargetOps = requires {
   static_cast<detail::Op<Be, T*, size_t, uint64_t, uint64_t, uint64_t>>(&Be::normal);
-  static_cast<detail::Op<Be, T*, size_t, uint64_t, const uint64_t*, uint64_t>>(&Be::normal_staged);
   static_cast<detail::Op<Be, T*, T*, const T*, const T*, const T*, int, int>>(&Be::flow_rows);
   static_cast<detail::Op<Be, T*, T*, const T*, const T*, const T*, int, T, const T*, int, int, T>>(
       &Be::bootstrap_half_step);
@@ -155,18 +149,11 @@ concept BackendTargetOps = requires {
   static_cast<detail::Op<Be, T*, T*, const T*, const T*, int, int, T>>(&Be::mse_loss);
 };
 
-// adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, step); ema_update(ema, p, tau, n); the recorded
-// training step's forms, which read their per-step values from memory and skip where the loss was
-// not finite: adamw_step_staged(p, g, m, v, n, {lr, c1, c2}, b1, b2, eps, wd, skip),
-// ema_update_staged(ema, p, tau, n, skip), flag_nonfinite(flag, x, n)
+// adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, step); ema_update(ema, p, tau, n)
 template <class Be, class T>
 concept BackendOptimizerOps = requires {
   static_cast<detail::Op<Be, T*, const T*, T*, T*, size_t, T, T, T, T, T, int64_t>>(&Be::adamw_step);
   static_cast<detail::Op<Be, T*, const T*, T, size_t>>(&Be::ema_update);
-  static_cast<detail::Op<Be, T*, const T*, T*, T*, size_t, const T*, T, T, T, T, const int32_t*>>(
-      &Be::adamw_step_staged);
-  static_cast<detail::Op<Be, T*, const T*, T, size_t, const int32_t*>>(&Be::ema_update_staged);
-  static_cast<detail::Op<Be, int32_t*, const T*, size_t>>(&Be::flag_nonfinite);
 };
 
 // Every op of cpu::Backend (the reference; its comments say what each op computes) with exactly its

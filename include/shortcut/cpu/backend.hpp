@@ -50,8 +50,6 @@ class Backend {
   using Scalar = T;
   template <class U>
   using Buffer = std::vector<U, AlignedAllocator<U>>;
-  template <class U>
-  using HostBuffer = std::vector<U>;
   static constexpr bool host_memory = true;  // Buffer memory is the host's (dist/reduce_buffer.hpp)
   static constexpr const char* name() { return "cpu"; }
 
@@ -59,10 +57,6 @@ class Backend {
   void to_device(U* dst, const U* src, size_t n) const { if (n) std::memcpy(dst, src, n * sizeof(U)); }
   template <class U>
   void to_host(U* dst, const U* src, size_t n) const { if (n) std::memcpy(dst, src, n * sizeof(U)); }
-  // From staged host memory (a HostBuffer) in stream order: recorded work may hold it (on the CUDA
-  // backend a replay copies what the memory holds then); here at once.
-  template <class U>
-  void upload(U* dst, const U* src, size_t n) const { if (n) std::memcpy(dst, src, n * sizeof(U)); }
   template <class U>
   void copy(U* dst, const U* src, size_t n) const { if (n) std::memmove(dst, src, n * sizeof(U)); }
   void fill(T* p, T v, size_t n) const { std::fill(p, p + n, v); }
@@ -306,11 +300,6 @@ class Backend {
   void normal(T* x0, size_t n, uint64_t seed, uint64_t stream, uint64_t first = 0) const {
     for (size_t i = 0; i < n; ++i) x0[i] = T(philox_normal(seed, stream, first + i));
   }
-  // normal() with the stream read from memory (*stream: a recorded training step uploads it anew
-  // every step, so a replay draws that step's noise)
-  void normal_staged(T* x0, size_t n, uint64_t seed, const uint64_t* stream, uint64_t first) const {
-    normal(x0, n, seed, *stream, first);
-  }
   // xt = (1 - (1 - 1e-5) t) x0 + t x1; target (if not null) = x1 - (1 - 1e-5) x0   [rows, n]
   void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n) const {
     const T a = T(1) - T(1e-5);
@@ -379,21 +368,6 @@ class Backend {
   void ema_update(T* ema, const T* p, T tau, size_t n) const {
 #pragma omp parallel for schedule(static) if (n > kParallelMin)
     for (int64_t i = 0; i < int64_t(n); ++i) ema[i] = tau * ema[i] + (T(1) - tau) * p[i];
-  }
-  // The recorded training step's forms, whose per-step values are read from memory: staged = {lr,
-  // c1 = 1 - b1^step, c2 = 1 - b2^step}; where *skip != 0 (the step's loss was not finite) nothing
-  // changes. The same arithmetic as adamw_step / ema_update.
-  void adamw_step_staged(T* p, const T* g, T* m, T* v, size_t n, const T* staged, T b1, T b2, T eps, T wd,
-                         const int32_t* skip) const {
-    if (*skip) return;
-    adamw_update(p, g, m, v, n, staged[0], b1, b2, eps, wd, staged[1], staged[2]);
-  }
-  void ema_update_staged(T* ema, const T* p, T tau, size_t n, const int32_t* skip) const {
-    if (!*skip) ema_update(ema, p, tau, n);
-  }
-  // *flag = 1 if any of x[0, n) is NaN or infinite, else 0
-  void flag_nonfinite(int32_t* flag, const T* x, size_t n) const {
-    *flag = std::any_of(x, x + n, [](T v) { return !std::isfinite(v); }) ? 1 : 0;
   }
 
  private:

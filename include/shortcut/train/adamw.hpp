@@ -9,7 +9,6 @@
 
 #include "shortcut/core/arena.hpp"
 #include "shortcut/core/bias_correction.hpp"
-#include "shortcut/core/staged.hpp"
 #include "shortcut/core/concepts.hpp"
 #include "shortcut/train/param_groups.hpp"
 
@@ -88,43 +87,6 @@ class AdamW {
                              T(c_.beta1), T(c_.beta2), T(c_.eps), T(r.decay ? c_.weight_decay : 0.0), step_);
     }
   }
-
-  // step() as recorded work (train/training_step.hpp), whose per-step values live in device memory:
-  // stage() writes the next step's {lr, 1 - b1^step, 1 - b2^step} of every run into `staged` (host
-  // side: the same bits step() would pass), record() queues their upload and the update, which the
-  // device skips where *skip != 0 (the step's loss was not finite), and commit() counts the step once
-  // the host saw it taken.
-  template <ComputeBackend Be>
-  void stage(ParamArena<Be>& a, Staged<Be, typename Be::Scalar>& staged) {
-    using T = typename Be::Scalar;
-    a.enable(Role::AdamM);
-    a.enable(Role::AdamV);
-    const int64_t next = step_ + 1;
-    const double lr = lr_at(next);
-    const auto& rs = runs(a);
-    T* h = staged.host(3 * rs.size());
-    for (size_t i = 0; i < rs.size(); ++i) {
-      h[3 * i] = T(lr * rs[i].lr_scale);
-      h[3 * i + 1] = adamw_bias_correction(T(c_.beta1), next);
-      h[3 * i + 2] = adamw_bias_correction(T(c_.beta2), next);
-    }
-  }
-  template <ComputeBackend Be>
-  void record(ParamArena<Be>& a, Staged<Be, typename Be::Scalar>& staged, const int32_t* skip) {
-    using T = typename Be::Scalar;
-    staged.upload(a.backend());
-    T *p = a.data(Role::Param), *m = a.data(Role::AdamM), *v = a.data(Role::AdamV);
-    const T* g = a.data(Role::Grad);
-    const auto& rs = runs(a);
-    for (size_t i = 0; i < rs.size(); ++i) {
-      const ParamRun& r = rs[i];
-      if (r.frozen) continue;
-      a.backend().adamw_step_staged(p + r.offset, g + r.offset, m + r.offset, v + r.offset, r.size,
-                                    staged.data() + 3 * i, T(c_.beta1), T(c_.beta2), T(c_.eps),
-                                    T(r.decay ? c_.weight_decay : 0.0), skip);
-    }
-  }
-  void commit() { ++step_; }
 
  private:
   // The runs of one setting: the groups' (bind), or the whole arena as one.

@@ -20,14 +20,6 @@ class EmaTracker {
     a.enable(Role::Ema);
     a.backend().ema_update(a.data(Role::Ema), a.data(Role::Param), typename Be::Scalar(tau_), a.size());
   }
-  // update() in a recorded training step (train/training_step.hpp): skipped on the device where
-  // *skip != 0 (the step's loss was not finite, so AdamW left the weights as they were). The EMA
-  // role must be enabled before (outside the recorded work).
-  template <ComputeBackend Be>
-  void update(ParamArena<Be>& a, const int32_t* skip) const {
-    a.backend().ema_update_staged(a.data(Role::Ema), a.data(Role::Param), typename Be::Scalar(tau_), a.size(), skip);
-  }
-
  private:
   double tau_;
 };

@@ -71,11 +71,9 @@ class OdeSampler {
     check_labels(be, y, m.num_classes());
     nn::ensure(v_, n);
     nn::ensure(k_, size_t(B)); nn::ensure(t_, size_t(B));
-    // t and k are filled on the device, no host copy inside the loop: a backend that records work
-    // (core/capture.hpp) replays the whole loop as one graph for the same key
-    const CaptureKey key(this, &m, x.data(), y.data(), v_.data(), k_.data(), t_.data(), B, s.steps, s.guidance,
-                         s.use_ema);
-    run_captured(be, key, [&] {
+    // the loop only queues device work (t and k filled on the device), so a backend may record it
+    // and launch it as one (core/capture.hpp)
+    run_captured(be, [&] {
       be.fill(k_.data(), T(sampling_level(train_, s.steps)), size_t(B));
       for (int i = 0; i < s.steps; ++i) {
         be.fill(t_.data(), T(double(i) / s.steps), size_t(B));

@@ -10,10 +10,9 @@
 #include <vector>
 
 #include "shortcut/core/batch_slice.hpp"
-#include "shortcut/core/capture.hpp"
 #include "shortcut/core/rng.hpp"
-#include "shortcut/core/staged.hpp"
 #include "shortcut/train/objective.hpp"
+#include "shortcut/train/objectives/rows.hpp"
 #include "shortcut/train/shortcut_config.hpp"
 #include "shortcut/train/shortcut_model.hpp"
 
@@ -108,58 +107,29 @@ class SelfConsistencyLoss {
   int bootstrap_rows(int B) const { return cfg_.bootstrap_rows(B); }
   void set_progress(const TrainingProgress&) {}  // the same targets all run long
 
-  // Builds the training rows of slice s from its data x1 (device [s.rows(), n]) and labels y (host
-  // [s.rows()]: the batch plan is drawn on the host).
+  // The training rows of slice s of the batch (DESIGN.md §2): x_t for every row, flow targets
+  // x1 - (1 - 1e-5) x0, and the bootstrap rows' targets from two half steps. x1: this slice's data
+  // (device [s.rows(), n]); y: its labels (host [s.rows()]: the plan is drawn on the host).
   void build(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    stage_step(m, x1, y, s, rng);
-    inputs_on_device(m);
-    targets(m, x1.data());
+    const int64_t n = m.sample_size();
+    check_step_inputs(s, x1, y, n, m.num_classes());
+    plan_ = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);  // t, k and label of every row
+    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
+    slice_noise(m.backend(), x0_, s, rng.seed(), plan_.noise_stream, n);
+    m.backend().flow_rows(rows_.xt(), rows_.target(), x1.data(), x0_.data(), rows_.t(), plan_.B, int(n));
+    if (plan_.Bb > 0) bootstrap_targets(m);  // the first Bb rows' targets replaced
   }
   // The whole batch: y.size() rows.
   void build(Model& m, DSpan x1, HostSpan<const int32_t> y, Rng& rng) { build(m, x1, y, whole(y), rng); }
 
   // build + forward + loss + backward: gradients accumulate into the arena's Grad role. The loss is
   // the mean over the whole batch, so the gradients of all slices add up to the batch's gradient.
-  // Everything after the host's part (stage_step) is device work that depends on the host only
-  // through step_key, so it is recorded once per key and replayed (a CUDA graph on the CUDA backend:
-  // core/capture.hpp); the loss sums are read back after it. TrainingStep records the optimizer's
-  // update in the same body (train/training_step.hpp).
   Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    return step_in_parts(*this, m, x1, y, s, rng);
+    build(m, x1, y, s, rng);
+    return rows_.regress(m, plan_.B, plan_.Bb, s.batch, cfg_.bootstrap_rows(s.batch));
   }
   // The whole batch: y.size() rows.
   Result step(Model& m, DSpan x1, HostSpan<const int32_t> y, Rng& rng) { return step(m, x1, y, whole(y), rng); }
-
-  // ---- step() in parts (RecordableObjective, train/training_step.hpp) ----------------------------
-  // The host's part: the checks, the plan and every value the device work reads that changes from
-  // step to step (the queries, the bootstrap queries' t, t + d/2, k, labels and d/2, the noise
-  // stream), staged in fixed host memory (core/staged.hpp); buffers are sized here. No device work.
-  void stage_step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n, m.num_classes());
-    m.backend().synchronize();  // the previous step's uploads may still read the staged memory
-    plan_ = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
-    noise_.stage(s, rng.seed(), plan_.noise_stream, n);
-    rows_.stage(m, plan_.t, plan_.k, plan_.y);
-    if (plan_.Bb > 0) stage_bootstrap_queries(m);
-  }
-  // Everything the device work's host side decides from, x1 being the rows record_step reads.
-  CaptureKey step_key(const Model& m, const T* x1) const {
-    CaptureKey key(this, &m, x1, plan_.B, plan_.Bb, plan_.n_cfg);
-    return noise_.add_to(key);
-  }
-  // The device work of the staged step: uploads, noise, rows, targets, forward, MSE, backward.
-  void record_step(Model& m, const T* x1) {
-    inputs_on_device(m);
-    targets(m, x1);
-    rows_.regress_on_device(m, plan_.B, plan_.slice.batch);
-  }
-  // The recorded step's row losses [plan().B] on the device, and their sums read back.
-  const T* row_losses() const { return rows_.row_loss(); }
-  Result step_losses(Model& m) {
-    const BatchSlice& s = plan_.slice;
-    return rows_.losses(m, plan_.B, plan_.Bb, s.batch, cfg_.bootstrap_rows(s.batch));
-  }
 
  private:
   static BatchSlice whole(HostSpan<const int32_t> y) {
@@ -167,30 +137,15 @@ class SelfConsistencyLoss {
     return BatchSlice::all(int(y.size()));
   }
 
-  // The staged values' uploads and the slice's rows of the batch's noise.
-  void inputs_on_device(Model& m) {
-    const Backend& be = m.backend();
-    rows_.upload(be);
-    if (plan_.Bb > 0) boot_.upload(be);
-    noise_.draw(be);
-  }
-  // The device's part: the flow rows and the bootstrap targets (no host data moves).
-  void targets(Model& m, const T* x1) {
-    m.backend().flow_rows(rows_.xt(), rows_.target(), x1, noise_.data(), rows_.t(), plan_.B, int(m.sample_size()));
-    if (plan_.Bb > 0) bootstrap_targets(m);
-  }
-
-  // The bootstrap queries of the Bb rows, at k_b + 1 on the weights cfg_.bootstrap_ema names.
-  void stage_bootstrap_queries(Model& m) {
-    boot_.stage(m, plan_.Bb, plan_.n_cfg, plan_.t, plan_.half_d, plan_.y,
-                [&](int r) { return float(plan_.k_b[r] + 1); });
-  }
+  // Two half steps at index k_b + 1 on the weights cfg_.bootstrap_ema names, no gradient.
   void bootstrap_targets(Model& m) {
     const T* W = m.arena().data(cfg_.bootstrap_ema ? Role::Ema : Role::Param);
-    boot_.targets(
-        m, rows_,
-        [&](const T* x, const T* t, const T* k, const int32_t* y, int Q, T* out) {
-          m.net().forward(m.eval_context(), W, x, t, k, y, Q, out);
+    std::vector<float> k(size_t(plan_.Bb));
+    for (int r = 0; r < plan_.Bb; ++r) k[r] = float(plan_.k_b[r] + 1);
+    boot_.compute(
+        m, rows_, plan_.Bb, plan_.n_cfg, plan_.t, plan_.half_d, k, plan_.y,
+        [&](const T* x, const T* t, const T* kq, const int32_t* yq, int Q, T* out) {
+          m.net().forward(m.eval_context(), W, x, t, kq, yq, Q, out);
         },
         T(cfg_.cfg_scale), T(cfg_.target_clip));
   }
@@ -198,8 +153,8 @@ class SelfConsistencyLoss {
   ShortcutConfig cfg_;
   BatchPlan plan_;
   RegressionRows<Model> rows_;
-  SliceNoise<Backend, T> noise_;
-  BootstrapQueries<Model> boot_;
+  BootstrapTarget<Model> boot_;
+  Buf x0_;
 };
 
 }  // namespace shortcut

@@ -210,7 +210,6 @@ class Trainer {
   template <class Src>
   void run_source(Src& data, const StepFn& on_step) {
     namespace fs = std::filesystem;
-    Backend& be = m_->backend();
     Comm& comm = communicator();
     const bool lead = comm.rank() == 0, distributed = comm.size() > 1;
     restore_data_state(data);
@@ -241,36 +240,17 @@ class Trainer {
                                slice.rows(), " rows of the batch; expected ", rows_n, " and ", slice.rows()));
       }
       loss_.set_progress({step(), tc_.steps});
-      if (!distributed) {
-        // the whole step: recorded (one CUDA graph launch) where the objective allows
-        if constexpr (DeviceDataSource<Src, T, Backend>)
-          last_ = stepper_.take(*m_, loss_, opt_, ema_, DeviceSpan<const T, Backend>(dx1).first(rows_n), y, slice, rng_);
-        else
-          last_ = stepper_.take(*m_, loss_, opt_, ema_, HostSpan<const T>(x1), y, slice, rng_);
+      // data parallel: the gradients and loss sums over the ranks, and whether any rank ran out of time
+      const auto reduce = [&](LossResult& r) {
         stop = out_of_time();
-        check_finite();  // a diverged step was not applied
-      } else {
-        if constexpr (!DeviceDataSource<Src, T, Backend>) {
-          nn::ensure(dx1, x1.size());
-          be.to_device(dx1.data(), x1.data(), x1.size());
-        }
-        m_->arena().zero_grad();
-        last_ = loss_.step(*m_, DeviceSpan<const T, Backend>(dx1).first(rows_n), y, slice, rng_);
-        stop = out_of_time();
-        const auto t0 = std::chrono::steady_clock::now();
-        reducer_.sum(comm, be, m_->arena().data(Role::Grad), m_->arena().size());
-        double sums[4] = {last_.loss_sum, last_.flow_sum, last_.bootstrap_sum, stop ? 1.0 : 0.0};
-        comm.all_reduce(sums, 4, dist::ReduceOp::Sum);
-        last_.loss_sum = sums[0];
-        last_.flow_sum = sums[1];
-        last_.bootstrap_sum = sums[2];
-        last_.set_means();
-        stop = sums[3] > 0;
-        allreduce_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-        check_finite();
-        opt_.step(m_->arena());
-        ema_.update(m_->arena());
-      }
+        if (distributed) stop = all_reduce(r, stop);
+      };
+      if constexpr (DeviceDataSource<Src, T, Backend>)
+        last_ = stepper_.take(*m_, loss_, opt_, ema_, DeviceSpan<const T, Backend>(dx1).first(rows_n), y, slice, rng_,
+                              reduce);
+      else
+        last_ = stepper_.take(*m_, loss_, opt_, ema_, HostSpan<const T>(x1), y, slice, rng_, reduce);
+      check_finite();  // a diverged step was not applied
       capture_data_state(data);
       const int64_t s = step();
       const StepInfo info{s, last_.loss, last_.flow_loss, last_.bootstrap_loss, opt_.lr_at(s)};
@@ -300,6 +280,22 @@ class Trainer {
     bar.finish();
     if (lead && !tc_.out_dir.empty()) checkpoint(fs::path(tc_.out_dir) / "checkpoints" / "last");
     comm.barrier();  // the run ends together: "last" exists for every rank once run() returns
+  }
+
+  // Sums the arena's gradients and the step's loss sums over the ranks; returns whether any rank
+  // asked to stop.
+  bool all_reduce(LossResult& r, bool stop) {
+    Comm& comm = communicator();
+    const auto t0 = std::chrono::steady_clock::now();
+    reducer_.sum(comm, m_->backend(), m_->arena().data(Role::Grad), m_->arena().size());
+    double sums[4] = {r.loss_sum, r.flow_sum, r.bootstrap_sum, stop ? 1.0 : 0.0};
+    comm.all_reduce(sums, 4, dist::ReduceOp::Sum);
+    r.loss_sum = sums[0];
+    r.flow_sum = sums[1];
+    r.bootstrap_sum = sums[2];
+    r.set_means();
+    allreduce_s_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return sums[3] > 0;
   }
 
   // The step's loss must be finite; the weights, moments and EMA are then still those before it.
@@ -374,7 +370,7 @@ class Trainer {
   Obj loss_;
   AdamW opt_;
   EmaTracker ema_;
-  TrainingStep<Model, Obj> stepper_;  // one process's steps (recorded where the objective allows)
+  TrainingStep<Model, Obj> stepper_;
   TrainerConfig tc_;
   Rng rng_;
   LossResult last_;

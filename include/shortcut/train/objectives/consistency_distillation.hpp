@@ -3,8 +3,7 @@
 // the student's EMA predicts the endpoint from there and the row is trained towards it:
 //   x' = clip(x_t + s_teacher(x_t, t) / M),  x̂1 = x' + (1 - t') s_ema(x', t'),  target = (x̂1 - x_t) / (1 - t),
 // t on the grid of multiples of 1/M below 1. Queries use k = L, so the sampler treats the model as
-// flow matching does. Its step comes in parts (RecordableObjective, train/training_step.hpp): the
-// host's plan staged, the device work — the teacher's step included — recorded once per key.
+// flow matching does.
 #pragma once
 #include <string>
 #include <vector>
@@ -55,49 +54,28 @@ class ConsistencyDistillation {
   const T* targets() const { return cr_.rows.target(); }
   const T* later_points() const { return xp_.data(); }
 
-  // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
+  // x_t on each row's path, the teacher's clipped Euler step of 1/M to x', the endpoint the
+  // student's EMA (or raw) weights predict from x', the regression towards it.
   LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    return step_in_parts(*this, m, x1, y, s, rng);
-  }
-
-  // ---- step() in parts (RecordableObjective) --------------------------------------------------------
-  // The host's part: the teacher loaded at the first step, the checks, the plan, and the queries, the
-  // later times and the noise stream staged.
-  void stage_step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     if (!teacher_.attached()) teacher_.attach(m);
+    const Backend& be = m.backend();
     const int64_t n = m.sample_size();
     check_step_inputs(s, x1, y, n, m.num_classes());
-    m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     const int M = c_.denoise_timesteps;
     plan_ = consistency_plan(s, y, m.num_classes(), M, 1.0 / M, float(c_.levels()), c_.class_dropout_prob, rng);
-    cr_.stage(m, plan_, s, rng.seed());
-    const size_t N = size_t(s.rows()) * size_t(n);
-    nn::ensure(xp_, N); nn::ensure(vt_, N); nn::ensure(step_, size_t(s.rows()));
-  }
-  // What the device work's host side decides from, x1 being the rows record_step reads.
-  CaptureKey step_key(const Model& m, const T* x1) const {
-    return cr_.key(this, m, x1).add(teacher_.data()).add(m.arena().data(c_.target_ema ? Role::Ema : Role::Param));
-  }
-  // The device work of the staged step: uploads, noise, x_t, the teacher's clipped step to x', the
-  // endpoint from x', forward, MSE, backward.
-  void record_step(Model& m, const T* x1) {
-    const Backend& be = m.backend();
-    const int B = cr_.count();
-    const int n = int(m.sample_size());
+    const int B = s.rows();
+    const size_t N = size_t(B) * size_t(n);
+    nn::ensure(xp_, N); nn::ensure(vt_, N); nn::ensure(step_, size_t(B));
+    cr_.start(m, plan_, s, rng.seed(), x1.data());
     RegressionRows<Model>& rows = cr_.rows;
-    cr_.start(m, x1);
-    be.fill(step_.data(), T(1.0 / c_.denoise_timesteps), size_t(B));
     teacher_.forward(rows.xt(), rows.t(), rows.k(), rows.y(), B, vt_.data());
     // x' = clip(x_t + v / M): the bootstrap half step with no guidance and a step of 1/M per row
-    be.bootstrap_half_step(xp_.data(), vt_.data(), rows.xt(), vt_.data(), nullptr, 0, T(1), step_.data(), B, n,
+    be.fill(step_.data(), T(1.0 / M), size_t(B));
+    be.bootstrap_half_step(xp_.data(), vt_.data(), rows.xt(), vt_.data(), nullptr, 0, T(1), step_.data(), B, int(n),
                            T(c_.step_clip));
-    consistency_targets(m, rows, xp_.data(), cr_.tp.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B,
-                        vt_);
-    cr_.regress(m);
+    cr_.targets(m, xp_.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B);
+    return rows.regress(m, B, 0, s.batch, 0);
   }
-  // The recorded step's row losses [rows] on the device, and their sums read back.
-  const T* row_losses() const { return cr_.rows.row_loss(); }
-  LossResult step_losses(Model& m) { return cr_.losses(m); }
 
  private:
   ConsistencyDistillationConfig c_;

@@ -5,16 +5,13 @@
 // with the gap d = 2^-s shrinking over L stages (stage s = floor(S / (S_max / L)), S the step) and t
 // a multiple of d. At s = 0 the gap is the whole path and the target is flow matching's x1 - x0.
 // The network is always queried at k = L, so the sampler treats the model as flow matching does.
-// Its step comes in parts (RecordableObjective, train/training_step.hpp), as SelfConsistencyLoss's:
-// the host's plan staged, the device work recorded once per key and replayed.
 #pragma once
 #include <algorithm>
 #include <string>
 #include <vector>
 
-#include "shortcut/core/capture.hpp"
-#include "shortcut/core/staged.hpp"
 #include "shortcut/train/objective.hpp"
+#include "shortcut/train/objectives/rows.hpp"
 
 namespace shortcut {
 
@@ -63,47 +60,31 @@ inline ConsistencyPlan consistency_plan(const BatchSlice& s, HostSpan<const int3
   return p;
 }
 
-// The consistency target of the rows in `rows` (x_t, t, k, y uploaded) from the later points xp at
-// tp: x̂1 = xp + (1 - tp) s_W(xp, tp), target = (x̂1 - x_t) / (1 - t). v: scratch [B, n].
-template <VelocityModel Model, class Buf>
-void consistency_targets(Model& m, RegressionRows<Model>& rows, const typename Model::T* xp,
-                         const typename Model::T* tp, const typename Model::T* W, int B, Buf& v) {
-  const int n = int(m.sample_size());
-  nn::ensure(v, size_t(B) * size_t(n));
-  m.net().forward(m.eval_context(), W, xp, tp, rows.k(), rows.y(), B, v.data());
-  m.backend().consistency_target(rows.target(), rows.xt(), xp, v.data(), rows.t(), tp, B, n);
-}
-
-// What both consistency objectives' recorded steps share: the rows (queries t, k, labels), their later
-// times t' and the noise staged by the host (stage); uploaded, the noise drawn and x_t put on each
-// row's path inside the recorded body (start); the key of that work and the loss read back.
+// What both consistency objectives' steps share: the rows (queries t, k, labels on the device), the
+// later times t', the slice's noise, and x_t put on each row's path; then the consistency target of
+// the rows from later points xp at t' on the weights W:
+//   x̂1 = xp + (1 - t') s_W(xp, t'),  target = (x̂1 - x_t) / (1 - t).
 template <VelocityModel Model>
 struct ConsistencyRows {
   using Backend = typename Model::Backend;
   using T = typename Model::T;
   RegressionRows<Model> rows;
-  Staged<Backend, T> tp;  // the later times t'
-  SliceNoise<Backend, T> noise;
+  typename Backend::template Buffer<T> tp, x0, v;
 
-  int count() const { return noise.slice().rows(); }
-  void stage(Model& m, const ConsistencyPlan& p, const BatchSlice& s, uint64_t rng_seed) {
-    noise.stage(s, rng_seed, p.noise_stream, m.sample_size());
-    rows.stage(m, p.t, p.k, p.y);
-    tp.set(p.tp);
-  }
-  void start(Model& m, const T* x1) {
+  void start(Model& m, const ConsistencyPlan& p, const BatchSlice& s, uint64_t seed, const T* x1) {
     const Backend& be = m.backend();
-    rows.upload(be);
-    tp.upload(be);
-    noise.draw(be);
-    be.flow_rows(rows.xt(), nullptr, x1, noise.data(), rows.t(), count(), int(m.sample_size()));
+    const int64_t n = m.sample_size();
+    rows.prepare(m, p.t, p.k, p.y);
+    put_on_device(be, tp, p.tp);
+    slice_noise(be, x0, s, seed, p.noise_stream, n);
+    be.flow_rows(rows.xt(), nullptr, x1, x0.data(), rows.t(), s.rows(), int(n));
   }
-  CaptureKey key(const void* objective, const Model& m, const T* x1) const {
-    CaptureKey k(objective, &m, x1, count());
-    return noise.add_to(k);
+  void targets(Model& m, const T* xp, const T* W, int B) {
+    const int n = int(m.sample_size());
+    nn::ensure(v, size_t(B) * size_t(n));
+    m.net().forward(m.eval_context(), W, xp, tp.data(), rows.k(), rows.y(), B, v.data());
+    m.backend().consistency_target(rows.target(), rows.xt(), xp, v.data(), rows.t(), tp.data(), B, n);
   }
-  void regress(Model& m) { rows.regress_on_device(m, count(), noise.slice().batch); }
-  LossResult losses(Model& m) { return rows.losses(m, count(), 0, noise.slice().batch, 0); }
 };
 
 template <VelocityModel Model>
@@ -130,49 +111,29 @@ class ConsistencyTraining {
   const T* inputs() const { return cr_.rows.xt(); }
   const T* targets() const { return cr_.rows.target(); }
 
-  // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
+  // x_t and x' = x_{t+d} on each row's path (the same x0 and x1), the endpoint the EMA (or raw)
+  // weights predict from x', the regression towards it.
   LossResult step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    return step_in_parts(*this, m, x1, y, s, rng);
-  }
-
-  // ---- step() in parts (RecordableObjective) --------------------------------------------------------
-  // The host's part: the checks, the plan, and what the device work reads that changes from step to
-  // step (the queries t, k, labels, the later times t', the noise stream) staged; no device work.
-  void stage_step(Model& m, DSpan x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     const int64_t n = m.sample_size();
     check_step_inputs(s, x1, y, n, m.num_classes());
-    m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     const int64_t sections = int64_t(1) << stage_;
     plan_ = consistency_plan(s, y, m.num_classes(), sections, 1.0 / double(sections), float(c_.levels()),
                              c_.class_dropout_prob, rng);
     plan_.stage = stage_;
-    cr_.stage(m, plan_, s, rng.seed());
-    nn::ensure(xp_, size_t(s.rows()) * size_t(n));
+    const int B = s.rows();
+    cr_.start(m, plan_, s, rng.seed(), x1.data());
+    nn::ensure(xp_, size_t(B) * size_t(n));
+    m.backend().flow_rows(xp_.data(), nullptr, x1.data(), cr_.x0.data(), cr_.tp.data(), B, int(n));
+    cr_.targets(m, xp_.data(), m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B);
+    return cr_.rows.regress(m, B, 0, s.batch, 0);
   }
-  // What the device work's host side decides from, x1 being the rows record_step reads.
-  CaptureKey step_key(const Model& m, const T* x1) const {
-    return cr_.key(this, m, x1).add(m.arena().data(c_.target_ema ? Role::Ema : Role::Param));
-  }
-  // The device work of the staged step: uploads, noise, both points of each path, the EMA's (or raw
-  // weights') endpoint from the later one, forward, MSE, backward.
-  void record_step(Model& m, const T* x1) {
-    const int B = cr_.count();
-    cr_.start(m, x1);
-    m.backend().flow_rows(xp_.data(), nullptr, x1, cr_.noise.data(), cr_.tp.data(), B, int(m.sample_size()));
-    consistency_targets(m, cr_.rows, xp_.data(), cr_.tp.data(),
-                        m.arena().data(c_.target_ema ? Role::Ema : Role::Param), B, v_);
-    cr_.regress(m);
-  }
-  // The recorded step's row losses [rows] on the device, and their sums read back.
-  const T* row_losses() const { return cr_.rows.row_loss(); }
-  LossResult step_losses(Model& m) { return cr_.losses(m); }
 
  private:
   ConsistencyTrainingConfig c_;
   int stage_ = 0;
   Plan plan_;
   ConsistencyRows<Model> cr_;
-  typename Backend::template Buffer<T> xp_, v_;
+  typename Backend::template Buffer<T> xp_;
 };
 
 }  // namespace shortcut

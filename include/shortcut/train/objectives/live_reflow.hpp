@@ -3,17 +3,14 @@
 // weights at k = L, guided with cfg_scale on the rows' labels; a reflow row is the straight path
 // between x0 and x̂1 at a grid t, with target x̂1 - x0, queried at k = 0 (one step of d = 1). The
 // other rows are flow rows (k = L, labels dropped with class_dropout_prob). The sampler queries N
-// steps at k = log2 N, as for a shortcut model. Its step comes in parts (RecordableObjective,
-// train/training_step.hpp): the host's plan staged, the device work — the Euler steps included —
-// recorded once per key.
+// steps at k = log2 N, as for a shortcut model.
 #pragma once
 #include <cmath>
 #include <string>
 #include <vector>
 
-#include "shortcut/core/capture.hpp"
-#include "shortcut/core/staged.hpp"
 #include "shortcut/train/objective.hpp"
+#include "shortcut/train/objectives/rows.hpp"
 
 namespace shortcut {
 
@@ -69,49 +66,22 @@ class LiveReflow {
   const T* targets() const { return rows_.target(); }
   const T* reflow_endpoints() const { return x1r_.data(); }
 
-  // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
+  // The reflow rows' endpoints x̂1 from their noise, then both kinds of rows on their straight paths
+  // (reflow rows from x0 to x̂1, flow rows from x0 to the data), the regression.
   LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    return step_in_parts(*this, m, x1, y, s, rng);
-  }
-
-  // ---- step() in parts (RecordableObjective) --------------------------------------------------------
-  // The host's part: the checks, the plan, the rows' queries and the noise stream staged.
-  void stage_step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n, m.num_classes());
-    m.backend().synchronize();  // the previous step's uploads may still read the staged memory
-    make_plan(m, s, y, rng);
-    noise_.stage(s, rng.seed(), plan_.noise_stream, n);
-    const size_t Nr = size_t(plan_.Br) * size_t(n);
-    nn::ensure(x1r_, Nr); nn::ensure(v_, Nr); nn::ensure(tq_, size_t(plan_.Br)); nn::ensure(kq_, size_t(plan_.Br));
-    rows_.stage(m, plan_.t, plan_.k, plan_.y);
-  }
-  // What the device work's host side decides from, x1 being the rows record_step reads.
-  CaptureKey step_key(const Model& m, const T* x1) const {
-    CaptureKey key(this, &m, x1, noise_.slice().rows(), plan_.Br, m.arena().data(Role::Param));
-    return noise_.add_to(key);
-  }
-  // The device work of the staged step: uploads, the slice's rows of the batch's noise, the reflow
-  // rows' endpoints, both kinds of rows, forward, MSE, backward.
-  void record_step(Model& m, const T* x1) {
     const Backend& be = m.backend();
     const int64_t n = m.sample_size();
-    const BatchSlice& s = noise_.slice();
+    check_step_inputs(s, x1, y, n, m.num_classes());
+    make_plan(m, s, y, rng);
     const int B = s.rows(), Br = plan_.Br;
     const size_t Nr = size_t(Br) * size_t(n);
-    const T* x0 = noise_.data();
-    rows_.upload(be);
-    noise_.draw(be);
+    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
+    slice_noise(be, x0_, s, rng.seed(), plan_.noise_stream, n);
+    const T* x0 = x0_.data();
     if (Br > 0) generate_endpoints(m, Br);
     be.flow_rows(rows_.xt(), rows_.target(), x1r_.data(), x0, rows_.t(), Br, int(n));
-    be.flow_rows(rows_.xt() + Nr, rows_.target() + Nr, x1 + Nr, x0 + Nr, rows_.t() + Br, B - Br, int(n));
-    rows_.regress_on_device(m, B, s.batch);
-  }
-  // The recorded step's row losses [rows] on the device, and their sums read back.
-  const T* row_losses() const { return rows_.row_loss(); }
-  LossResult step_losses(Model& m) {
-    const BatchSlice& s = noise_.slice();
-    return rows_.losses(m, s.rows(), plan_.Br, s.batch, c_.reflow_rows(s.batch));
+    be.flow_rows(rows_.xt() + Nr, rows_.target() + Nr, x1.data() + Nr, x0 + Nr, rows_.t() + Br, B - Br, int(n));
+    return rows_.regress(m, B, Br, s.batch, c_.reflow_rows(s.batch));
   }
 
  private:
@@ -142,8 +112,9 @@ class LiveReflow {
     Backend& be = m.backend();
     const size_t Nr = size_t(Br) * size_t(m.sample_size());
     const int S = c_.euler_steps;
+    nn::ensure(x1r_, Nr); nn::ensure(v_, Nr); nn::ensure(tq_, size_t(Br)); nn::ensure(kq_, size_t(Br));
     const T w = T(c_.cfg_scale == 0 || m.num_classes() <= 1 ? 1.0 : c_.cfg_scale);  // 1: one unguided query
-    be.copy(x1r_.data(), noise_.data(), Nr);
+    be.copy(x1r_.data(), x0_.data(), Nr);
     be.fill(kq_.data(), T(c_.levels()), size_t(Br));
     for (int i = 0; i < S; ++i) {
       be.fill(tq_.data(), T(double(i) / S), size_t(Br));  // in stream order: the last query has read it
@@ -155,8 +126,7 @@ class LiveReflow {
   LiveReflowConfig c_;
   Plan plan_;
   RegressionRows<Model> rows_;
-  SliceNoise<Backend, T> noise_;
-  typename Backend::template Buffer<T> x1r_, v_, tq_, kq_;
+  typename Backend::template Buffer<T> x0_, x1r_, v_, tq_, kq_;
 };
 
 }  // namespace shortcut

@@ -5,9 +5,7 @@
 // teacher starts as a trained flow-matching checkpoint and becomes the current model (its EMA
 // weights when teacher_ema) at every stage boundary, so each stage halves the steps the last one
 // needed: stage L-1 distils one step. A checkpoint carries the teacher (teacher.safetensors and the
-// stage it belongs to), so a resumed run continues with the teacher it had. Its step comes in parts
-// (RecordableObjective, train/training_step.hpp): the host's plan staged, the device work — both
-// teacher queries included — recorded once per key.
+// stage it belongs to), so a resumed run continues with the teacher it had.
 #pragma once
 #include <algorithm>
 #include <fstream>
@@ -106,51 +104,22 @@ class ProgressiveDistillation {
     teacher_.load(f);
   }
 
-  // The plan, then the device work (recorded: core/capture.hpp), then the loss read back.
+  // x_t on each row's path, the teacher's two half steps of d/2 averaged (guided in the first
+  // stage), the regression towards them.
   LossResult step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
-    return step_in_parts(*this, m, x1, y, s, rng);
-  }
-
-  // ---- step() in parts (RecordableObjective) --------------------------------------------------------
-  // The host's part: the teacher loaded at the first step, the checks, the plan, and what the device
-  // work reads that changes from step to step staged: the rows' queries, the teacher queries' times
-  // (t for the first half step, t + d/2 for the second), step inputs, labels (the guided copies' null
-  // label), the half steps d/2 and the noise stream.
-  void stage_step(Model& m, DeviceSpan<const T, Backend> x1, HostSpan<const int32_t> y, BatchSlice s, Rng& rng) {
     if (!teacher_.attached()) teacher_.attach(m);
     const int64_t n = m.sample_size();
     check_step_inputs(s, x1, y, n, m.num_classes());
-    m.backend().synchronize();  // the previous step's uploads may still read the staged memory
     make_plan(m, s, y, rng);
-    noise_.stage(s, rng.seed(), plan_.noise_stream, n);
-    rows_.stage(m, plan_.t, plan_.k, plan_.y);
-    boot_.stage(m, s.rows(), plan_.n_cfg, plan_.t, plan_.half_d, plan_.y, [&](int) { return float(c_.levels()); });
-  }
-  // What the device work's host side decides from, x1 being the rows record_step reads.
-  CaptureKey step_key(const Model& m, const T* x1) const {
-    CaptureKey key(this, &m, x1, noise_.slice().rows(), plan_.n_cfg, teacher_.data());
-    return noise_.add_to(key);
-  }
-  // The device work of the staged step: uploads, noise, x_t, the teacher's two half steps (guided
-  // copies beside), the target, forward, MSE, backward.
-  void record_step(Model& m, const T* x1) {
-    const Backend& be = m.backend();
-    const int64_t n = m.sample_size();
-    const int B = noise_.slice().rows();
-    rows_.upload(be);
-    boot_.upload(be);
-    noise_.draw(be);
-    be.flow_rows(rows_.xt(), nullptr, x1, noise_.data(), rows_.t(), B, int(n));
-    boot_.targets(
-        m, rows_,
-        [&](const T* x, const T* t, const T* k, const int32_t* y, int Q, T* out) { teacher_.forward(x, t, k, y, Q, out); },
+    const int B = s.rows();
+    rows_.prepare(m, plan_.t, plan_.k, plan_.y);
+    slice_noise(m.backend(), x0_, s, rng.seed(), plan_.noise_stream, n);
+    m.backend().flow_rows(rows_.xt(), nullptr, x1.data(), x0_.data(), rows_.t(), B, int(n));
+    boot_.compute(
+        m, rows_, B, plan_.n_cfg, plan_.t, plan_.half_d, plan_.k, plan_.y,
+        [&](const T* x, const T* t, const T* k, const int32_t* yq, int Q, T* out) { teacher_.forward(x, t, k, yq, Q, out); },
         T(c_.cfg_scale), T(c_.target_clip));
-    rows_.regress_on_device(m, B, noise_.slice().batch);
-  }
-  // The recorded step's row losses [rows] on the device, and their sums read back.
-  const T* row_losses() const { return rows_.row_loss(); }
-  LossResult step_losses(Model& m) {
-    return rows_.losses(m, noise_.slice().rows(), 0, noise_.slice().batch, 0);
+    return rows_.regress(m, B, 0, s.batch, 0);
   }
 
  private:
@@ -177,8 +146,8 @@ class ProgressiveDistillation {
   int stage_ = 0, teacher_stage_ = 0;
   Plan plan_;
   RegressionRows<Model> rows_;
-  SliceNoise<Backend, T> noise_;
-  BootstrapQueries<Model> boot_;  // the teacher's two half steps
+  BootstrapTarget<Model> boot_;  // the teacher's two half steps
+  typename Backend::template Buffer<T> x0_;
 };
 
 }  // namespace shortcut
