@@ -1,12 +1,16 @@
 # Installs the library into a fresh prefix, then configures, builds and runs tests/consumer against
-# it with find_package(shortcut). Arguments: -DBUILD_DIR -DSOURCE_DIR -DWORK_DIR [-DHAVE_PNG=1]
+# it with find_package(shortcut), on a machine as if without CUDA and MPI (the core package must not
+# need them, whatever this build had); then asks for each of the components cuda and mpi.
+# Arguments: -DBUILD_DIR -DSOURCE_DIR -DWORK_DIR [-DHAVE_PNG=1] [-DHAVE_CUDA=1] [-DHAVE_MPI=1]
 file(REMOVE_RECURSE ${WORK_DIR})
 execute_process(COMMAND ${CMAKE_COMMAND} --install ${BUILD_DIR} --prefix ${WORK_DIR}/prefix RESULT_VARIABLE r)
 if(r)
   message(FATAL_ERROR "install failed")
 endif()
 execute_process(COMMAND ${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/consumer -B ${WORK_DIR}/build
-                        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release RESULT_VARIABLE r)
+                        -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCMAKE_BUILD_TYPE=Release
+                        -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON -DCMAKE_DISABLE_FIND_PACKAGE_MPI=ON
+                        RESULT_VARIABLE r)
 if(r)
   message(FATAL_ERROR "consumer configure failed")
 endif()
@@ -28,3 +32,45 @@ if(HAVE_PNG)
     message(FATAL_ERROR "consumer_png run failed")
   endif()
 endif()
+
+# Each component on request (configure only: a project that asks for it, REQUIRED): where this build
+# had it, it is found, and refused with a message naming the dependency when that is missing; where
+# this build lacked it, it is refused, saying so.
+file(WRITE ${WORK_DIR}/probe/CMakeLists.txt [=[
+cmake_minimum_required(VERSION 3.24)
+project(shortcut_component_probe LANGUAGES CXX)
+find_package(shortcut REQUIRED COMPONENTS ${COMPONENT})
+if(NOT TARGET shortcut::${COMPONENT})
+  message(FATAL_ERROR "shortcut_${COMPONENT}_FOUND but no target shortcut::${COMPONENT}")
+endif()
+]=])
+function(probe component dependency have disable expect_ok words)
+  set(flags)
+  if(disable)
+    set(flags -DCMAKE_DISABLE_FIND_PACKAGE_${dependency}=ON)
+  endif()
+  file(REMOVE_RECURSE ${WORK_DIR}/probe/build)
+  execute_process(COMMAND ${CMAKE_COMMAND} -S ${WORK_DIR}/probe -B ${WORK_DIR}/probe/build
+                          -DCMAKE_PREFIX_PATH=${WORK_DIR}/prefix -DCOMPONENT=${component} ${flags}
+                  RESULT_VARIABLE r OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  set(what "find_package(shortcut COMPONENTS ${component}) (built with it: ${have}, ${dependency} disabled: ${disable})")
+  if(expect_ok AND r)
+    message(FATAL_ERROR "${what} failed:\n${out}\n${err}")
+  elseif(NOT expect_ok AND NOT r)
+    message(FATAL_ERROR "${what} succeeded, but should have been refused")
+  elseif(NOT expect_ok AND NOT "${out}${err}" MATCHES "${words}")
+    message(FATAL_ERROR "${what}: refused without saying '${words}':\n${out}\n${err}")
+  endif()
+  message(STATUS "${what}: as expected")
+endfunction()
+foreach(c IN ITEMS "cuda;CUDAToolkit;${HAVE_CUDA}" "mpi;MPI;${HAVE_MPI}")
+  list(GET c 0 component)
+  list(GET c 1 dependency)
+  list(GET c 2 have)
+  if(have)
+    probe(${component} ${dependency} "${have}" OFF ON "")
+    probe(${component} ${dependency} "${have}" ON OFF "needs ${dependency}, which was not found")
+  else()
+    probe(${component} ${dependency} "${have}" OFF OFF "built without ${dependency}")
+  endif()
+endforeach()
