@@ -5,6 +5,12 @@
 #include <filesystem>
 #include <fstream>
 #include <thread>
+#include <csignal>
+#include <cstdlib>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <algorithm>
+#include <random>
 
 #include "shortcut/data/toy2d.hpp"
 #include "shortcut/metrics/distribution.hpp"
@@ -94,6 +100,89 @@ TEST_CASE("trainer writes metrics lines and periodic checkpoints", "[trainer][fi
   Model back(be, small_net(), 99);
   io::load_sampling_weights(dir / "checkpoints" / "last", back.net(), back.arena());
   CHECK(back.arena().to_host(Role::Ema) == m.arena().to_host(Role::Ema));
+  fs::remove_all(dir);
+}
+
+// The step_N folders present under dir/checkpoints, sorted.
+static std::vector<std::string> step_folders(const fs::path& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::directory_iterator(dir / "checkpoints"))
+    if (e.path().filename().string().rfind("step_", 0) == 0) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+TEST_CASE("keep_checkpoints keeps the newest step folders, 'last' and the folder a run resumed from",
+          "[trainer][files]") {
+  Be be;
+  TrainerConfig tc;
+  tc.batch = 32; tc.steps = 6; tc.checkpoint_every = 1; tc.keep_checkpoints = 2; tc.progress = false;
+  const fs::path dir = temp_dir("keep");
+  tc.out_dir = dir.string();
+  Model m(be, small_net(), 1);
+  Trainer<Model>(m, ShortcutConfig{}, AdamWConfig{}, tc).run(toy_batch);
+  CHECK(step_folders(dir) == std::vector<std::string>{"step_5", "step_6"});
+  CHECK(fs::exists(dir / "checkpoints" / "last" / "model.safetensors"));
+  // resumed from step_5, kept to 1: step_5 stays (the run came from it), the newest beside it
+  tc.steps = 9; tc.keep_checkpoints = 1;
+  Model r(be, small_net(), 1);
+  Trainer<Model> t(r, ShortcutConfig{}, AdamWConfig{}, tc);
+  t.resume((dir / "checkpoints" / "step_5").string());
+  t.run(toy_batch);
+  CHECK(step_folders(dir) == std::vector<std::string>{"step_5", "step_9"});
+  tc.keep_checkpoints = -1;
+  CHECK_THROWS_AS(Trainer<Model>(r, ShortcutConfig{}, AdamWConfig{}, tc), ConfigError);
+  fs::remove_all(dir);
+}
+
+// The child of the kill test: runs of 2 steps, each resumed from "last", until it is killed.
+TEST_CASE("kill-test child: trains in short resumed runs until killed", "[.kill-child]") {
+  const char* out = std::getenv("SHORTCUT_KILL_TEST_DIR");
+  REQUIRE(out);
+  Be be;
+  TrainerConfig tc;
+  tc.batch = 32; tc.checkpoint_every = 1; tc.keep_checkpoints = 1; tc.progress = false;
+  tc.out_dir = out;
+  for (int64_t steps = 2;; steps += 2) {
+    tc.steps = steps;
+    Model m(be, small_net(), 1);
+    Trainer<Model> t(m, ShortcutConfig{}, AdamWConfig{}, tc);
+    if (fs::exists(fs::path(out) / "checkpoints" / "last")) t.resume((fs::path(out) / "checkpoints" / "last").string());
+    t.run(toy_batch);
+  }
+}
+
+// A SIGKILL at any moment of a run that writes and prunes checkpoints leaves a "last" that resumes.
+TEST_CASE("a run killed at any moment leaves a 'last' checkpoint that resumes", "[trainer][files][kill]") {
+  const fs::path dir = temp_dir("kill");
+  fs::create_directories(dir);
+  std::mt19937_64& g = testutil::gen();
+  for (int trial = 0; trial < 8; ++trial) {
+    const int delay_ms = 150 + int(g() % 400);
+    INFO("trial " << trial << ", killed after " << delay_ms << " ms");
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {  // the child: this test program again, running only the hidden child case
+      setenv("SHORTCUT_KILL_TEST_DIR", dir.c_str(), 1);
+      setenv("OMP_NUM_THREADS", "1", 1);
+      execl("/proc/self/exe", "trainer", "[.kill-child]", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+    kill(pid, SIGKILL);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    REQUIRE(WIFSIGNALED(status));  // still running when killed: the kill landed mid-run
+    if (!fs::exists(dir / "checkpoints" / "last")) continue;  // killed before the first run ended
+    Be be;
+    Model m(be, small_net(), 1);
+    TrainerConfig tc;
+    tc.batch = 32; tc.steps = 1000; tc.progress = false;
+    Trainer<Model> t(m, ShortcutConfig{}, AdamWConfig{}, tc);
+    REQUIRE_NOTHROW(t.resume((dir / "checkpoints" / "last").string()));
+    CHECK(t.step() >= 2);
+  }
+  CHECK(fs::exists(dir / "checkpoints" / "last"));  // at least one trial got that far
   fs::remove_all(dir);
 }
 

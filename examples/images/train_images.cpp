@@ -71,6 +71,9 @@ int main(int argc, char** argv) {
   app.add_option("-o,--out", o.out, "output folder (default: out/images/<dataset>-<objective>)");
   app.add_option("--checkpoint-every", o.checkpoint_every, "checkpoint every N steps (0: only at the end)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--keep-checkpoints", o.keep_checkpoints,
+                 "keep only the newest N step_* checkpoint folders (0: all; 'last' and a resumed-from folder stay)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--log-every", o.log_every, "a line of metrics.jsonl every N steps (0: none)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--sample-every", o.sample_every, "sample grid every N steps (0: only at the end)")

@@ -34,6 +34,7 @@ struct TrainImagesOptions {
   double guidance = 1.0;
   double bootstrap_fraction = 0.25;
   int64_t checkpoint_every = 1000;
+  int keep_checkpoints = 0;
   int64_t log_every = 50;
   int64_t sample_every = 1000;
   int per_class = 4;
@@ -71,6 +72,7 @@ int train_objective(Model& model, Obj objective, const TrainImagesOptions& o, di
   tc.seed = o.seed;
   tc.out_dir = out.string();
   tc.checkpoint_every = o.checkpoint_every;
+  tc.keep_checkpoints = o.keep_checkpoints;
   tc.log_every = o.log_every;
   tc.progress = !o.quiet;
   tc.label = o.objective;

@@ -9,6 +9,9 @@
 #include <random>
 #include <string>
 
+#if __has_include(<fcntl.h>)
+#include <fcntl.h>  // AT_FDCWD for renameat2
+#endif
 #if __has_include(<unistd.h>)
 #include <unistd.h>
 #define SHORTCUT_IO_HAVE_FSYNC 1
@@ -64,6 +67,48 @@ inline void write_file_atomically(const std::filesystem::path& path,
     discard();
     throw FileError("cannot move " + quote(tmp) + " to " + quote(path) + ": " + ec.message());
   }
+}
+
+// Writes a folder under a temporary name beside it (body fills it), then puts it in the place of
+// `dir` in one step, so that a reader, or a process killed at any moment, finds either the old folder
+// whole or the new one whole (a checkpoint's files must come from one save). On Linux the swap is one
+// renameat2(RENAME_EXCHANGE); elsewhere two renames, between which the old folder is <dir>.old.
+inline void write_folder_atomically(const std::filesystem::path& dir,
+                                    const std::function<void(const std::filesystem::path&)>& body) {
+  namespace fs = std::filesystem;
+  fs::path tmp = dir, old = dir;
+  tmp += ".partial";
+  old += ".old";
+  std::error_code ec;
+  fs::remove_all(tmp, ec);  // what a killed save left
+  fs::create_directories(tmp, ec);
+  if (ec) throw FileError("cannot create folder " + quote(tmp) + " (to write " + quote(dir) + "): " + ec.message());
+  try {
+    body(tmp);
+  } catch (...) {
+    fs::remove_all(tmp, ec);
+    throw;
+  }
+  const auto fail = [&](const std::string& what) {
+    throw FileError("cannot move the new " + quote(dir) + " into place (" + what + "); it is complete in " + quote(tmp));
+  };
+  if (!fs::exists(dir, ec)) {
+    fs::rename(tmp, dir, ec);
+    if (ec) fail(ec.message());
+    return;
+  }
+#if defined(__linux__) && defined(RENAME_EXCHANGE)
+  if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
+    fs::remove_all(tmp, ec);  // now the old folder
+    return;
+  }
+#endif
+  fs::remove_all(old, ec);
+  fs::rename(dir, old, ec);
+  if (ec) fail(ec.message());
+  fs::rename(tmp, dir, ec);
+  if (ec) fail(ec.message());
+  fs::remove_all(old, ec);
 }
 
 }  // namespace shortcut::io::detail

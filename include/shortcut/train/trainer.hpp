@@ -21,6 +21,7 @@
 // (train/metrics_log.hpp); TrainerHooks report steps and checkpoints and add the user's own state to
 // every checkpoint.
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -51,6 +52,7 @@ struct TrainerConfig {
   double ema_tau = 0.999;
   int64_t log_every = 10;         // metrics line every N steps (0: never)
   int64_t checkpoint_every = 0;   // checkpoint folder every N steps (0: only at the end if out_dir set)
+  int keep_checkpoints = 0;       // keep the newest N step_* folders (0: all); never "last" or the one resumed from
   std::string out_dir;            // metrics.jsonl and checkpoints/ go here ("" : nothing written)
   uint64_t seed = 0;
   bool progress = true;
@@ -117,6 +119,7 @@ class Trainer {
     loss_.validate(tc.batch);
     if (tc.steps < 0) throw ConfigError(cat("steps must be non-negative, got ", tc.steps));
     if (!(tc.max_seconds >= 0)) throw ConfigError(cat("max_seconds must be non-negative, got ", tc.max_seconds));
+    if (tc.keep_checkpoints < 0) throw ConfigError(cat("keep_checkpoints must be non-negative, got ", tc.keep_checkpoints));
     slice_ = BatchSlice::of_rank(tc.batch, loss_.bootstrap_rows(tc.batch), comm.rank(), comm.size());
     opt_.bind(m.net().layout());  // a parameter-group pattern that matches nothing fails here
     // a teacher that is missing or of another shape, or a schedule the run cannot hold, fails here
@@ -166,8 +169,11 @@ class Trainer {
     opt.metadata["training"] = s.extra.dump();  // every file says how its model was trained
     if (!data_state_.is_null()) s.extra[kDataSourceKey] = data_state_;
     if (hooks_.user_state) s.extra[kUserKey] = hooks_.user_state();
-    io::save_checkpoint(dir, m_->net(), m_->arena(), s, opt);
-    if constexpr (requires { loss_.save_state(dir); }) loss_.save_state(dir);  // e.g. a distillation's teacher
+    // the folder replaced in one step: a run killed while saving leaves the previous save whole
+    io::detail::write_folder_atomically(dir, [&](const std::filesystem::path& tmp) {
+      io::save_checkpoint(tmp, m_->net(), m_->arena(), s, opt);
+      if constexpr (requires { loss_.save_state(tmp.string()); }) loss_.save_state(tmp.string());  // e.g. a teacher
+    });
   }
   // Restores weights, EMA, moments, step and RNG position, and the data source's state at the next
   // run(); the network config must match, and the training configuration too (ConfigError naming
@@ -178,6 +184,7 @@ class Trainer {
       throw ConfigError(cat("cannot resume from ", dir, ": the training configuration differs from the checkpoint's: ",
                             diff, " (ResumeOptions::allow_config_change continues under the new configuration)"));
     io::TrainState s = io::load_checkpoint(dir, m_->net(), m_->arena());
+    resumed_from_ = std::filesystem::weakly_canonical(dir);
     if constexpr (requires { loss_.load_state(dir); }) loss_.load_state(dir);
     opt_.set_step_count(s.step);
     rng_ = Rng(s.rng_seed, s.rng_position);
@@ -308,6 +315,27 @@ class Trainer {
   void checkpoint(const std::filesystem::path& dir) {
     save(dir.string());
     if (hooks_.on_checkpoint) hooks_.on_checkpoint(step(), dir.string());
+    if (tc_.keep_checkpoints > 0) prune_checkpoints(dir.parent_path());
+  }
+
+  // Removes the oldest step_N folders beyond the newest keep_checkpoints, except the folder this run
+  // resumed from. "last" is never a step_N folder. A folder is complete before an older one goes
+  // (save() returned), so a kill at any moment leaves a "last" and the newest folders whole.
+  void prune_checkpoints(const std::filesystem::path& root) {
+    namespace fs = std::filesystem;
+    std::vector<std::pair<int64_t, fs::path>> steps;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(root, ec)) {
+      const std::string name = e.path().filename().string();
+      if (!e.is_directory(ec) || name.rfind("step_", 0) != 0) continue;
+      const std::string digits = name.substr(5);
+      if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+      steps.emplace_back(std::stoll(digits), e.path());
+    }
+    std::sort(steps.begin(), steps.end());
+    const size_t keep = size_t(tc_.keep_checkpoints);
+    for (size_t i = 0; i + keep < steps.size(); ++i)
+      if (fs::weakly_canonical(steps[i].second, ec) != resumed_from_) fs::remove_all(steps[i].second, ec);
   }
 
   // The state a resumed checkpoint holds goes into the source before its first batch; a source
@@ -379,6 +407,7 @@ class Trainer {
   bool restore_data_ = false;       // resume() loaded a data state that the next run() restores
   bool allow_config_change_ = false;
   nlohmann::json user_state_;
+  std::filesystem::path resumed_from_;  // the checkpoint folder resume() loaded (never pruned)
 };
 
 }  // namespace shortcut
