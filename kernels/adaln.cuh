@@ -21,8 +21,7 @@ inline constexpr int kAdaMaxRowsPerChunk = 1024;  // bounds the backward's share
 // h = (x - mean) rstd (1 + scale[b]) + shift[b]
 template <class T>
 __global__ void ln_modulate_forward_kernel(T* out, float* mean, float* rstd, const T* x, const T* shift, const T* scale,
-                                           int mod_stride, size_t rows, int Tn, int D, float eps,
-                                           __nv_bfloat16* copy) {
+                                           int mod_stride, size_t rows, int Tn, int D, float eps) {
   const int lane = threadIdx.x % 32;
   const size_t r = size_t(blockIdx.x) * kAdaWarps + threadIdx.x / 32;
   if (r >= rows) return;  // the whole warp leaves together
@@ -45,11 +44,7 @@ __global__ void ln_modulate_forward_kernel(T* out, float* mean, float* rstd, con
   const T* sh = shift + b * mod_stride;
   const T* sc = scale + b * mod_stride;
   T* o = out + r * D;
-  for (int j = lane; j < D; j += 32) {
-    const T y = from_f32<T>((to_f32(xr[j]) - m) * rs * (1.f + to_f32(sc[j])) + to_f32(sh[j]));
-    o[j] = y;
-    if (copy) copy[r * D + j] = __float2bfloat16(to_f32(y));
-  }
+  for (int j = lane; j < D; j += 32) o[j] = from_f32<T>((to_f32(xr[j]) - m) * rs * (1.f + to_f32(sc[j])) + to_f32(sh[j]));
 }
 
 // dx += rstd (dxh - mean_j(dxh) - xhat mean_j(dxh xhat)), dxh = dout (1 + scale);
@@ -130,11 +125,10 @@ __global__ void gated_residual_forward_kernel(T* x, const T* gate, const T* y, i
   }
 }
 
-// dy = gate[b] * dx (overwrite); dgate[b] += sum_t dx * y. Block = (sample b, token chunk). copy: null, or
-// where bf16 of dy goes as well (the bf16 dout of the product backward that reads dy next).
+// dy = gate[b] * dx (overwrite); dgate[b] += sum_t dx * y. Block = (sample b, token chunk).
 template <class T>
 __global__ void gated_residual_backward_kernel(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride,
-                                               int Tn, int D, int chunks, int rows_per_chunk, __nv_bfloat16* copy) {
+                                               int Tn, int D, int chunks, int rows_per_chunk) {
   const int b = blockIdx.x / chunks, chunk = blockIdx.x % chunks;
   const int t0 = chunk * rows_per_chunk;
   const int nrows = min(rows_per_chunk, Tn - t0);
@@ -148,9 +142,7 @@ __global__ void gated_residual_backward_kernel(T* dy, T* dgate, const T* dx, con
       const size_t idx = (row0 + i) * D + j;
       const float d = to_f32(dx[idx]);
       acc += d * to_f32(y[idx]);
-      const T v = from_f32<T>(gj * d);
-      dy[idx] = v;
-      if (copy) copy[idx] = __float2bfloat16(to_f32(v));
+      dy[idx] = from_f32<T>(gj * d);
     }
     if (chunks > 1) atomicAdd(dg + j, from_f32<T>(acc));
     else dg[j] = from_f32<T>(to_f32(dg[j]) + acc);
@@ -174,11 +166,11 @@ inline TokenChunks token_chunks(int B, int Tn, int num_sms) {
 // ---- launchers ---------------------------------------------------------------------------------
 template <class T>
 void ln_modulate_forward(T* out, float* mean, float* rstd, const T* x, const T* shift, const T* scale, int mod_stride,
-                         int B, int Tn, int D, float eps, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
+                         int B, int Tn, int D, float eps, cudaStream_t s) {
   const size_t rows = size_t(B) * Tn;
   if (!rows || D <= 0) return;
   const size_t blocks = (rows + kAdaWarps - 1) / kAdaWarps;
-  launch("ln_modulate_forward_kernel", ln_modulate_forward_kernel<T>, unsigned(blocks), kThreads, 0, s, out, mean, rstd, x, shift, scale, mod_stride, rows, Tn, D, eps, copy);
+  launch("ln_modulate_forward_kernel", ln_modulate_forward_kernel<T>, unsigned(blocks), kThreads, 0, s, out, mean, rstd, x, shift, scale, mod_stride, rows, Tn, D, eps);
 }
 template <class T>
 void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const float* mean, const float* rstd,
@@ -200,10 +192,10 @@ void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int
 }
 template <class T>
 void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B, int Tn,
-                             int D, int num_sms, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
+                             int D, int num_sms, cudaStream_t s) {
   if (B <= 0 || Tn <= 0 || D <= 0) return;
   const TokenChunks c = token_chunks(B, Tn, num_sms);
-  launch("gated_residual_backward_kernel", gated_residual_backward_kernel<T>, unsigned(size_t(B) * c.chunks), kThreads, 0, s, dy, dgate, dx, gate, y, mod_stride, Tn, D, c.chunks, c.rows_per_chunk, copy);
+  launch("gated_residual_backward_kernel", gated_residual_backward_kernel<T>, unsigned(size_t(B) * c.chunks), kThreads, 0, s, dy, dgate, dx, gate, y, mod_stride, Tn, D, c.chunks, c.rows_per_chunk);
 }
 
 }  // namespace shortcut::kernels

@@ -116,13 +116,11 @@ __device__ __forceinline__ size_t grid_threads() { return size_t(gridDim.x) * bl
 
 // out[i] = op(a) with a[j] = in[j][i] in fp32, for i < n over the whole grid: in packs of 16 bytes
 // where out and every in[j] are aligned for them, then the tail (or everything) element by element.
-// out may be one of the inputs (each element is read before the same thread writes it). copy (null:
-// none) gets bf16 of each value written, in the same pass.
+// out may be one of the inputs (each element is read before the same thread writes it).
 template <int K, class T, class Op>
-__device__ __forceinline__ void map_elements(T* out, const T* const (&in)[K], size_t n, Op op,
-                                             __nv_bfloat16* copy = nullptr) {
+__device__ __forceinline__ void map_elements(T* out, const T* const (&in)[K], size_t n, Op op) {
   constexpr int V = kPack16<T>;
-  bool vec = pack_aligned<V>(out) && (!copy || pack_aligned<V>(copy));
+  bool vec = pack_aligned<V>(out);
 #pragma unroll
   for (int j = 0; j < K; ++j) vec = vec && pack_aligned<V>(in[j]);
   const size_t packs = vec ? n / V : 0;
@@ -138,20 +136,12 @@ __device__ __forceinline__ void map_elements(T* out, const T* const (&in)[K], si
       r.v[e] = from_f32<T>(op(a));
     }
     store_pack<V>(out + p * V, r);
-    if (copy) {
-      Pack<__nv_bfloat16, V> c;
-#pragma unroll
-      for (int e = 0; e < V; ++e) c.v[e] = __float2bfloat16(to_f32(r.v[e]));
-      store_pack<V>(copy + p * V, c);
-    }
   }
   for (size_t i = packs * V + global_thread(); i < n; i += grid_threads()) {
     float a[K];
 #pragma unroll
     for (int j = 0; j < K; ++j) a[j] = to_f32(in[j][i]);
-    const T y = from_f32<T>(op(a));
-    out[i] = y;
-    if (copy) copy[i] = __float2bfloat16(to_f32(y));
+    out[i] = from_f32<T>(op(a));
   }
 }
 // Threads for a loop over n elements in packs of V.

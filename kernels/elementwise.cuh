@@ -26,30 +26,22 @@ __global__ void fill_kernel(T* p, T v, size_t n) {
   for (size_t i = packs * V + global_thread(); i < n; i += grid_threads()) p[i] = v;
 }
 
-// copy: null, or where bf16 of each output goes as well (the bf16 input of the next product)
 template <class T>
-__global__ void gelu_forward_kernel(T* out, const T* in, size_t n, __nv_bfloat16* copy) {
-  map_elements<1>(
-      out, {in}, n,
-      [](const float* a) {
-        const float x = a[0];
-        return 0.5f * x * (1.f + tanhf(kGeluC * (x + kGeluA * x * x * x)));
-      },
-      copy);
+__global__ void gelu_forward_kernel(T* out, const T* in, size_t n) {
+  map_elements<1>(out, {in}, n, [](const float* a) {
+    const float x = a[0];
+    return 0.5f * x * (1.f + tanhf(kGeluC * (x + kGeluA * x * x * x)));
+  });
 }
 
-// copy: null, or where bf16 of each gradient goes as well (the bf16 dout of the product's backward)
 template <class T>
-__global__ void gelu_backward_kernel(T* din, const T* dout, const T* in, size_t n, __nv_bfloat16* copy) {
-  map_elements<2>(
-      din, {dout, in}, n,
-      [](const float* a) {
-        const float x = a[1];
-        const float th = tanhf(kGeluC * (x + kGeluA * x * x * x));
-        const float d = 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluC * (1.f + kGeluA3 * x * x);
-        return a[0] * d;
-      },
-      copy);
+__global__ void gelu_backward_kernel(T* din, const T* dout, const T* in, size_t n) {
+  map_elements<2>(din, {dout, in}, n, [](const float* a) {
+    const float x = a[1];
+    const float th = tanhf(kGeluC * (x + kGeluA * x * x * x));
+    const float d = 0.5f * (1.f + th) + 0.5f * x * (1.f - th * th) * kGeluC * (1.f + kGeluA3 * x * x);
+    return a[0] * d;
+  });
 }
 
 template <class T>
@@ -118,16 +110,15 @@ void fill(T* p, T v, size_t n, cudaStream_t s) {
   launch("fill_kernel", fill_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, p, v, n);
 }
 template <class T>
-void gelu_forward(T* out, const T* in, size_t n, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
+void gelu_forward(T* out, const T* in, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("gelu_forward_kernel", gelu_forward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, out, in, n,
-         copy);
+  launch("gelu_forward_kernel", gelu_forward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, out, in, n);
 }
 template <class T>
-void gelu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
+void gelu_backward(T* din, const T* dout, const T* in, size_t n, cudaStream_t s) {
   if (!n) return;
-  launch("gelu_backward_kernel", gelu_backward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, din, dout, in, n,
-         copy);
+  launch("gelu_backward_kernel", gelu_backward_kernel<T>, blocks_for_packs(n, kPack16<T>), kThreads, 0, s, din, dout,
+         in, n);
 }
 template <class T>
 void silu_forward(T* out, const T* in, size_t n, cudaStream_t s) {

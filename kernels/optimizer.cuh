@@ -24,19 +24,9 @@ __device__ __forceinline__ float adamw_element(float& p, float g, float& m, floa
 
 // In packs of 4 (16 bytes of fp32, 8 of the bf16 copy) where every pointer allows: arena offsets are
 // multiples of 16 elements, so whole weight sets always do.
-// A recorded training step (one CUDA graph a step) passes its per-step values in device memory:
-// `staged` = {lr, c1, c2} replaces the arguments, and `skip` != 0 (the step's loss was not finite)
-// leaves everything as it was. Null: the arguments, never skip.
 template <class Unused = void>
 __global__ void adamw_step_kernel(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2,
-                                  float eps, float wd, float c1, float c2, __nv_bfloat16* copy, const float* staged,
-                                  const int32_t* skip) {
-  if (skip && *skip) return;
-  if (staged) {
-    lr = staged[0];
-    c1 = staged[1];
-    c2 = staged[2];
-  }
+                                  float eps, float wd, float c1, float c2, __nv_bfloat16* copy) {
   constexpr int V = 4;
   const bool vec = pack_aligned<V>(p) && pack_aligned<V>(g) && pack_aligned<V>(m) && pack_aligned<V>(v) &&
                    (!copy || pack_aligned<V>(copy));
@@ -64,11 +54,9 @@ __global__ void adamw_step_kernel(float* p, const float* g, float* m, float* v, 
   }
 }
 
-// ema = tau ema + (1 - tau) p; nothing where skip != 0 (as AdamW's)
+// ema = tau ema + (1 - tau) p
 template <class Unused = void>
-__global__ void ema_update_kernel(float* ema, const float* p, float tau, size_t n, __nv_bfloat16* copy,
-                                  const int32_t* skip) {
-  if (skip && *skip) return;
+__global__ void ema_update_kernel(float* ema, const float* p, float tau, size_t n, __nv_bfloat16* copy) {
   constexpr int V = 4;
   const bool vec = pack_aligned<V>(ema) && pack_aligned<V>(p) && (!copy || pack_aligned<V>(copy));
   const size_t packs = vec ? n / V : 0;
@@ -92,33 +80,16 @@ __global__ void ema_update_kernel(float* ema, const float* p, float tau, size_t 
   }
 }
 
-// One block: flag = 1 if any of x[0, n) is NaN or infinite, else 0 (a step's row losses: the guard
-// of the recorded step's update).
-template <class Unused = void>
-__global__ void flag_nonfinite_kernel(int32_t* flag, const float* x, size_t n) {
-  __shared__ float scratch[kThreads / 32];
-  float bad = 0.f;
-  for (size_t i = threadIdx.x; i < n; i += blockDim.x)
-    if (!(fabsf(x[i]) <= 3.40282347e38f)) bad = 1.f;  // NaN compares false, inf exceeds the largest float
-  bad = block_sum(bad, scratch);
-  if (threadIdx.x == 0) *flag = bad > 0.f ? 1 : 0;
-}
-
 // ---- launchers ---------------------------------------------------------------------------------
 inline void adamw_step(float* p, const float* g, float* m, float* v, size_t n, float lr, float b1, float b2, float eps,
-                       float wd, float c1, float c2, cudaStream_t s, __nv_bfloat16* copy = nullptr,
-                       const float* staged = nullptr, const int32_t* skip = nullptr) {
+                       float wd, float c1, float c2, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
   if (!n) return;
   launch("adamw_step_kernel", adamw_step_kernel<>, blocks_for_packs(n, 4), kThreads, 0, s, p, g, m, v, n, lr, b1, b2,
-         eps, wd, c1, c2, copy, staged, skip);
+         eps, wd, c1, c2, copy);
 }
-inline void ema_update(float* ema, const float* p, float tau, size_t n, cudaStream_t s, __nv_bfloat16* copy = nullptr,
-                       const int32_t* skip = nullptr) {
+inline void ema_update(float* ema, const float* p, float tau, size_t n, cudaStream_t s, __nv_bfloat16* copy = nullptr) {
   if (!n) return;
-  launch("ema_update_kernel", ema_update_kernel<>, blocks_for_packs(n, 4), kThreads, 0, s, ema, p, tau, n, copy, skip);
-}
-inline void flag_nonfinite(int32_t* flag, const float* x, size_t n, cudaStream_t s) {
-  launch("flag_nonfinite_kernel", flag_nonfinite_kernel<>, 1, kThreads, 0, s, flag, x, n);
+  launch("ema_update_kernel", ema_update_kernel<>, blocks_for_packs(n, 4), kThreads, 0, s, ema, p, tau, n, copy);
 }
 
 }  // namespace shortcut::kernels

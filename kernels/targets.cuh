@@ -8,12 +8,9 @@
 
 namespace shortcut::kernels {
 
-// x0[i] = standard normal number first + i of (seed, rng_stream); with staged_stream, the stream is
-// *staged_stream (device memory a recorded training step uploads anew every step)
+// x0[i] = standard normal number first + i of (seed, rng_stream)
 template <class T>
-__global__ void normal_kernel(T* x0, size_t n, uint64_t seed, uint64_t rng_stream, uint64_t first,
-                              const uint64_t* staged_stream) {
-  if (staged_stream) rng_stream = *staged_stream;
+__global__ void normal_kernel(T* x0, size_t n, uint64_t seed, uint64_t rng_stream, uint64_t first) {
   for (size_t i = global_thread(); i < n; i += grid_threads())
     x0[i] = from_f32<T>(philox_normal(seed, rng_stream, first + i));
 }
@@ -92,11 +89,9 @@ __global__ void mse_loss_kernel(T* grad, float* row_loss, const T* pred, const T
 
 // ---- launchers ---------------------------------------------------------------------------------
 template <class T>
-void normal(T* x0, size_t n, uint64_t seed, uint64_t rng_stream, uint64_t first, cudaStream_t s,
-            const uint64_t* staged_stream = nullptr) {
+void normal(T* x0, size_t n, uint64_t seed, uint64_t rng_stream, uint64_t first, cudaStream_t s) {
   if (!n) return;
-  launch("normal_kernel", normal_kernel<T>, blocks_for(n), kThreads, 0, s, x0, n, seed, rng_stream, first,
-         staged_stream);
+  launch("normal_kernel", normal_kernel<T>, blocks_for(n), kThreads, 0, s, x0, n, seed, rng_stream, first);
 }
 template <class T>
 void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n, cudaStream_t s) {

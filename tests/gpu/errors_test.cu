@@ -314,3 +314,81 @@ TEST_CASE("emulation: a host pointer passed to a kernel is an illegal address", 
   CHECK(host[5] == 0.f);  // the kernel did not run
 }
 #endif
+
+// bf16 mode's tensor-core kernels need sm_80 (mma.sync, cp.async, ldmatrix); compiled for less they
+// are traps, and an older device cannot run them. The backend refuses bf16 mode at construction with
+// what it found, and accepts fp32 and TF32 there. On a GPU: this device and this build.
+TEST_CASE("bf16 mode is accepted on a device and build of sm_80 or later", "[errors][bf16]") {
+  int major = 0;
+  SHORTCUT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0));
+  if (major < 8) {
+    CHECK_THROWS_AS(Gpu(cuda::Options{.precision = cuda::Precision::bf16}), ConfigError);
+    return;
+  }
+  Gpu be(cuda::Options{.precision = cuda::Precision::bf16});
+  CHECK(be.precision() == cuda::Precision::bf16);
+}
+
+#if defined(SHORTCUT_CUDA_EMULATION)
+namespace {
+// The emulated device's compute capability and the kernels' compiled architectures for one scope.
+struct EmulatedHardware {
+  EmulatedHardware(int cc, int sass, int ptx) {
+    emu::set_compute_capability(cc);
+    emu::set_kernel_arch(sass, ptx);
+  }
+  ~EmulatedHardware() {
+    emu::set_compute_capability(90);
+    emu::set_kernel_arch(90, 90);
+  }
+};
+std::string refusal(const cuda::Options& o) {
+  try {
+    Gpu be(o);
+  } catch (const ConfigError& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST_CASE("emulation: bf16 mode is refused on a device or a build without sm_80", "[errors][bf16][emulation]") {
+  const cuda::Options bf16{.precision = cuda::Precision::bf16};
+  SECTION("a Turing device (7.5)") {
+    EmulatedHardware hw(75, 75, 75);
+    const std::string why = refusal(bf16);
+    INFO(why);
+    CHECK_THAT(why, Catch::Matchers::Contains("compute capability 8.0 or later"));
+    CHECK_THAT(why, Catch::Matchers::Contains("compute capability 7.5"));
+    CHECK(refusal(cuda::Options{}).empty());  // fp32 and TF32 run there
+    CHECK(refusal(cuda::Options{.precision = cuda::Precision::tf32}).empty());
+  }
+  SECTION("an H100 running code built for 75 (CMake's default with nvcc 13), JIT-compiled from compute_75") {
+    EmulatedHardware hw(90, 75, 75);
+    const std::string why = refusal(bf16);
+    INFO(why);
+    CHECK_THAT(why, Catch::Matchers::Contains("compiled for compute_75"));
+    CHECK_THAT(why, Catch::Matchers::Contains("running as sm_90"));
+    CHECK_THAT(why, Catch::Matchers::Contains("CMAKE_CUDA_ARCHITECTURES"));
+    CHECK(refusal(cuda::Options{}).empty());
+  }
+  SECTION("an A10 (8.6) running a build with sm_90 machine code only: no code for it") {
+    EmulatedHardware hw(86, 90, 0);
+    const std::string why = refusal(bf16);
+    INFO(why);
+    CHECK_THAT(why, Catch::Matchers::Contains("no code for CUDA device"));
+    CHECK_THAT(why, Catch::Matchers::Contains("cudaErrorNoKernelImageForDevice"));
+  }
+  SECTION("accepted: an A100 with code for 80, an H100 with PTX for 80 (JIT), an H100 with code for 90") {
+    for (auto [cc, sass, ptx] : {std::tuple{80, 80, 80}, std::tuple{90, 0, 80}, std::tuple{90, 90, 90}}) {
+      EmulatedHardware hw(cc, sass, ptx);
+      INFO("device " << cc << ", sm_" << sass << " + compute_" << ptx);
+      CHECK(refusal(bf16).empty());
+    }
+  }
+  // nothing of the refusals is left behind as an error
+  CHECK(cudaGetLastError() == cudaSuccess);
+  Gpu be(bf16);
+  CHECK(be.precision() == cuda::Precision::bf16);
+}
+#endif

@@ -1,9 +1,9 @@
 // The baseline objectives of DESIGN.md §7 (progressive and consistency distillation, consistency
 // training, live reflow) on the CUDA backend against the same steps on the CPU backend: a few steps
 // of each through the objective, AdamW and the EMA, with the host-side plans and the shared Philox
-// noise equal on both; on the GPU every objective's step is recorded and its later steps replayed as
-// graphs with the staged plan of each step. On the MLP network: the DiT's kernels are covered by training_test.cu, and an
-// MLP keeps this file's twelve instantiations cheap to compile. Tolerance as in training_test.cu:
+// noise equal on both; the GPU steps run eagerly, as on the CPU (training steps are not captured
+// into graphs). On the MLP network: the DiT's kernels are covered by training_test.cu, and an MLP
+// keeps this file's twelve instantiations cheap to compile. Tolerance as in training_test.cu:
 // from the float CPU backend's own error against double.
 #include "gpu_test_util.hpp"
 
@@ -68,13 +68,7 @@ TEST_CASE("the baseline objectives' training steps on the GPU match the CPU back
   auto compare = [&](const std::string& name, auto make) {
     const ObjectiveRun want = run_objective(ref, c, P0, x1, y, steps, make);
     const ObjectiveRun f = run_objective(f32, c, P0, x1, y, steps, make);
-    const cuda::GraphStats before = gpu().graph_stats();
     const ObjectiveRun got = run_objective(gpu(), c, P0, x1, y, steps, make);
-    // every objective records its step: the later steps are graph launches (the staged plan each time)
-    const cuda::GraphStats& after = gpu().graph_stats();
-    INFO(name << ": last refusal " << after.last_refusal);
-    CHECK(after.replays > before.replays);
-    CHECK(after.refused == before.refused);
     auto check = [&](const std::string& what, const std::vector<double>& g, const std::vector<double>& fv,
                      const std::vector<double>& r) {
       check_close(name + " " + what, g, r, std::max(2e-4, 10 * rel_err(fv, r)));

@@ -13,12 +13,15 @@
 // - Storage is fp32. Options::precision picks the arithmetic of the matrix products and attention
 //   (shortcut/cuda/precision.hpp): full fp32 (the default), TF32 matrix units, or bf16 mixed
 //   precision, where the products and attention run on the bf16 tensor cores on bf16 copies of
-//   their operands and everything else stays fp32 (shortcut/cuda/bf16_copies.hpp: how the weights'
-//   bf16 copies stay exact).
+//   their operands and everything else stays fp32. Each product converts its fp32 activations to
+//   bf16 itself, as it enters; the weights' bf16 copies are kept (shortcut/cuda/bf16_copies.hpp: how
+//   they stay exact). bf16 mode needs a GPU of compute capability 8.0 or later and code compiled for
+//   one: the constructor refuses otherwise (ConfigError), before any tensor-core kernel could trap.
 // - Several ops reduce with atomics (the adaLN and bias gradients over tokens, dQ of attention,
 //   label-table gradients): their summation order, hence their last bits, can vary between runs.
-// - Recorded work (Options::graphs, on by default): run_captured(key, body) replays a repeated op
-//   sequence as a CUDA graph (shortcut/cuda/graphs.hpp); OdeSampler records its N-step loop so.
+// - Recorded work (Options::graphs, on by default): run_captured(body) captures body's ops into a
+//   CUDA graph every call and launches it as one, patching the executable graph of the last call
+//   (shortcut/cuda/graphs.hpp); OdeSampler runs its N-step loop so. Training steps run eagerly.
 // - One backend per thread: the stream and the cuBLAS handle are not shared safely across threads.
 //   Buffers are allocated on the current device, which must stay the backend's device.
 #pragma once
@@ -67,7 +70,7 @@ class Backend {
   template <class U>
   using Buffer = DeviceBuffer<U>;
   template <class U>
-  using HostBuffer = PinnedBuffer<U>;     // host memory the copy engines reach directly
+  using HostBuffer = PinnedBuffer<U>;     // host memory the copy engines reach directly (dist/reduce_buffer.hpp)
   static constexpr bool host_memory = false;  // Buffer memory is not the host's (dist/reduce_buffer.hpp)
   static constexpr const char* name() { return "cuda"; }
 
@@ -90,6 +93,7 @@ class Backend {
     if (opt.device >= 0) SHORTCUT_CUDA_CHECK(cudaSetDevice(opt.device));
     SHORTCUT_CUDA_CHECK(cudaGetDevice(&device_));
     SHORTCUT_CUDA_CHECK(cudaDeviceGetAttribute(&sms_, cudaDevAttrMultiProcessorCount, device_));
+    if (precision_ == Precision::bf16) require_tensor_cores(device_);
     try {
       SHORTCUT_CUDA_CHECK(cudaStreamCreate(&stream_));
       SHORTCUT_CUBLAS_CHECK(cublasCreate(&cublas_));
@@ -103,9 +107,8 @@ class Backend {
   Backend(const Backend&) = delete;
   Backend& operator=(const Backend&) = delete;
 
-  // The backend's stream, for work of your own queued among its ops (counts as an op: see
-  // produced_copy below).
-  cudaStream_t stream() const { return op_stream(); }
+  // The backend's stream, for work of your own queued among its ops.
+  cudaStream_t stream() const { return stream_; }
   cublasHandle_t cublas() const { return cublas_; }
   int device() const { return device_; }
   int num_sms() const { return sms_; }
@@ -123,11 +126,11 @@ class Backend {
   void weights_written(const T* p, size_t n) const { copies_.written(p, n * sizeof(T)); }
 
   // ---- recorded work (shortcut/core/capture.hpp) ---------------------------------------------
-  // body() — ops of this backend only — run eagerly at the key's first call, captured into a CUDA
-  // graph at its second and replayed from then on (graphs.hpp: when a graph is dropped, when a body
-  // is refused). Without graphs (Options::graphs false) body() runs every time.
+  // body() — ops of this backend only — captured into a CUDA graph and launched, every call; the
+  // executable graph of the previous call is patched where the topology allows (graphs.hpp). A body
+  // whose capture breaks runs eagerly instead. Without graphs (Options::graphs false) body() runs.
   template <class F>
-  void run_captured(const CaptureKey& key, F&& body) const {
+  void run_captured(F&& body) const {
     if (!graphs_on_) {
       body();
       return;
@@ -138,25 +141,20 @@ class Backend {
       cublas_workspace_ = DeviceBuffer<unsigned char>(size_t(32) << 20);
       SHORTCUT_CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_.data(), cublas_workspace_.size()));
     }
-    graphs_.run(
-        stream_, key, body,
-        [this] { return (device_buffers_freed().load(std::memory_order_relaxed) << 24) ^ copies_.version(); },
-        [this] { copies_.all_written(); });
+    // a broken capture ran the host side of the kept copies' refreshes, not their conversions
+    graphs_.run(stream_, body, [this] { copies_.all_written(); });
   }
   const GraphStats& graph_stats() const { return graphs_.stats(); }
   // bf16 mode: the linear layers' cuBLASLt products (lt_matmul.hpp) and the ones that fell back.
   const LtStats& lt_stats() const { return lt_.stats(); }
   bool graphs() const { return graphs_on_; }
 
-  // bf16 mode: how many product inputs were read from their producer's bf16 copy (no conversion).
-  uint64_t fused_inputs() const { return fused_inputs_; }
-
   // ---- memory -----------------------------------------------------------------------------
   template <class U>
   void to_device(U* dst, const U* src, size_t n) const {
     if (!n) return;
     copies_.written(dst, n * sizeof(U));
-    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyHostToDevice, op_stream()));
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyHostToDevice, stream_));
     // From pageable memory (a std::vector) the copy returns once src is staged, so src may be reused
     // at once; from pinned or registered memory the DMA reads src later, so wait for it.
     cudaPointerAttributes a{};
@@ -167,17 +165,8 @@ class Backend {
   template <class U>
   void to_host(U* dst, const U* src, size_t n) const {
     if (!n) return;
-    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToHost, op_stream()));
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToHost, stream_));
     synchronize();
-  }
-  // Host to device from staged host memory (a HostBuffer: pinned), queued on the stream like a kernel,
-  // so recorded work may hold it: a replay copies what the memory holds then. The caller leaves
-  // [src, src + n) unchanged until the stream has passed the copy (a later to_host or synchronize).
-  template <class U>
-  void upload(U* dst, const U* src, size_t n) const {
-    if (!n) return;
-    copies_.written(dst, n * sizeof(U));
-    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyHostToDevice, op_stream()));
   }
   // Device to device only, queued on the stream like a kernel (to_device / to_host move host data:
   // they know when the host memory may be touched again, which a queued copy would not).
@@ -185,11 +174,11 @@ class Backend {
   void copy(U* dst, const U* src, size_t n) const {
     if (!n) return;
     copies_.written(dst, n * sizeof(U));
-    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToDevice, op_stream()));
+    SHORTCUT_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(U), cudaMemcpyDeviceToDevice, stream_));
   }
   void fill(T* p, T v, size_t n) const {
     copies_.written(p, n * sizeof(T));
-    kernels::fill(p, v, n, op_stream());
+    kernels::fill(p, v, n, stream_);
   }
   void synchronize() const {
     SHORTCUT_CUDA_CHECK(cudaStreamSynchronize(stream_));
@@ -201,40 +190,35 @@ class Backend {
   void linear_forward(T* out, const T* in, const T* W, const T* b, int N, int I, int O) const {
     if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
       const auto [xb, Wb] = forward_operands(in, W, N, I, O);
-      const cudaStream_t s = op_stream();
+      const cudaStream_t s = stream_;
       if (!(lt_on_ && lt_.linear_forward(out, xb, Wb, b, N, I, O, s)))
         kernels::linear_forward_bf16(cublas_, out, xb, Wb, b, N, I, O, s);
       return;
     }
-    kernels::linear_forward(cublas_, compute(), out, in, W, b, N, I, O, op_stream());
+    kernels::linear_forward(cublas_, compute(), out, in, W, b, N, I, O, stream_);
   }
   // din[N,I] (= or += with accumulate; null skips) = dout W; dW[O,I] += dout^T in; db[O] += sum dout
   void linear_backward(T* din, T* dW, T* db, const T* dout, const T* in, const T* W, int N, int I, int O,
                        bool accumulate_din = false) const {
     if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
-      const __nv_bfloat16* gb = dout_operand(dout, size_t(N) * O);  // before any op of this one
+      const __nv_bfloat16* gb = rounded(dout, size_t(N) * O, Scratch::C);
       const __nv_bfloat16* Wb = din ? weights_bf16(W, size_t(O) * I, Scratch::B) : nullptr;
-      const cudaStream_t s = op_stream();
+      const cudaStream_t s = stream_;
       kernels::linear_backward_bf16(cublas_, din, nullptr, nullptr, dout, gb, nullptr, Wb, N, I, O, accumulate_din,
                                     sms_, s);
       weight_grads_bf16(dW, db, dout, gb, in, N, I, O, s);
       return;
     }
-    kernels::linear_backward(cublas_, compute(), din, dW, db, dout, in, W, N, I, O, accumulate_din, sms_, op_stream());
+    kernels::linear_backward(cublas_, compute(), din, dW, db, dout, in, W, N, I, O, accumulate_din, sms_, stream_);
   }
   // The MLP's first layer and GELU: a[N,O] = in W^T + b (kept for the backward), g = GELU(a). bf16 mode:
-  // one cuBLASLt product with the GELU_AUX_BIAS epilogue, then g's bf16 copy for the product that reads
-  // it next; elsewhere (or where cuBLASLt has no algorithm) the product and the GELU kernel.
+  // one cuBLASLt product with the GELU_AUX_BIAS epilogue; elsewhere (or where cuBLASLt has no
+  // algorithm) the product and the GELU kernel. The product that reads g next converts it itself.
   void linear_gelu_forward(T* g, T* a, const T* in, const T* W, const T* b, int N, int I, int O) const {
     if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
       const auto [xb, Wb] = forward_operands(in, W, N, I, O);
-      const cudaStream_t s = op_stream();
-      if (lt_on_ && lt_.linear_gelu_forward(g, a, xb, Wb, b, N, I, O, s)) {
-        const size_t n = size_t(N) * size_t(O);
-        __nv_bfloat16* c = scratch_.bf16(Scratch::A, n);
-        kernels::convert(c, g, n, op_stream());
-        produced(c, g, n, Scratch::A);
-      } else {
+      const cudaStream_t s = stream_;
+      if (!(lt_on_ && lt_.linear_gelu_forward(g, a, xb, Wb, b, N, I, O, s))) {
         kernels::linear_forward_bf16(cublas_, a, xb, Wb, b, N, I, O, s);
         gelu_forward(g, a, size_t(N) * size_t(O));
       }
@@ -245,23 +229,18 @@ class Backend {
   }
   // The backward of out = GELU(a) W^T + b, whose input in = GELU(a): da[N,I] = (dout W) * GELU'(a)
   // (written), dW[O,I] += dout^T in, db[O] += sum dout. bf16 mode: the data gradient is one cuBLASLt
-  // product with the DGELU epilogue (no fp32 dout W written and read back), then da's bf16 copy for
-  // the product backward that reads it next.
+  // product with the DGELU epilogue (no fp32 dout W written and read back).
   void gelu_linear_backward(T* da, T* dW, T* db, const T* dout, const T* in, const T* a, const T* W, int N, int I,
                             int O) const {
     if (precision_ == Precision::bf16 && N > 0 && I > 0 && O > 0) {
-      const __nv_bfloat16* gb = dout_operand(dout, size_t(N) * O);  // before any op of this one
+      const __nv_bfloat16* gb = rounded(dout, size_t(N) * O, Scratch::C);
       const __nv_bfloat16* Wb = weights_bf16(W, size_t(O) * I, Scratch::B);
-      const cudaStream_t s = op_stream();
+      const cudaStream_t s = stream_;
       const bool fused = lt_on_ && lt_.gelu_data_grad(da, gb, Wb, a, N, I, O, s);
       if (!fused)
         kernels::linear_backward_bf16(cublas_, da, nullptr, nullptr, dout, gb, nullptr, Wb, N, I, O, false, sms_, s);
       weight_grads_bf16(dW, db, dout, gb, in, N, I, O, s);
-      const size_t n = size_t(N) * size_t(I);
-      if (!fused) return gelu_backward(da, da, a, n);
-      __nv_bfloat16* c = scratch_.bf16(Scratch::C, n);
-      kernels::convert(c, da, n, op_stream());
-      produced(c, da, n, Scratch::C);
+      if (!fused) gelu_backward(da, da, a, size_t(N) * size_t(I));
       return;
     }
     linear_backward(da, dW, db, dout, in, W, N, I, O);
@@ -269,50 +248,33 @@ class Backend {
   }
 
   // ---- elementwise -------------------------------------------------------------------------
-  void silu_forward(T* out, const T* in, size_t n) const { kernels::silu_forward(out, in, n, op_stream()); }
+  void silu_forward(T* out, const T* in, size_t n) const { kernels::silu_forward(out, in, n, stream_); }
   void silu_backward(T* din, const T* dout, const T* in, size_t n) const {
-    kernels::silu_backward(din, dout, in, n, op_stream());
+    kernels::silu_backward(din, dout, in, n, stream_);
   }
-  // In bf16 mode GELU and LayerNorm + modulate also write bf16 of their output for the product that
-  // reads it next (produced_copy).
-  void gelu_forward(T* out, const T* in, size_t n) const {
-    __nv_bfloat16* c = copy_slot(n, Scratch::A);
-    kernels::gelu_forward(out, in, n, op_stream(), c);
-    produced(c, out, n, Scratch::A);
-  }
-  // In bf16 mode GELU's backward and the gated residual's backward write bf16 of the gradient they
-  // produce, the dout of the product backward that reads it next (slot C; the attention's backward
-  // keeps its bf16 dqkv in slot D).
+  void gelu_forward(T* out, const T* in, size_t n) const { kernels::gelu_forward(out, in, n, stream_); }
   void gelu_backward(T* din, const T* dout, const T* in, size_t n) const {
-    __nv_bfloat16* c = copy_slot(n, Scratch::C);
-    kernels::gelu_backward(din, dout, in, n, op_stream(), c);
-    produced(c, din, n, Scratch::C);
+    kernels::gelu_backward(din, dout, in, n, stream_);
   }
-  void add_inplace(T* y, const T* x, size_t n) const { kernels::add_inplace(y, x, n, op_stream()); }
-  void axpy(T* y, T a, const T* x, size_t n) const { kernels::axpy(y, a, x, n, op_stream()); }
-  void add_rows(T* x, const T* row, int B, int R) const { kernels::add_rows(x, row, B, R, op_stream()); }
+  void add_inplace(T* y, const T* x, size_t n) const { kernels::add_inplace(y, x, n, stream_); }
+  void axpy(T* y, T a, const T* x, size_t n) const { kernels::axpy(y, a, x, n, stream_); }
+  void add_rows(T* x, const T* row, int B, int R) const { kernels::add_rows(x, row, B, R, stream_); }
 
   // ---- LayerNorm (no affine, eps) + adaLN modulate ------------------------------------------
   void ln_modulate_forward(T* out, T* mean, T* rstd, const T* x, const T* shift, const T* scale, int mod_stride,
                            int B, int Tn, int D, T eps) const {
-    const size_t n = size_t(B) * size_t(Tn) * size_t(D);
-    __nv_bfloat16* c = copy_slot(n, Scratch::A);
-    kernels::ln_modulate_forward(out, mean, rstd, x, shift, scale, mod_stride, B, Tn, D, eps, op_stream(), c);
-    produced(c, out, n, Scratch::A);
+    kernels::ln_modulate_forward(out, mean, rstd, x, shift, scale, mod_stride, B, Tn, D, eps, stream_);
   }
   void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const T* mean, const T* rstd,
                             const T* scale, int mod_stride, int B, int Tn, int D) const {
-    kernels::ln_modulate_backward(dx, dshift, dscale, dout, x, mean, rstd, scale, mod_stride, B, Tn, D, sms_, op_stream());
+    kernels::ln_modulate_backward(dx, dshift, dscale, dout, x, mean, rstd, scale, mod_stride, B, Tn, D, sms_, stream_);
   }
   void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int B, int Tn, int D) const {
-    kernels::gated_residual_forward(x, gate, y, mod_stride, B, Tn, D, op_stream());
+    kernels::gated_residual_forward(x, gate, y, mod_stride, B, Tn, D, stream_);
   }
   void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B, int Tn,
                                int D) const {
-    const size_t n = size_t(B) * size_t(Tn) * size_t(D);
-    __nv_bfloat16* c = copy_slot(n, Scratch::C);
-    kernels::gated_residual_backward(dy, dgate, dx, gate, y, mod_stride, B, Tn, D, sms_, op_stream(), c);
-    produced(c, dy, n, Scratch::C);
+    kernels::gated_residual_backward(dy, dgate, dx, gate, y, mod_stride, B, Tn, D, sms_, stream_);
   }
 
   // ---- attention (head dims 32, 64, 72, 128; others throw ShapeError) -------------------------
@@ -325,12 +287,11 @@ class Backend {
       const size_t n = size_t(B) * Tn * H * hd;
       const __nv_bfloat16* qb = rounded(qkv, 3 * n, Scratch::A);
       __nv_bfloat16* ob = scratch_.bf16(Scratch::B, n);
-      kernels::attention_forward_tc(ob, lse, qb, B, Tn, H, hd, scale, op_stream());
-      kernels::convert(out, ob, n, op_stream());
-      produced(ob, out, n, Scratch::B);  // the projection reads ob itself
+      kernels::attention_forward_tc(ob, lse, qb, B, Tn, H, hd, scale, stream_);
+      kernels::convert(out, ob, n, stream_);
       return;
     }
-    kernels::attention_forward(out, lse, qkv, B, Tn, H, hd, scale, op_stream());
+    kernels::attention_forward(out, lse, qkv, B, Tn, H, hd, scale, stream_);
   }
   void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int Tn, int H,
                           int hd, T scale) const {
@@ -343,58 +304,54 @@ class Backend {
       const __nv_bfloat16* gb = rounded(dout, n, Scratch::C);
       __nv_bfloat16* db = scratch_.bf16(Scratch::D, 3 * n);
       float* work = scratch_.f32(kernels::attention_backward_tc_workspace(B, Tn, H, hd));
-      kernels::attention_backward_tc(db, gb, qb, ob, lse, B, Tn, H, hd, scale, work, op_stream());
-      kernels::convert(dqkv, db, 3 * n, op_stream());
-      produced(db, dqkv, 3 * n, Scratch::D);  // the qkv product's backward reads db itself
+      kernels::attention_backward_tc(db, gb, qb, ob, lse, B, Tn, H, hd, scale, work, stream_);
+      kernels::convert(dqkv, db, 3 * n, stream_);
       return;
     }
-    kernels::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, hd, scale, op_stream());
+    kernels::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, hd, scale, stream_);
   }
 
   // ---- embeddings -------------------------------------------------------------------------
   void timestep_embedding(T* out, const T* values, int B, int dim) const {
-    kernels::timestep_embedding(out, values, B, dim, op_stream());
+    kernels::timestep_embedding(out, values, B, dim, stream_);
   }
   void embedding_forward(T* out, const T* table, const int32_t* ids, int B, int D) const {
-    kernels::embedding_forward(out, table, ids, B, D, op_stream());
+    kernels::embedding_forward(out, table, ids, B, D, stream_);
   }
   void embedding_backward(T* dtable, const T* dout, const int32_t* ids, int B, int D) const {
-    kernels::embedding_backward(dtable, dout, ids, B, D, op_stream());
+    kernels::embedding_backward(dtable, dout, ids, B, D, stream_);
   }
   void patch_gather(T* tokens, const T* img, int B, int H, int W, int C, int p, PatchOrder order) const {
-    kernels::patch_gather(tokens, img, B, H, W, C, p, order == PatchOrder::ChannelMajor, op_stream());
+    kernels::patch_gather(tokens, img, B, H, W, C, p, order == PatchOrder::ChannelMajor, stream_);
   }
   void patch_scatter(T* img, const T* tokens, int B, int H, int W, int C, int p, PatchOrder order) const {
-    kernels::patch_scatter(img, tokens, B, H, W, C, p, order == PatchOrder::ChannelMajor, op_stream());
+    kernels::patch_scatter(img, tokens, B, H, W, C, p, order == PatchOrder::ChannelMajor, stream_);
   }
 
   // ---- training targets -------------------------------------------------------------------
   void normal(T* x0, size_t n, uint64_t seed, uint64_t stream, uint64_t first = 0) const {
-    kernels::normal(x0, n, seed, stream, first, op_stream());
-  }
-  void normal_staged(T* x0, size_t n, uint64_t seed, const uint64_t* stream, uint64_t first) const {
-    kernels::normal(x0, n, seed, 0, first, op_stream(), stream);
+    kernels::normal(x0, n, seed, stream, first, stream_);
   }
   void flow_rows(T* xt, T* target, const T* x1, const T* x0, const T* t, int rows, int n) const {
-    kernels::flow_rows(xt, target, x1, x0, t, rows, n, op_stream());
+    kernels::flow_rows(xt, target, x1, x0, t, rows, n, stream_);
   }
   void bootstrap_half_step(T* x2, T* v1, const T* x, const T* vc, const T* vu, int n_cfg, T w, const T* hd, int rows,
                            int n, T clip) const {
-    kernels::bootstrap_half_step(x2, v1, x, vc, vu, n_cfg, w, hd, rows, n, clip, op_stream());
+    kernels::bootstrap_half_step(x2, v1, x, vc, vu, n_cfg, w, hd, rows, n, clip, stream_);
   }
   void bootstrap_target(T* target, const T* v1, const T* vc, const T* vu, int n_cfg, T w, int rows, int n,
                         T clip) const {
-    kernels::bootstrap_target(target, v1, vc, vu, n_cfg, w, rows, n, clip, op_stream());
+    kernels::bootstrap_target(target, v1, vc, vu, n_cfg, w, rows, n, clip, stream_);
   }
   void consistency_target(T* target, const T* xt, const T* xp, const T* v, const T* t, const T* tp, int rows,
                           int n) const {
-    kernels::consistency_target(target, xt, xp, v, t, tp, rows, n, op_stream());
+    kernels::consistency_target(target, xt, xp, v, t, tp, rows, n, stream_);
   }
   void cfg_combine(T* out, const T* vc, const T* vu, T w, size_t n) const {
-    kernels::cfg_combine(out, vc, vu, w, n, op_stream());
+    kernels::cfg_combine(out, vc, vu, w, n, stream_);
   }
   void mse_loss(T* grad, T* row_loss, const T* pred, const T* target, int rows, int n, T grad_scale) const {
-    kernels::mse_loss(grad, row_loss, pred, target, rows, n, grad_scale, op_stream());
+    kernels::mse_loss(grad, row_loss, pred, target, rows, n, grad_scale, stream_);
   }
 
   // ---- optimizer --------------------------------------------------------------------------
@@ -409,23 +366,12 @@ class Backend {
     if (copy != copies_.copy_for_update(p, n)) copies_.written(p, n * sizeof(T));  // a kept copy would miss it
     // the bias corrections exactly as the CPU backend computes them (float pow on the host)
     kernels::adamw_step(p, g, m, v, n, lr, b1, b2, eps, wd, adamw_bias_correction(b1, step),
-                        adamw_bias_correction(b2, step), op_stream(), copy);
+                        adamw_bias_correction(b2, step), stream_, copy);
   }
   void ema_update(T* ema, const T* p, T tau, size_t n, __nv_bfloat16* copy) const {
     if (copy != copies_.copy_for_update(ema, n)) copies_.written(ema, n * sizeof(T));
-    kernels::ema_update(ema, p, tau, n, op_stream(), copy);
+    kernels::ema_update(ema, p, tau, n, stream_, copy);
   }
-  // The recorded training step's forms (cpu::Backend says what they compute), kept bf16 copies
-  // updated in the same pass as above.
-  void adamw_step_staged(T* p, const T* g, T* m, T* v, size_t n, const T* staged, T b1, T b2, T eps, T wd,
-                         const int32_t* skip) const {
-    __nv_bfloat16* copy = copies_.copy_for_update(p, n);
-    kernels::adamw_step(p, g, m, v, n, 0.f, b1, b2, eps, wd, 1.f, 1.f, op_stream(), copy, staged, skip);
-  }
-  void ema_update_staged(T* ema, const T* p, T tau, size_t n, const int32_t* skip) const {
-    kernels::ema_update(ema, p, tau, n, op_stream(), copies_.copy_for_update(ema, n), skip);
-  }
-  void flag_nonfinite(int32_t* flag, const T* x, size_t n) const { kernels::flag_nonfinite(flag, x, n, op_stream()); }
 
  private:
   int device_ = 0, sms_ = 1;
@@ -436,39 +382,8 @@ class Backend {
   mutable WeightCopies copies_;  // bf16 mode: the weights' bf16 copies
   mutable Scratch scratch_;      // bf16 mode: the bf16 operands of the op in flight
   mutable LtMatmul lt_;          // bf16 mode: the linear layers' products with their bias epilogues
-  // bf16 mode: the bf16 copy of the last op's output that the op wrote beside it (in a scratch slot),
-  // for a product that reads that output next. Every op takes its stream through op_stream(), which
-  // counts ops: the copy is the output's only if no op came between (none could have written it).
-  struct ProducedCopy {
-    const T* p = nullptr;
-    size_t n = 0;
-    uint64_t op = 0;
-    Scratch::Slot slot = Scratch::A;
-  };
-  mutable ProducedCopy produced_;
-  mutable uint64_t ops_ = 0, fused_inputs_ = 0;
-  cudaStream_t op_stream() const {
-    ++ops_;
-    return stream_;
-  }
-  // bf16 mode: where a producer writes bf16 of its n outputs beside them (scratch slot s); null
-  // otherwise, and then produced() records nothing.
-  __nv_bfloat16* copy_slot(size_t n, Scratch::Slot s) const {
-    return precision_ == Precision::bf16 && n ? scratch_.bf16(s, n) : nullptr;
-  }
-  // The op just queued wrote `copy` (slot `slot`) = bf16 of [p, p + n).
-  void produced(const __nv_bfloat16* copy, const T* p, size_t n, Scratch::Slot slot) const {
-    if (copy) produced_ = ProducedCopy{p, n, ops_, slot};
-  }
-  // The bf16 copy of [p, p + n) that the previous op wrote, or null; *slot: the scratch slot it is in.
-  const __nv_bfloat16* produced_copy(const T* p, size_t n, Scratch::Slot* slot) const {
-    if (produced_.p != p || produced_.n != n || produced_.op != ops_) return nullptr;
-    *slot = produced_.slot;
-    ++fused_inputs_;
-    return scratch_.bf16(produced_.slot, n);
-  }
   bool graphs_on_ = true;
-  mutable GraphCache graphs_;                             // recorded work
+  mutable CapturedWork graphs_;                           // recorded work
   mutable DeviceBuffer<unsigned char> cublas_workspace_;  // cuBLAS's, once work is recorded
 #ifdef SHORTCUT_CUDA_SYNC_CHECK
   static constexpr bool kSyncChecked = true;
@@ -479,20 +394,11 @@ class Backend {
   cublasComputeType_t compute() const {
     return precision_ == Precision::tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   }
-  // bf16 mode: a forward product's operands, the input's copy from its producer where it wrote one
+  // bf16 mode: a forward product's operands, the input converted here (slot A), the weights' kept copy
+  // (or a conversion into slot B)
   std::pair<const __nv_bfloat16*, const __nv_bfloat16*> forward_operands(const T* in, const T* W, int N, int I,
                                                                          int O) const {
-    Scratch::Slot in_slot = Scratch::A;
-    const __nv_bfloat16* xb = produced_copy(in, size_t(N) * I, &in_slot);  // before any op of this one
-    const __nv_bfloat16* Wb = weights_bf16(W, size_t(O) * I, in_slot == Scratch::B ? Scratch::A : Scratch::B);
-    if (!xb) xb = rounded(in, size_t(N) * I, Scratch::A);
-    return {xb, Wb};
-  }
-  // bf16 mode: a backward's dout operand, the copy its producer wrote (slot C or D) or one made in C
-  const __nv_bfloat16* dout_operand(const T* dout, size_t n) const {
-    Scratch::Slot slot = Scratch::C;
-    const __nv_bfloat16* gb = produced_copy(dout, n, &slot);
-    return gb ? gb : rounded(dout, n, Scratch::C);
+    return {rounded(in, size_t(N) * I, Scratch::A), weights_bf16(W, size_t(O) * I, Scratch::B)};
   }
   // bf16 mode: dW += dout^T in and db += sum dout, both in one cuBLASLt product where it has an
   // algorithm (the bias gradient written into scratch, then added), else cuBLAS and the column sum.
@@ -515,6 +421,35 @@ class Backend {
   const __nv_bfloat16* weights_bf16(const T* W, size_t n, Scratch::Slot slot) const {
     if (const __nv_bfloat16* c = copies_.read(W, n, stream_)) return c;
     return rounded(W, n, slot);
+  }
+  // bf16 mode runs attention on the tensor-core kernels (mma.sync, cp.async, ldmatrix: sm_80), which
+  // compiled for an older architecture are traps (kernels/mma.cuh), and on an older device cannot
+  // run: refuse here, with what was found, rather than trap at the first attention call. The
+  // compiled code is the forward kernel's: ptxVersion is the architecture its code was compiled for
+  // (what __CUDA_ARCH__ was), binaryVersion what runs (the device's where the driver JIT-compiled it).
+  static void require_tensor_cores(int device) {
+    int major = 0, minor = 0;
+    SHORTCUT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+    SHORTCUT_CUDA_CHECK(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device));
+    if (major < 8)
+      throw ConfigError(cat("cuda::Options: bf16 precision needs a GPU of compute capability 8.0 or later (its ",
+                            "tensor-core kernels use mma.sync, cp.async and ldmatrix), but CUDA device ", device,
+                            " has compute capability ", major, ".", minor, "; use precision fp32 or tf32"));
+    cudaFuncAttributes a{};
+    const cudaError_t e = cudaFuncGetAttributes(&a, kernels::attention_forward_tc_kernel<64>);
+    if (e != cudaSuccess) {
+      cudaGetLastError();  // not sticky: the answer is the refusal below
+      throw ConfigError(cat("cuda::Options: bf16 precision: this program has no code for CUDA device ", device,
+                            " (compute capability ", major, ".", minor, "): cudaFuncGetAttributes of the tensor-core ",
+                            "attention kernel says ", cudaGetErrorName(e), " (", cudaGetErrorString(e),
+                            "); build with CMAKE_CUDA_ARCHITECTURES including ", major, minor));
+    }
+    if (a.ptxVersion < 80)
+      throw ConfigError(cat("cuda::Options: bf16 precision needs the tensor-core kernels compiled for sm_80 or later, ",
+                            "but this program's were compiled for compute_", a.ptxVersion, " (running as sm_",
+                            a.binaryVersion, " on CUDA device ", device, ", compute capability ", major, ".", minor,
+                            "), where they are traps; configure with CMAKE_CUDA_ARCHITECTURES=", major, minor,
+                            " (or 80, or native)"));
   }
   void destroy() noexcept {
     graphs_.clear();

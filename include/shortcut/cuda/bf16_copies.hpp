@@ -11,7 +11,8 @@
 //   Writes that bypass the backend's ops are not seen: code that writes weights with its own kernels
 //   or cudaMemcpy must call Backend::weights_written(p, n) afterwards.
 // Scratch: bf16 operands of one op at a time (activations rounded as they enter a product or the
-//   attention), reused by the next op: the stream orders them.
+//   attention), one slot per operand of that op (A: the input, B: weights without a kept copy or
+//   attention's output, C: dout, D: attention's dqkv), reused by the next op: the stream orders them.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -31,13 +32,11 @@ class WeightCopies {
     if (!p || !n) return;
     drop(p);
     sets_.push_back(Set{p, n, DeviceBuffer<__nv_bfloat16>(n), false});
-    ++version_;
   }
   void drop(const float* p) {
     for (size_t i = 0; i < sets_.size(); ++i)
       if (sets_[i].master == p) {
         sets_.erase(sets_.begin() + std::ptrdiff_t(i));
-        ++version_;
         return;
       }
   }
@@ -50,9 +49,6 @@ class WeightCopies {
   void all_written() {
     for (auto& s : sets_) stale(s);
   }
-  // Changes whenever a copy goes stale or a set comes or goes: recorded work that read the copies
-  // without refreshing them (a CUDA graph) is valid while it stands.
-  uint64_t version() const { return version_; }
   // The bf16 copy of [p, p + n) for an update that writes exactly bf16 of the new masters into it, or
   // null (no set holds the range, or its copy is stale and stays so; a partial overlap makes it stale).
   __nv_bfloat16* copy_for_update(const float* p, size_t n) {
@@ -81,12 +77,8 @@ class WeightCopies {
     bool fresh;
   };
   std::vector<Set> sets_;
-  uint64_t version_ = 0;
 
-  void stale(Set& s) {
-    if (s.fresh) ++version_;
-    s.fresh = false;
-  }
+  static void stale(Set& s) { s.fresh = false; }
 
   static bool contains(const Set& s, const float* p, size_t n) {
     const auto a = reinterpret_cast<uintptr_t>(p), b = reinterpret_cast<uintptr_t>(s.master);

@@ -7,24 +7,64 @@
 // work of the backend's blocking stream and is waited for by all later work; memory is freed only
 // after the device is idle. Resizing or copying a buffer is therefore safe at any point between
 // ops, and costs a device-wide synchronization, which is why networks size their buffers once per
-// batch shape (nn::ensure) rather than per call.
+// batch shape (nn::ensure) rather than per call. A buffer freed while this thread captures a CUDA
+// graph (graphs.hpp) is freed once the captured work has run (detail::free_or_defer).
 #pragma once
-#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <utility>
+#include <vector>
 
 #include "shortcut/cuda/check.hpp"
 
 namespace shortcut::cuda {
 
-// How many DeviceBuffers (and PinnedBuffers) the process has freed so far. Recorded work (a CUDA
-// graph, graphs.hpp) holds raw device pointers, and pinned host pointers where it uploads staged
-// values (core/staged.hpp): it stays valid while this count stands.
-inline std::atomic<uint64_t>& device_buffers_freed() {
-  static std::atomic<uint64_t> n{0};
-  return n;
+namespace detail {
+// Stream capture on this thread (graphs.hpp, CaptureScope): while it lasts, a freed buffer cannot be
+// freed at once (cudaDeviceSynchronize and cudaFree are not allowed during a capture: they would
+// fail and the memory would leak), and the graph being captured may still read it. Its memory waits
+// in this thread's list until the capture's graph has run (free_deferred).
+inline int& capture_depth() {
+  thread_local int depth = 0;
+  return depth;
 }
+struct DeferredFree {
+  void* p;
+  bool pinned;  // cudaFreeHost, not cudaFree
+};
+inline std::vector<DeferredFree>& deferred_frees() {
+  thread_local std::vector<DeferredFree> list;
+  return list;
+}
+struct CaptureScope {
+  CaptureScope() { ++capture_depth(); }
+  ~CaptureScope() { --capture_depth(); }
+  CaptureScope(const CaptureScope&) = delete;
+  CaptureScope& operator=(const CaptureScope&) = delete;
+};
+// Frees what was freed during a capture; the caller has waited for the work that may read it.
+inline void free_deferred() noexcept {
+  auto& list = deferred_frees();
+  if (list.empty()) return;
+  cudaDeviceSynchronize();  // as release() does: nothing queued on any stream may still use it
+  for (const DeferredFree& d : list) d.pinned ? cudaFreeHost(d.p) : cudaFree(d.p);
+  list.clear();
+}
+// Frees p (device or pinned memory) now, or after the capture in progress on this thread.
+inline void free_or_defer(void* p, bool pinned) noexcept {
+  if (capture_depth() > 0) {
+    try {
+      deferred_frees().push_back({p, pinned});
+      return;
+    } catch (...) {  // no host memory for the list: free it now (the capture breaks, nothing leaks)
+    }
+  }
+  // Kernels queued on any stream may still read or write the memory: wait for the device before
+  // freeing it. An error here is a sticky fault that the next checked call reports.
+  cudaDeviceSynchronize();
+  pinned ? cudaFreeHost(p) : cudaFree(p);
+}
+}  // namespace detail
 
 template <class T>
 class DeviceBuffer {
@@ -117,13 +157,7 @@ class DeviceBuffer {
     return static_cast<T*>(p);
   }
   void release() noexcept {
-    if (ptr_) {
-      // Kernels queued on any stream may still read or write the memory: wait for the device before
-      // freeing it. An error here is a sticky fault that the next checked call reports.
-      cudaDeviceSynchronize();
-      cudaFree(ptr_);
-      device_buffers_freed().fetch_add(1, std::memory_order_relaxed);
-    }
+    if (ptr_) detail::free_or_defer(ptr_, false);
     ptr_ = nullptr;
     n_ = 0;
   }
@@ -131,7 +165,7 @@ class DeviceBuffer {
 
 // PinnedBuffer<T>: page-locked host memory (cudaMallocHost), where the device's copy engines read and
 // write directly: the staging area of a gradient all-reduce over an MPI that cannot take device
-// pointers, and of the values a recorded training step uploads. resize() does not keep the contents.
+// pointers (dist/reduce_buffer.hpp). resize() does not keep the contents.
 template <class T>
 class PinnedBuffer {
  public:
@@ -166,11 +200,7 @@ class PinnedBuffer {
 
  private:
   void release() noexcept {
-    if (ptr_) {
-      cudaDeviceSynchronize();  // a copy from or into it may still be queued
-      cudaFreeHost(ptr_);
-      device_buffers_freed().fetch_add(1, std::memory_order_relaxed);
-    }
+    if (ptr_) detail::free_or_defer(ptr_, true);  // a copy from or into it may still be queued
     ptr_ = nullptr;
     n_ = 0;
   }

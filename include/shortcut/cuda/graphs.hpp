@@ -1,141 +1,141 @@
-// GraphCache: the CUDA backend's recorded work (shortcut/core/capture.hpp): op sequences that repeat,
-// captured into CUDA graphs and replayed, so that an N-step sampling loop of a few hundred kernels
-// costs one launch.
+// CapturedWork: the CUDA backend's recorded work (shortcut/core/capture.hpp): a body of ops captured
+// into a CUDA graph and launched as one, so that an N-step sampling loop of a few hundred kernels
+// costs one launch instead of hundreds. Only sampling uses it (OdeSampler); training steps run
+// eagerly.
 //
-// Per key: the first call runs eagerly (it sizes every buffer and scratch the work needs), the
-// second captures the body on the backend's stream and launches the graph, later calls only launch.
-// A graph holds device pointers and the host-side decisions of its capture, so it is dropped when
-// the validity token the backend supplies changed since: a device buffer was freed anywhere (its
-// pointers may dangle or alias new memory), or a kept bf16 weight copy went stale (the graph would
-// read it without refreshing it). A body that cannot be captured (it synchronizes, moves host data,
-// allocates) breaks the capture: the cache ends it, runs the body eagerly, and runs that key
-// eagerly from then on (GraphStats::refused says how often, last_refusal why).
+// Every call captures the body again (tiny-cuda-nn's pattern, trainer.h / cuda_graph.h): the host side
+// of the body runs every time and decides pointers, sizes and scalars afresh, so nothing an author
+// writes (no key, no list of what the host side depends on) can make a replay stale. Capturing costs
+// host time only; what it saves is the instantiation: where an executable graph from an earlier call
+// exists, cudaGraphExecUpdate patches its node parameters from the new capture (same sequence of
+// nodes: the same body at other pointers or scalars) and it is launched; where the driver refuses the
+// update (the topology changed: another step count, another batch shape), a new one is instantiated.
+//
+// Capture is thread-local (cudaStreamCaptureModeThreadLocal): a cudaMalloc or cudaFree on another
+// thread, with its own backend, does not break this thread's capture (Global mode would).
+//
+// A body that breaks its capture (it synchronizes, moves host data, allocates, or throws) is run
+// again eagerly, once, after the broken capture is discarded (none of its device work ran), and
+// counted (GraphStats::refused, last_refusal says why). The first call at new sizes usually does:
+// sizing the network's buffers allocates. So the host side of a body must be repeatable: it may run
+// twice in one call, its device work only once.
 #pragma once
 #include <cuda_runtime.h>
 
 #include <cstdint>
 #include <exception>
-#include <map>
 #include <string>
 #include <utility>
 
-#include "shortcut/core/capture.hpp"
 #include "shortcut/cuda/check.hpp"
+#include "shortcut/cuda/device_buffer.hpp"
 
 namespace shortcut::cuda {
 
 struct GraphStats {
-  uint64_t eager = 0;     // bodies run without a graph (first sight of a key, refused keys)
-  uint64_t captures = 0;  // graphs captured and instantiated
-  uint64_t replays = 0;   // graph launches (the launch right after a capture included)
-  uint64_t dropped = 0;   // graphs dropped because their validity token changed (or evicted)
-  uint64_t refused = 0;   // captures the body broke
+  uint64_t instantiated = 0;  // executable graphs built (the first capture, and each topology change)
+  uint64_t updated = 0;       // captures patched into the existing executable graph (cudaGraphExecUpdate)
+  uint64_t replays = 0;       // bodies captured into a graph and launched
+  uint64_t eager = 0;         // bodies run without a graph (their capture broke)
+  uint64_t refused = 0;       // captures the body broke
   std::string last_refusal;
 };
 
-class GraphCache {
+class CapturedWork {
  public:
-  static constexpr size_t kCapacity = 16;  // graphs kept; the least recently used goes first
+  CapturedWork() = default;
+  CapturedWork(const CapturedWork&) = delete;
+  CapturedWork& operator=(const CapturedWork&) = delete;
+  ~CapturedWork() { clear(); }
 
-  GraphCache() = default;
-  GraphCache(const GraphCache&) = delete;
-  GraphCache& operator=(const GraphCache&) = delete;
-  ~GraphCache() { clear(); }
-
-  // body() on stream s, as described above. token() -> uint64_t: the validity token now;
-  // on_refusal(): undoes what a broken capture's host side left behind (it ran, its work did not).
-  template <class F, class Token, class OnRefusal>
-  void run(cudaStream_t s, const CaptureKey& key, F&& body, Token&& token, OnRefusal&& on_refusal) {
-    auto it = entries_.find(key);
-    if (it != entries_.end() && it->second.token != token()) {
-      destroy(it->second);
-      ++stats_.dropped;
-      entries_.erase(it);
-      it = entries_.end();
-    }
-    if (it == entries_.end()) {
-      evict_if_full();
+  // body() on stream s, captured and launched as described above. on_refusal(): undoes what a
+  // broken capture's host side left behind (it ran, its device work did not).
+  template <class F, class OnRefusal>
+  void run(cudaStream_t s, F&& body, OnRefusal&& on_refusal) {
+    if (detail::capture_depth() > 0) {  // inside another capture on this thread: part of that graph
       body();
-      ++stats_.eager;
-      entries_.emplace(key, Entry{token(), nullptr, false, ++clock_});
       return;
     }
-    Entry& e = it->second;
-    e.last_use = ++clock_;
-    if (e.refused) {
-      body();
-      ++stats_.eager;
+    cudaGraph_t g = nullptr;
+    std::string why = capture(s, body, &g);
+    if (why.empty()) {
+      try {
+        launch(s, g);
+      } catch (...) {
+        cudaGraphDestroy(g);
+        release_deferred(s);
+        throw;
+      }
+      cudaGraphDestroy(g);
+      release_deferred(s);
       return;
     }
-    if (!e.exec && !capture(s, e, body)) {
-      on_refusal();
-      body();
-      ++stats_.eager;
-      return;
-    }
-    note_launch("CUDA graph (recorded work)");
-    SHORTCUT_CUDA_CHECK(cudaGraphLaunch(e.exec, s));
-    ++stats_.replays;
+    cudaGetLastError();  // a broken capture is not a device fault: clear it so later checks start clean
+    ++stats_.refused;
+    stats_.last_refusal = std::move(why);
+    release_deferred(s);  // nothing captured ran: what the body freed is free to go
+    on_refusal();
+    body();
+    ++stats_.eager;
   }
 
   void clear() noexcept {
-    for (auto& [k, e] : entries_) destroy(e);
-    entries_.clear();
+    if (exec_) cudaGraphExecDestroy(exec_);
+    exec_ = nullptr;
   }
   const GraphStats& stats() const { return stats_; }
 
  private:
-  struct Entry {
-    uint64_t token;
-    cudaGraphExec_t exec;
-    bool refused;
-    uint64_t last_use;
-  };
-  std::map<CaptureKey, Entry> entries_;
+  cudaGraphExec_t exec_ = nullptr;  // the last executable graph, patched by each later capture
   GraphStats stats_;
-  uint64_t clock_ = 0;
 
+  // Captures body on s into *g; returns why the capture broke, or "" (then *g holds the graph).
   template <class F>
-  bool capture(cudaStream_t s, Entry& e, F& body) {
-    SHORTCUT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  static std::string capture(cudaStream_t s, F& body, cudaGraph_t* g) {
+    SHORTCUT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
     std::string why;
-    try {
-      body();
-    } catch (const std::exception& ex) {
-      why = ex.what();
+    {
+      detail::CaptureScope scope;  // DeviceBuffers freed meanwhile wait for the captured work
+      try {
+        body();
+      } catch (const std::exception& e) {
+        why = e.what();
+      } catch (...) {
+        why = "an exception that is not a std::exception";
+      }
     }
-    cudaGraph_t g = nullptr;
-    const cudaError_t end = cudaStreamEndCapture(s, &g);
+    const cudaError_t end = cudaStreamEndCapture(s, g);
     if (why.empty() && end != cudaSuccess) why = cat("cudaStreamEndCapture: ", cudaGetErrorString(end));
-    if (!why.empty()) {
-      if (g) cudaGraphDestroy(g);
-      cudaGetLastError();  // a broken capture is not a device fault: clear it so later checks start clean
-      e.refused = true;
-      ++stats_.refused;
-      stats_.last_refusal = why;
-      return false;
+    if (!why.empty() && *g) {
+      cudaGraphDestroy(*g);
+      *g = nullptr;
     }
-    cudaGraphExec_t exec = nullptr;
-    const cudaError_t inst = cudaGraphInstantiate(&exec, g, 0);
-    cudaGraphDestroy(g);
-    check_cuda(inst, "cudaGraphInstantiate", __FILE__, __LINE__);
-    e.exec = exec;
-    ++stats_.captures;
-    return true;
+    return why;
   }
-  static void destroy(Entry& e) noexcept {
-    if (e.exec) cudaGraphExecDestroy(e.exec);
-    e.exec = nullptr;
+
+  // Patches the executable graph from g where the driver allows it, else builds a new one; launches it.
+  void launch(cudaStream_t s, cudaGraph_t g) {
+    if (exec_) {
+      cudaGraphExecUpdateResultInfo info{};
+      if (cudaGraphExecUpdate(exec_, g, &info) == cudaSuccess) {
+        ++stats_.updated;
+      } else {
+        cudaGetLastError();  // a refused update is an answer, not an error
+        clear();
+      }
+    }
+    if (!exec_) {
+      check_cuda(cudaGraphInstantiate(&exec_, g, 0), "cudaGraphInstantiate", __FILE__, __LINE__);
+      ++stats_.instantiated;
+    }
+    note_launch("CUDA graph (recorded work)");
+    SHORTCUT_CUDA_CHECK(cudaGraphLaunch(exec_, s));
+    ++stats_.replays;
   }
-  void evict_if_full() {
-    if (entries_.size() < kCapacity) return;
-    auto oldest = entries_.begin();
-    for (auto it = entries_.begin(); it != entries_.end(); ++it)
-      if (it->second.last_use < oldest->second.last_use) oldest = it;
-    destroy(oldest->second);
-    ++stats_.dropped;
-    entries_.erase(oldest);
-  }
+
+  // Buffers freed during the capture may be read by the graph just launched: free them once it ran
+  // (free_deferred waits for the device first).
+  static void release_deferred(cudaStream_t) { detail::free_deferred(); }
 };
 
 }  // namespace shortcut::cuda

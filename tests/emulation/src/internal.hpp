@@ -36,6 +36,11 @@ struct GridJob {
 // one has faulted (job.faulted, job.fault_code, job.fault).
 void run_grid(GridJob& job);
 
+// What a piece of stream work is, as a graph node (cudaGraphExecUpdate compares captured graphs by it)
+enum class NodeKind { kernel, memcpy, memset, event, graph };
+// cudaGraphInstantiate calls so far (under the API lock)
+uint64_t& instantiations();
+
 // runtime.cpp's queue, memory map and sticky faults, for the libraries' sources (cublas.cpp, cublaslt.cpp)
 cudaError_t enqueue(cudaStream_t s, std::function<void()> work);
 bool device_range(const void* p, size_t bytes);

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "internal.hpp"
@@ -40,11 +41,17 @@ struct State {
   cudaError_t sticky = cudaSuccess;
   std::string sticky_what;
   int device = 0;
-  // the stream being captured (one at a time), what it recorded, and why the capture broke if it did
+  // the stream being captured (one at a time), by which thread in which mode, what it recorded (node
+  // kinds beside the work: cudaGraphExecUpdate compares them), and why the capture broke if it did
   const Stream* capturing = nullptr;
+  std::thread::id capture_thread;
+  cudaStreamCaptureMode capture_mode = cudaStreamCaptureModeGlobal;
   std::vector<std::function<void()>> captured;
+  std::vector<NodeKind> captured_kinds;
   std::string capture_broken;
   uint64_t queued = 0;  // pieces of work queued (emu::queued_work)
+  int cc = 90;                      // compute capability (set_compute_capability)
+  int kernel_sass = 90, kernel_ptx = 90;  // what the kernels count as compiled for (set_kernel_arch)
 };
 State& st() {
   static State* s = [] {
@@ -99,21 +106,30 @@ cudaError_t break_capture(cudaError_t e, const std::string& why) {
   if (s.capture_broken.empty()) s.capture_broken = why;
   return fail(e, "stream capture: " + why);
 }
-// Calls that wait for the device, or allocate or free its memory, are not allowed while a stream
-// captures (global mode): the capture breaks.
+// Calls that wait for the device, or allocate or free its memory ("potentially unsafe" in the runtime's
+// words), are not allowed while a stream captures: in global mode from any thread, in thread-local
+// mode only from the thread that captures (relaxed mode is treated as thread-local). Such a call
+// breaks the capture. From another thread during a thread-local capture they go ahead: the other
+// thread's own work runs (what a GPU does for a device-wide synchronization there is not verified).
 cudaError_t refuse_while_capturing(const char* fn) {
-  if (!st().capturing) return cudaSuccess;
+  auto& s = st();
+  if (!s.capturing) return cudaSuccess;
+  if (s.capture_mode != cudaStreamCaptureModeGlobal && std::this_thread::get_id() != s.capture_thread)
+    return cudaSuccess;
   return break_capture(cudaErrorStreamCaptureUnsupported,
                        std::string(fn) + " while a stream is capturing (it waits for or changes the device outside "
                                          "the captured work)");
 }
 // Queues work on a stream, or records it where the stream captures. The legacy stream synchronizes
 // with every blocking stream, the capturing one too: not allowed during a capture.
-cudaError_t put(cudaStream_t stream, std::function<void()> work) {
+cudaError_t put(cudaStream_t stream, std::function<void()> work, NodeKind kind) {
   auto& s = st();
   if (s.capturing) {
     if (stream == s.capturing) {
-      if (s.capture_broken.empty()) s.captured.push_back(std::move(work));
+      if (s.capture_broken.empty()) {
+        s.captured.push_back(std::move(work));
+        s.captured_kinds.push_back(kind);
+      }
       return cudaSuccess;
     }
     if (stream == nullptr || stream == cudaStreamLegacy)
@@ -168,6 +184,39 @@ cudaError_t set_max_dynamic_smem(const void* kernel, int bytes) {
   return cudaSuccess;
 }
 
+void set_compute_capability(int cc) {
+  std::lock_guard<std::recursive_mutex> l(st().m);
+  st().cc = cc;
+}
+void set_kernel_arch(int sass, int ptx) {
+  std::lock_guard<std::recursive_mutex> l(st().m);
+  st().kernel_sass = sass;
+  st().kernel_ptx = ptx;
+}
+cudaError_t func_attributes(cudaFuncAttributes* a, const void* kernel) {
+  auto& s = st();
+  std::lock_guard<std::recursive_mutex> l(s.m);
+  if (s.sticky) return fail(s.sticky);
+  if (!a || !kernel) return fail(cudaErrorInvalidValue);
+  *a = cudaFuncAttributes{};
+  // machine code runs on devices of its major version that are not older; PTX on any device not older
+  if (s.kernel_sass && s.kernel_sass / 10 == s.cc / 10 && s.kernel_sass <= s.cc) {
+    a->binaryVersion = a->ptxVersion = s.kernel_sass;
+  } else if (s.kernel_ptx && s.kernel_ptx <= s.cc) {
+    a->binaryVersion = s.cc;
+    a->ptxVersion = s.kernel_ptx;
+  } else {
+    return fail(cudaErrorNoKernelImageForDevice,
+                "cudaFuncGetAttributes: no code for compute capability " + std::to_string(s.cc / 10) + "." +
+                    std::to_string(s.cc % 10) + " (kernels built for sm_" + std::to_string(s.kernel_sass) +
+                    " and compute_" + std::to_string(s.kernel_ptx) + ")");
+  }
+  a->maxThreadsPerBlock = 1024;
+  auto it = s.max_dynamic_smem.find(kernel);
+  a->maxDynamicSharedSizeBytes = it == s.max_dynamic_smem.end() ? kStaticSmemLimit : it->second;
+  return cudaSuccess;
+}
+
 void submit(const LaunchRequest& r, std::shared_ptr<const Kernel> k) {
   auto& s = st();
   std::lock_guard<std::recursive_mutex> l(s.m);
@@ -205,12 +254,15 @@ void submit(const LaunchRequest& r, std::shared_ptr<const Kernel> k) {
   job->grid = g;
   job->block = b;
   job->smem = r.smem;
-  put(r.stream, [job, bad_pointer] {
-    if (!bad_pointer.empty()) return set_sticky(cudaErrorIllegalAddress, bad_pointer);
-    job->faulted = false;  // a graph runs the same grid again
-    run_grid(*job);
-    if (job->faulted) set_sticky(job->fault_code, job->fault);
-  });
+  put(
+      r.stream,
+      [job, bad_pointer] {
+        if (!bad_pointer.empty()) return set_sticky(cudaErrorIllegalAddress, bad_pointer);
+        job->faulted = false;  // a graph runs the same grid again
+        run_grid(*job);
+        if (job->faulted) set_sticky(job->fault_code, job->fault);
+      },
+      NodeKind::kernel);
 }
 
 }  // namespace emu
@@ -249,8 +301,8 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     case cudaDevAttrMaxSharedMemoryPerBlock: *value = emu::kStaticSmemLimit; break;
     case cudaDevAttrWarpSize: *value = 32; break;
     case cudaDevAttrMultiProcessorCount: *value = emu::env_int("SHORTCUT_EMU_SMS", emu::kSms); break;
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; break;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; break;
+    case cudaDevAttrComputeCapabilityMajor: *value = s.cc / 10; break;
+    case cudaDevAttrComputeCapabilityMinor: *value = s.cc % 10; break;
     case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = emu::kOptinSmemLimit; break;
     default: return fail(cudaErrorInvalidValue);
   }
@@ -287,6 +339,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     EMU_NAME(cudaErrorInvalidMemcpyDirection)
     EMU_NAME(cudaErrorInvalidDeviceFunction)
     EMU_NAME(cudaErrorNoDevice)
+    EMU_NAME(cudaErrorNoKernelImageForDevice)
     EMU_NAME(cudaErrorInvalidDevice)
     EMU_NAME(cudaErrorInvalidResourceHandle)
     EMU_NAME(cudaErrorNotReady)
@@ -305,6 +358,8 @@ const char* cudaGetErrorName(cudaError_t e) {
     EMU_NAME(cudaErrorStreamCaptureInvalidated)
     EMU_NAME(cudaErrorStreamCaptureUnmatched)
     EMU_NAME(cudaErrorStreamCaptureImplicit)
+    EMU_NAME(cudaErrorStreamCaptureWrongThread)
+    EMU_NAME(cudaErrorGraphExecUpdateFailure)
 #undef EMU_NAME
   }
   return "cudaErrorUnknown";
@@ -317,6 +372,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorInvalidDevice: return "invalid device ordinal";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorNoKernelImageForDevice: return "no kernel image is available for execution on the device";
     case cudaErrorInvalidResourceHandle: return "invalid resource handle";
     case cudaErrorNotReady: return "device not ready";
     case cudaErrorIllegalAddress: return "an illegal memory access was encountered";
@@ -324,6 +380,11 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaErrorIllegalInstruction: return "an illegal instruction was encountered";
     case cudaErrorAssert: return "device-side assert triggered";
     case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureWrongThread:
+      return "attempt to terminate a thread-local capture sequence from another thread";
+    case cudaErrorGraphExecUpdateFailure:
+      return "the graph update was not performed because it included changes which violated constraints "
+             "specific to instantiated graph update";
     case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
     case cudaErrorStreamCaptureImplicit:
       return "operation would make the legacy stream depend on a capturing blocking stream";
@@ -429,7 +490,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
     // pageable source: staged now, so the caller may reuse it at once; lands when the stream runs
     auto staged = std::make_shared<std::vector<unsigned char>>(static_cast<const unsigned char*>(src),
                                                                static_cast<const unsigned char*>(src) + bytes);
-    return emu::put(stream, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); });
+    return emu::put(stream, [dst, staged] { std::memcpy(dst, staged->data(), staged->size()); }, emu::NodeKind::memcpy);
   }
   if ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost) && !emu::is_pinned(dst, bytes)) {
     // pageable destination: returns once the copy is done, which waits for the stream's earlier work
@@ -440,7 +501,7 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
     return cudaSuccess;
   }
   // device to device, and pinned host memory: the copy happens when the stream gets to it
-  return emu::put(stream, [dst, src, bytes] { std::memmove(dst, src, bytes); });
+  return emu::put(stream, [dst, src, bytes] { std::memmove(dst, src, bytes); }, emu::NodeKind::memcpy);
 }
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind) {
   EMU_API_BEGIN;
@@ -455,7 +516,7 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t bytes, cudaStream_t strea
   if (!emu::is_device(p, bytes))
     return fail(cudaErrorInvalidValue, "cudaMemsetAsync of " + std::to_string(bytes) + " bytes at " + emu::hex(p) +
                                            ": not inside one device allocation");
-  return emu::put(stream, [p, value, bytes] { std::memset(p, value, bytes); });
+  return emu::put(stream, [p, value, bytes] { std::memset(p, value, bytes); }, emu::NodeKind::memset);
 }
 cudaError_t cudaMemset(void* p, int value, size_t bytes) {
   EMU_API_BEGIN;
@@ -492,6 +553,8 @@ cudaError_t cudaStreamDestroy(cudaStream_t stream) {
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   EMU_API_BEGIN;
   if (!emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
+  if (s.capturing && stream == s.capturing)  // whichever thread asks: its work is being recorded, not run
+    return emu::break_capture(cudaErrorStreamCaptureUnsupported, "cudaStreamSynchronize of the capturing stream");
   if (auto e = emu::refuse_while_capturing("cudaStreamSynchronize")) return e;
   return emu::wait_all();
 }
@@ -516,10 +579,13 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
   if (!s.events.count(e) || !emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
   e->recorded = true;
   e->done = false;
-  return emu::put(stream, [e] {
-    e->at = std::chrono::steady_clock::now();
-    e->done = true;
-  });
+  return emu::put(
+      stream,
+      [e] {
+        e->at = std::chrono::steady_clock::now();
+        e->done = true;
+      },
+      emu::NodeKind::event);
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t e) {
   EMU_API_BEGIN;
@@ -540,9 +606,11 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t a, cudaEvent_t b) {
 namespace emu {
 struct Graph {
   std::vector<std::function<void()>> work;
+  std::vector<NodeKind> kinds;
 };
 struct GraphExec {
   std::shared_ptr<const std::vector<std::function<void()>>> work;
+  std::vector<NodeKind> kinds;
 };
 std::set<const Graph*>& graphs() {
   static auto* g = new std::set<const Graph*>;
@@ -554,16 +622,22 @@ std::set<const GraphExec*>& execs() {
 }
 }  // namespace emu
 
-cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
   EMU_API_BEGIN;
   if (!s.streams.count(stream))
     return fail(cudaErrorInvalidValue, "cudaStreamBeginCapture: only a created stream can capture (not the legacy "
                                        "or per-thread default stream)");
+  if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal &&
+      mode != cudaStreamCaptureModeRelaxed)
+    return fail(cudaErrorInvalidValue);
   if (s.capturing)
     return fail(cudaErrorIllegalState, "cudaStreamBeginCapture: a stream is capturing already (the emulation "
                                         "captures one stream at a time)");
   s.capturing = stream;
+  s.capture_thread = std::this_thread::get_id();
+  s.capture_mode = mode;
   s.captured.clear();
+  s.captured_kinds.clear();
   s.capture_broken.clear();
   return cudaSuccess;
 }
@@ -573,15 +647,19 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* graph) {
   *graph = nullptr;
   if (!s.capturing || s.capturing != stream)
     return fail(cudaErrorStreamCaptureUnmatched, "cudaStreamEndCapture: the stream is not capturing");
+  if (std::this_thread::get_id() != s.capture_thread)
+    return fail(cudaErrorStreamCaptureWrongThread, "cudaStreamEndCapture: not the thread that began the capture");
   s.capturing = nullptr;
   auto work = std::move(s.captured);
+  auto kinds = std::move(s.captured_kinds);
   s.captured.clear();
+  s.captured_kinds.clear();
   if (!s.capture_broken.empty()) {
     const std::string why = std::move(s.capture_broken);
     s.capture_broken.clear();
     return fail(cudaErrorStreamCaptureInvalidated, "cudaStreamEndCapture: the capture was invalidated by " + why);
   }
-  *graph = new emu::Graph{std::move(work)};
+  *graph = new emu::Graph{std::move(work), std::move(kinds)};
   emu::graphs().insert(*graph);
   return cudaSuccess;
 }
@@ -596,8 +674,27 @@ cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* 
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long) {
   EMU_API_BEGIN;
   if (!exec || !emu::graphs().count(graph)) return fail(cudaErrorInvalidValue);
-  *exec = new emu::GraphExec{std::make_shared<const std::vector<std::function<void()>>>(graph->work)};
+  *exec = new emu::GraphExec{std::make_shared<const std::vector<std::function<void()>>>(graph->work), graph->kinds};
   emu::execs().insert(*exec);
+  ++emu::instantiations();
+  return cudaSuccess;
+}
+// A stream-captured graph is a chain, so its topology is its node count and each node's kind (a
+// kernel's function may change, as CUDA 12 allows; a memcpy's or memset's parameters may change).
+// Where both match, the executable graph takes the new graph's parameters (all of its work: the
+// emulation's nodes are closures of their parameters); launches already queued keep the old ones.
+cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGraphExecUpdateResultInfo* info) {
+  EMU_API_BEGIN;
+  if (!emu::execs().count(exec) || !emu::graphs().count(graph)) return fail(cudaErrorInvalidValue);
+  cudaGraphExecUpdateResult r = cudaGraphExecUpdateSuccess;
+  if (exec->kinds.size() != graph->kinds.size())
+    r = cudaGraphExecUpdateErrorTopologyChanged;
+  else if (exec->kinds != graph->kinds)
+    r = cudaGraphExecUpdateErrorNodeTypeChanged;
+  if (info) *info = cudaGraphExecUpdateResultInfo{r, nullptr, nullptr};
+  if (r != cudaGraphExecUpdateSuccess)
+    return fail(cudaErrorGraphExecUpdateFailure);  // not sticky; the executable graph is unchanged
+  exec->work = std::make_shared<const std::vector<std::function<void()>>>(graph->work);
   return cudaSuccess;
 }
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
@@ -605,10 +702,13 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
   if (!emu::execs().count(exec)) return fail(cudaErrorInvalidResourceHandle);
   if (!emu::valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
   // the graph's work runs in the order it was captured; a kernel fault stops it, as it stops a stream
-  return emu::put(stream, [work = exec->work, &s] {
-    for (const auto& w : *work)
-      if (s.sticky == cudaSuccess) w();
-  });
+  return emu::put(
+      stream,
+      [work = exec->work, &s] {
+        for (const auto& w : *work)
+          if (s.sticky == cudaSuccess) w();
+      },
+      emu::NodeKind::graph);
 }
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   EMU_API_BEGIN;
@@ -633,7 +733,15 @@ namespace emu {
 // For cuBLAS (cublas.cpp): queue (or capture) work on a stream / check device ranges.
 cudaError_t enqueue(cudaStream_t stream, std::function<void()> work) {
   std::lock_guard<std::recursive_mutex> l(st().m);
-  return put(stream, std::move(work));
+  return put(stream, std::move(work), NodeKind::kernel);  // a library call: kernels on a GPU
+}
+uint64_t& instantiations() {
+  static uint64_t n = 0;  // under the API lock
+  return n;
+}
+uint64_t graph_instantiations() {
+  std::lock_guard<std::recursive_mutex> l(st().m);
+  return instantiations();
 }
 bool device_range(const void* p, size_t bytes) {
   std::lock_guard<std::recursive_mutex> l(st().m);

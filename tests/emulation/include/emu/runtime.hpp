@@ -26,9 +26,13 @@
 //    call returns the error, as on a GPU.
 //  - Stream capture and graphs: work queued on a capturing stream is recorded, not run, and each
 //    launch of the instantiated graph runs all of it again, in order. Capture refuses what a GPU
-//    refuses in global mode — synchronizing calls, cudaMalloc / cudaFree, work on the legacy stream —
-//    and copies from pageable host memory (a replay would read memory the caller has reused); a
-//    refused call returns its error and invalidates the capture, which cudaStreamEndCapture reports.
+//    refuses — synchronizing calls, cudaMalloc / cudaFree (from any thread in global mode, from the
+//    capturing thread in thread-local mode), work on the legacy stream — and copies from pageable
+//    host memory (a replay would read memory the caller has reused); a refused call returns its
+//    error and invalidates the capture, which cudaStreamEndCapture reports. cudaGraphExecUpdate
+//    patches an executable graph from another capture with the same sequence of node kinds (kernel,
+//    copy, fill, ...) and refuses any other (TopologyChanged for another node count, NodeTypeChanged
+//    for another kind). One stream captures at a time.
 //  - cuBLAS: cublasGemmEx and cublasGemmStridedBatchedEx check every argument as the library
 //    documents (handle, operations, sizes, leading dimensions, alpha/beta, type and compute-type
 //    combinations, device pointers) and compute in double; the TF32 compute type rounds its inputs to
@@ -87,6 +91,7 @@ enum cudaError_t {
   cudaErrorInvalidMemcpyDirection = 21,
   cudaErrorInvalidDeviceFunction = 98,
   cudaErrorNoDevice = 100,
+  cudaErrorNoKernelImageForDevice = 209,
   cudaErrorInvalidDevice = 101,
   cudaErrorInvalidResourceHandle = 400,
   cudaErrorIllegalState = 401,
@@ -105,6 +110,8 @@ enum cudaError_t {
   cudaErrorStreamCaptureInvalidated = 901,
   cudaErrorStreamCaptureUnmatched = 903,
   cudaErrorStreamCaptureImplicit = 906,
+  cudaErrorStreamCaptureWrongThread = 908,
+  cudaErrorGraphExecUpdateFailure = 910,
 };
 enum cudaMemcpyKind {
   cudaMemcpyHostToHost = 0,
@@ -130,6 +137,14 @@ enum cudaDeviceAttr {
   cudaDevAttrMaxSharedMemoryPerBlockOptin = 97,
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
+// cudaFuncGetAttributes' answer; the fields the emulation fills (the others are zero)
+struct cudaFuncAttributes {
+  size_t sharedSizeBytes, constSizeBytes, localSizeBytes;
+  int maxThreadsPerBlock, numRegs;
+  int ptxVersion;     // the virtual architecture the kernel's code was compiled from (major * 10 + minor)
+  int binaryVersion;  // the architecture of the machine code that runs (JIT-compiled from PTX: the device's)
+  int cacheModeCA, maxDynamicSharedSizeBytes, preferredShmemCarveout;
+};
 
 enum cudaStreamCaptureStatus {
   cudaStreamCaptureStatusNone = 0,
@@ -147,11 +162,26 @@ struct Stream;
 struct Event;
 struct Graph;
 struct GraphExec;
+struct GraphNode;
 }  // namespace emu
 using cudaStream_t = emu::Stream*;
 using cudaEvent_t = emu::Event*;
 using cudaGraph_t = emu::Graph*;
 using cudaGraphExec_t = emu::GraphExec*;
+using cudaGraphNode_t = emu::GraphNode*;
+enum cudaGraphExecUpdateResult {
+  cudaGraphExecUpdateSuccess = 0,
+  cudaGraphExecUpdateError = 1,
+  cudaGraphExecUpdateErrorTopologyChanged = 2,
+  cudaGraphExecUpdateErrorNodeTypeChanged = 3,
+  cudaGraphExecUpdateErrorFunctionChanged = 4,
+  cudaGraphExecUpdateErrorParametersChanged = 5,
+  cudaGraphExecUpdateErrorNotSupported = 6,
+};
+struct cudaGraphExecUpdateResultInfo {
+  cudaGraphExecUpdateResult result;
+  cudaGraphNode_t errorNode, errorFromNode;  // always null in the emulation
+};
 #define cudaStreamLegacy ((cudaStream_t)0x1)
 #define cudaStreamPerThread ((cudaStream_t)0x2)
 
@@ -186,12 +216,14 @@ cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t s = nullptr);
 cudaError_t cudaEventSynchronize(cudaEvent_t e);
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
 
-// Stream capture (every capture mode is treated as the strictest, Global) and graphs of the work
-// captured; see src/runtime.cpp for what capture refuses.
+// Stream capture and graphs of the work captured; see src/runtime.cpp for what capture refuses in
+// each mode (Global: from every thread; ThreadLocal, and Relaxed treated as it: from the capturing
+// thread) and what cudaGraphExecUpdate accepts (the same sequence of node kinds).
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode);
 cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph);
 cudaError_t cudaStreamIsCapturing(cudaStream_t s, cudaStreamCaptureStatus* status);
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t* exec, cudaGraph_t graph, unsigned long long flags = 0);
+cudaError_t cudaGraphExecUpdate(cudaGraphExec_t exec, cudaGraph_t graph, cudaGraphExecUpdateResultInfo* info);
 cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t s);
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec);
 cudaError_t cudaGraphDestroy(cudaGraph_t graph);
@@ -209,13 +241,32 @@ cudaError_t cudaMallocHost(T** p, size_t bytes) {
 namespace emu {
 // The kernel-function side of cudaFuncSetAttribute: raises a kernel's dynamic shared memory limit.
 cudaError_t set_max_dynamic_smem(const void* kernel, int bytes);
+cudaError_t func_attributes(cudaFuncAttributes* a, const void* kernel);
+// Emulation only, for tests of what a host does on other hardware or other builds (both apply to the
+// whole process until changed back; the defaults are an sm_90 device and code built for 90):
+//  - set_compute_capability(cc): the device's compute capability, major * 10 + minor (default 90),
+//    as cudaDeviceGetAttribute reports it;
+//  - set_kernel_arch(sass, ptx): what every kernel was compiled into, as nvcc's -gencode says it:
+//    machine code for sm_<sass> (0: none) and PTX for compute_<ptx> (0: none); default (90, 90), what
+//    CMAKE_CUDA_ARCHITECTURES=90 builds. cudaFuncGetAttributes then answers as a driver would: the
+//    machine code where its major version is the device's and it is not newer (binaryVersion = sass,
+//    ptxVersion = sass), else the PTX JIT-compiled for the device where it is not newer than the
+//    device (binaryVersion = the device's, ptxVersion = ptx), else cudaErrorNoKernelImageForDevice.
+void set_compute_capability(int cc);
+void set_kernel_arch(int sass, int ptx);
 // Emulation only: how many pieces of work the host has put on streams so far — a kernel, a copy (one
 // to pageable host memory too, which waits), a fill, a library call, a graph launch: one each (work a
 // capture records is not put on a stream) — so that a test can count what a step costs in launches.
 uint64_t queued_work();
 // Emulation only: what the sticky fault says (the line printed to stderr), empty while none is set.
 std::string sticky_fault();
+// Emulation only: how many executable graphs cudaGraphInstantiate has built so far.
+uint64_t graph_instantiations();
 }  // namespace emu
+template <class... P>
+cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* a, void (*kernel)(P...)) {
+  return emu::func_attributes(a, reinterpret_cast<const void*>(kernel));
+}
 template <class... P>
 cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, int value) {
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) return cudaErrorInvalidValue;
