@@ -29,11 +29,21 @@ namespace shortcut::kernels {
 
 inline constexpr int kTcBR = 64, kTcBC = 64, kTcThreads = 128;
 
+// The row stride (in bf16) of a shared-memory tile of `cols` columns: at least 16 bytes past the row,
+// rows 16-byte aligned (cp.async, ldmatrix), and an odd number of 16-byte chunks. The 8 rows one
+// ldmatrix (or one K fragment load: 8 rows x 4 words) reads then start 4 x odd words apart, which is
+// 8 distinct groups of 4 of the 32 banks: no bank conflict. An even count halves them: HD + 8 = 80 at
+// head dim 72 is 40 words, rows 0 and 4 on the same banks, a 2-way conflict on every V fragment.
+constexpr int tc_smem_stride(int cols) {
+  const int chunks = (cols + 8 + 7) / 8;
+  return 8 * (chunks % 2 ? chunks : chunks + 1);
+}
+
 template <int HD>
 struct TcHeadDim {
   static constexpr int kK = (HD + 15) / 16 * 16;  // the q.k contraction, zero-padded
-  static constexpr int kKs = kK + 8;              // K row stride in shared memory (bf16): 16 bytes of skew
-  static constexpr int kVs = HD + 8;              // V row stride, likewise (rows stay 16-byte aligned)
+  static constexpr int kKs = tc_smem_stride(kK);  // K row stride in shared memory (bf16)
+  static constexpr int kVs = tc_smem_stride(HD);  // V row stride (88 at head dim 72, not 80)
   static_assert(HD % 8 == 0, "the output tiles are 8 wide, the copies 16 bytes");
   // one stage: a K tile and a V tile; the forward keeps two
   static constexpr size_t kStage = size_t(kTcBC) * kKs + size_t(kTcBC) * kVs;
@@ -95,10 +105,11 @@ __global__ void __launch_bounds__(kTcThreads)
   SHORTCUT_DYNAMIC_SMEM(__nv_bfloat16, tc_smem);  // its own name: extern __shared__ arrays of one name share a type
   // stage i: K [kTcBC][kKs] at tc_smem + i * kStage, then V [kTcBC][kVs]
   const int D = H * HD, row_stride = 3 * D;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H;
+  // (b, h) in grid.x (up to 2^31 - 1; grid.y stops at 65535, which B * H can pass), query tile in y
+  const int bh = blockIdx.x, b = bh / H, h = bh % H;
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
   const __nv_bfloat16* base = qkv + size_t(b) * Tn * row_stride + size_t(h) * HD;
-  const int r0 = blockIdx.x * kTcBR + warp * 16 + g, r1 = r0 + 8;  // this lane's two query rows
+  const int r0 = blockIdx.y * kTcBR + warp * 16 + g, r1 = r0 + 8;  // this lane's two query rows
   auto stage_k = [&](int st) { return tc_smem + size_t(st) * Hd::kStage; };
   auto stage_v = [&](int st) { return tc_smem + size_t(st) * Hd::kStage + size_t(kTcBC) * Hd::kKs; };
   // K's padding columns [HD, kK) are zeros for the whole walk (the copies write [0, HD) only)
@@ -205,16 +216,26 @@ __global__ void __launch_bounds__(kTcThreads)
     #pragma unroll
     for (int dt = 0; dt < DT; ++dt) {
       const uint32_t v = pack_bf16x2(o[dt][2 * r] * inv, o[dt][2 * r + 1] * inv);
-      memcpy(orow + dt * 8, &v, 4);
+      store_bf16x2(orow + dt * 8, v);
     }
     if (q4 == 0) lse[size_t(bh) * Tn + rows[r]] = m[r] + logf(l[r]);
   }
 }
 
+// The grid of the tensor-core kernels: (b, h) pairs in x (up to 2^31 - 1; B * H passes y's and z's
+// limit of 65535 at, e.g., B = 1024 with H = 64), tiles of `tile` rows of the sequence in y.
+inline dim3 tc_grid(int B, int H, int Tn, int tile, const char* what) {
+  const size_t pairs = size_t(B) * size_t(H), tiles = (size_t(Tn) + size_t(tile) - 1) / size_t(tile);
+  if (pairs > 0x7fffffffu || tiles > 65535u)
+    throw ShapeError(cat(what, ": B H = ", pairs, " (at most 2^31 - 1) and ", tiles, " tiles of ", tile,
+                         " along T = ", Tn, " (at most 65535) do not fit a grid"));
+  return dim3(unsigned(pairs), unsigned(tiles));
+}
+
 template <int HD>
 void attention_forward_tc_hd(__nv_bfloat16* out, float* lse, const __nv_bfloat16* qkv, int B, int Tn, int H,
                              float scale, cudaStream_t s) {
-  const dim3 grid(unsigned((Tn + kTcBR - 1) / kTcBR), unsigned(B * H));
+  const dim3 grid = tc_grid(B, H, Tn, kTcBR, "bf16 attention");
   constexpr size_t smem = TcHeadDim<HD>::kSmemBytes;  // two stages: 68 KB at head dim 128
   auto kernel = attention_forward_tc_kernel<HD>;
   if (smem > 48 * 1024) attention_allow_smem(kernel, smem);

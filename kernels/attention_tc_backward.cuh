@@ -40,30 +40,45 @@ inline size_t attention_backward_tc_workspace(int B, int Tn, int H, int hd) {
   return size_t(B) * Tn * H * hd + size_t(B) * H * Tn;
 }
 
-// D_i = dO_i . O_i per (b, h, query) in fp32, and dq_acc zeroed: one thread per (row, head)
+// D_i = dO_i . O_i per (b, h, query) in fp32, and dq_acc zeroed: one warp per (row, head), its lanes
+// over the head's HD columns two at a time (32-bit loads of bf16 pairs, neighbouring lanes on
+// neighbouring words: coalesced), then a warp sum. `items` = B T H; the division by H and Tn is one
+// 32-bit pair per warp, not per element.
 template <int HD>
 __global__ void attention_tc_prepare_kernel(float* Dvec, float* dq_acc, const __nv_bfloat16* dout,
-                                            const __nv_bfloat16* out, int B, int Tn, int H) {
-  const size_t n = size_t(B) * Tn * H;
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const size_t row = i / H;  // b * T + t
-    const int h = int(i % H);
-    const size_t off = row * (size_t(H) * HD) + size_t(h) * HD;
+                                            const __nv_bfloat16* out, unsigned items, unsigned Tn, unsigned H) {
+  const unsigned lane = threadIdx.x & 31, warps = gridDim.x * (blockDim.x / 32);
+  for (unsigned i = (blockIdx.x * blockDim.x + threadIdx.x) / 32; i < items; i += warps) {
+    const unsigned row = i / H, h = i - row * H;  // row = b * T + t
+    const size_t off = size_t(row) * (size_t(H) * HD) + size_t(h) * HD;
     float acc = 0.f;
-    for (int c = 0; c < HD; ++c) {
-      acc += __bfloat162float(dout[off + c]) * __bfloat162float(out[off + c]);
+#pragma unroll
+    for (unsigned c = 2 * lane; c < unsigned(HD); c += 64) {
+      const uint32_t g2 = load_bf16x2(dout + off + c), o2 = load_bf16x2(out + off + c);
+      __nv_bfloat16 g[2], o[2];
+      memcpy(g, &g2, 4);
+      memcpy(o, &o2, 4);
+      acc += __bfloat162float(g[0]) * __bfloat162float(o[0]) + __bfloat162float(g[1]) * __bfloat162float(o[1]);
       dq_acc[off + c] = 0.f;
+      dq_acc[off + c + 1] = 0.f;
     }
-    const size_t b = row / Tn, t = row % Tn;
-    Dvec[(b * H + h) * Tn + t] = acc;
+    acc = warp_sum(acc);
+    const unsigned b = row / Tn, t = row - b * Tn;
+    if (lane == 0) Dvec[(size_t(b) * H + h) * Tn + t] = acc;
   }
 }
 
+// dQ to bf16 into dqkv's q columns: a block per row of D = H HD columns (grid-strided over the rows),
+// threads over its columns two at a time (D is a multiple of 8: rows start 16-byte aligned). No
+// division per element.
 template <int HD>
 __global__ void attention_tc_dq_kernel(__nv_bfloat16* dqkv, const float* dq_acc, size_t rows, int D) {
-  const size_t n = rows * D;
-  for (size_t i = size_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x)
-    dqkv[(i / D) * 3 * D + i % D] = __float2bfloat16(dq_acc[i]);
+  for (size_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const float* src = dq_acc + row * size_t(D);
+    __nv_bfloat16* dst = dqkv + row * size_t(3 * D);
+    for (int c = 2 * int(threadIdx.x); c < D; c += 2 * int(blockDim.x))
+      store_bf16x2(dst + c, pack_bf16x2(src[c], src[c + 1]));
+  }
 }
 
 template <int HD>
@@ -81,9 +96,9 @@ __global__ void __launch_bounds__(kTcThreads)
   float* D_s = lse_s + BR;                                      // [BR]
 
   const int D = H * HD, row_stride = 3 * D;
-  const int bh = blockIdx.y, b = bh / H, h = bh % H;
+  const int bh = blockIdx.x, b = bh / H, h = bh % H;  // (b, h) in grid.x, as the forward's
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, q4 = lane & 3;
-  const int kblock = blockIdx.x * P::kBC;
+  const int kblock = blockIdx.y * P::kBC;
   const __nv_bfloat16* base = qkv + size_t(b) * Tn * row_stride + size_t(h) * HD;
   const __nv_bfloat16* dbase = dout + size_t(b) * Tn * D + size_t(h) * HD;
   const float* lse_bh = lse + size_t(bh) * Tn;
@@ -204,8 +219,8 @@ __global__ void __launch_bounds__(kTcThreads)
     for (int dt = 0; dt < DT; ++dt) {
       const uint32_t k2 = pack_bf16x2(scale * dk[dt][2 * r], scale * dk[dt][2 * r + 1]);
       const uint32_t v2 = pack_bf16x2(dv[dt][2 * r], dv[dt][2 * r + 1]);
-      memcpy(krow + dt * 8, &k2, 4);
-      memcpy(krow + D + dt * 8, &v2, 4);
+      store_bf16x2(krow + dt * 8, k2);
+      store_bf16x2(krow + D + dt * 8, v2);
     }
   }
 }
@@ -217,16 +232,18 @@ void attention_backward_tc_hd(__nv_bfloat16* dqkv, const __nv_bfloat16* dout, co
   const size_t rows = size_t(B) * Tn, D = size_t(H) * HD;
   float* dq_acc = workspace;
   float* Dvec = workspace + rows * D;
-  launch("attention_tc_prepare_kernel", attention_tc_prepare_kernel<HD>, blocks_for(rows * H), kThreads, 0, s, Dvec,
-         dq_acc, dout, out, B, Tn, H);
+  const size_t items = rows * size_t(H);  // one warp each
+  if (items > kIndex32Max) throw ShapeError(cat("bf16 attention backward: B T H = ", items, " is above ", kIndex32Max));
+  launch("attention_tc_prepare_kernel", attention_tc_prepare_kernel<HD>, blocks_for(items * 32), kThreads, 0, s, Dvec,
+         dq_acc, dout, out, unsigned(items), unsigned(Tn), unsigned(H));
   auto kernel = attention_backward_tc_kernel<HD>;
   constexpr size_t smem = TcBwd<HD>::kSmemBytes;
   if (smem > 48 * 1024) attention_allow_smem(kernel, smem);
-  const dim3 grid(unsigned((Tn + TcBwd<HD>::kBC - 1) / TcBwd<HD>::kBC), unsigned(B * H));
+  const dim3 grid = tc_grid(B, H, Tn, TcBwd<HD>::kBC, "bf16 attention backward");
   launch("attention_backward_tc_kernel", kernel, grid, dim3(kTcThreads), smem, s, dqkv, dq_acc, dout, qkv, lse, Dvec,
          Tn, H, scale);
-  launch("attention_tc_dq_kernel", attention_tc_dq_kernel<HD>, blocks_for(rows * D), kThreads, 0, s, dqkv, dq_acc,
-         rows, int(D));
+  launch("attention_tc_dq_kernel", attention_tc_dq_kernel<HD>, unsigned(rows < kMaxBlocks ? rows : kMaxBlocks), kThreads, 0, s,
+         dqkv, dq_acc, rows, int(D));
 }
 
 // The bf16 tensor-core backward; the arguments of attention_backward plus `workspace`

@@ -6,8 +6,10 @@
 //    cudaFuncSetAttribute). Either way the launch error is checked at once and reported under the
 //    kernel's name, and the launch is recorded for fault reports (shortcut/cuda/check.hpp).
 //  - SHORTCUT_DYNAMIC_SMEM(type, name): the block's dynamic shared memory as `type* name` (under nvcc
-//    `extern __shared__ type name[]`; the emulator poisons it at every block start, so a read of a
-//    value no thread of the block wrote shows as NaN).
+//    `extern __shared__ __align__(16) type name[]`: declared with its type's alignment alone, a bf16
+//    array promises the compiler 2 bytes, while cp.async and ldmatrix address it in 16-byte rows; the
+//    emulator's is 16-byte aligned too, and poisoned at every block start, so a read of a value no
+//    thread of the block wrote shows as NaN).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -18,7 +20,7 @@
 #if defined(SHORTCUT_CUDA_EMULATION)
 #define SHORTCUT_DYNAMIC_SMEM(type, name) type* name = ::emu::dynamic_shared_memory<type>()
 #else
-#define SHORTCUT_DYNAMIC_SMEM(type, name) extern __shared__ type name[]
+#define SHORTCUT_DYNAMIC_SMEM(type, name) extern __shared__ __align__(16) type name[]
 #endif
 
 namespace shortcut::kernels {

@@ -24,11 +24,29 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return uint32_t(lb) | (uint32_t(hb) << 16);
 }
 
-// Two consecutive bf16 in memory (4-byte aligned) as one fragment register.
+// Two consecutive bf16 in memory (4-byte aligned) as one fragment register, and back. One 32-bit
+// access the compiler knows is aligned: a memcpy from a __nv_bfloat16* (2-byte alignment) compiled to
+// byte or 16-bit accesses (ld.global.u8 x4 per word for Q, two ld.shared.u16 per K fragment register,
+// st.global.u8 for the output). Every caller's address is even in bf16 elements from a 16-byte
+// aligned base (head dims and the shared-memory strides are multiples of 8), so 4-byte aligned; the
+// emulation checks it and faults as a GPU would (cudaErrorMisalignedAddress).
 __device__ __forceinline__ uint32_t load_bf16x2(const __nv_bfloat16* p) {
+#if defined(SHORTCUT_CUDA_EMULATION)
+  if (reinterpret_cast<uintptr_t>(p) % 4) ::emu::misaligned("32-bit load of two bf16 at an address not a multiple of 4");
   uint32_t u;
-  memcpy(&u, p, 4);
+  std::memcpy(&u, p, 4);
   return u;
+#else
+  return *static_cast<const uint32_t*>(__builtin_assume_aligned(p, 4));
+#endif
+}
+__device__ __forceinline__ void store_bf16x2(__nv_bfloat16* p, uint32_t u) {
+#if defined(SHORTCUT_CUDA_EMULATION)
+  if (reinterpret_cast<uintptr_t>(p) % 4) ::emu::misaligned("32-bit store of two bf16 at an address not a multiple of 4");
+  std::memcpy(p, &u, 4);
+#else
+  *static_cast<uint32_t*>(__builtin_assume_aligned(p, 4)) = u;
+#endif
 }
 
 // D = A B + C on the tensor cores, fp32 accumulation; every lane of the warp must call it.
