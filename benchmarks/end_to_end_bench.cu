@@ -6,10 +6,12 @@
 // (end_to_end.hpp), so that scripts/perf_table.py can put both side by side.
 //
 // Names: BM_train_step/<config>/<precision> and BM_sample/<config>/<steps>/<precision>; the time is
-// CUDA-event time on the backend's stream, the median over repetitions. Sampling replays a CUDA graph
-// of the N-step loop and a training step one of its device work (Options::graphs, the default);
-// BM_sample/<config>/<steps>/bf16-eager and BM_train_step/<config>/bf16-eager are the same without
-// graphs, which measures what they save (the launch overhead of a few hundred kernels per step). Without a CUDA device the program prints one line and exits 0.
+// CUDA-event time on the backend's stream, the median over repetitions. Sampling captures its N-step
+// loop into a CUDA graph every call and launches it as one (Options::graphs, the default; the
+// executable graph patched by cudaGraphExecUpdate); BM_sample/<config>/<steps>/bf16-eager is the same
+// without graphs, which measures what they save (the launch overhead of a few hundred kernels per
+// step, less the capture's host time). Training steps run eagerly (no graph since issue 25), so they
+// have no -eager twin. Without a CUDA device the program prints one line and exits 0.
 #include <cstdio>
 #include <memory>
 
@@ -67,10 +69,10 @@ double event_seconds(cuda::Backend& be, const std::function<void()>& work) {
   return ms * 1e-3;
 }
 
-void BM_train_step(benchmark::State& st, const std::string& config, Precision p, bool eager) {
+void BM_train_step(benchmark::State& st, const std::string& config, Precision p) {
   try {
     const bench::Workload w = bench::peer_workload(config);
-    auto& be = eager ? eager_bf16_backend() : backend(p);
+    auto& be = backend(p);
     auto step = std::make_unique<bench::TrainStep<Net>>(be, w.dit, w.batch, bench::peer_shortcut_config());
     bench::time_loop(st, be, *step, event_seconds);
     bench::set_rates(st, w.batch, bench::train_step_flops(w.dit, w.batch));
@@ -98,12 +100,8 @@ void register_all() {
     for (Precision p : cuda::kPrecisions) {
       const std::string prec = cuda::precision_name(p);
       benchmark::RegisterBenchmark(("BM_train_step/" + std::string(config) + "/" + prec).c_str(), BM_train_step,
-                                   std::string(config), p, false)
+                                   std::string(config), p)
           ->UseManualTime()->Unit(benchmark::kMillisecond)->Repetitions(5)->ReportAggregatesOnly(true);
-      if (p == Precision::bf16)
-        benchmark::RegisterBenchmark(("BM_train_step/" + std::string(config) + "/bf16-eager").c_str(), BM_train_step,
-                                     std::string(config), p, true)
-            ->UseManualTime()->Unit(benchmark::kMillisecond)->Repetitions(5)->ReportAggregatesOnly(true);
       for (int steps : {1, 4, 128}) {
         // 128 full-fp32 steps of a DiT-B/2 on 256 images are ~1.5 PFLOP (half a minute a run): not fp32
         if (steps == 128 && p == Precision::fp32) continue;

@@ -67,7 +67,7 @@ __device__ __forceinline__ void mma_bf16_16816(float (&d)[4], const uint32_t (&a
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]), "f"(c[2]),
         "f"(c[3]));
 #elif defined(__CUDA_ARCH__)
-  __trap();  // no bf16 tensor cores before sm_80: the host launchers refuse such devices first
+  __trap();  // no bf16 tensor cores before sm_80: cuda::Backend refuses bf16 mode there at construction
 #endif
 }
 
