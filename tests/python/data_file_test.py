@@ -85,11 +85,18 @@ def main(train, work):
     bad(["--data-file", write(work, "nan.npy", {"x": np.where(f32[1] > 2, np.nan, f32[1]).astype(np.float32)}),
          "--labels-file", lab], ("non-finite",), "nan in float images")
     raw = open(x1, "rb").read()
-    for name, data, words in (("trunc.npy", raw[:-100], ("truncated",)), ("magic.npy", b"NOTNUMPY" + raw[8:], ("not a safetensors",)),
-                              ("hdr.npy", raw[:10] + b"{'descr': 'x'" + raw[23:], ("npy file", "header"))):
+    # every message names the file and its format (a file named .npy is read as one, whatever it holds)
+    for name, data, words in (("trunc.npy", raw[:-100], ("truncated",)),
+                              ("magic.npy", b"NOTNUMPY" + raw[8:], ("not a .npy file",)),
+                              ("empty.npy", b"", ("not a .npy file",)),
+                              ("hdr.npy", raw[:10] + b"{'descr': 'x'" + raw[23:], ("header",)),
+                              ("shape.npy", raw.replace(b"'shape': (", b"'shape': ((", 1), ("header",))):
         with open(os.path.join(work, name), "wb") as f:
             f.write(data)
-        bad(["--data-file", os.path.join(work, name), "--labels-file", lab], words, f"damaged .npy ({name})")
+        bad(["--data-file", os.path.join(work, name), "--labels-file", lab], ("npy file", name, *words),
+            f"damaged .npy ({name})")
+        bad(["--data-file", x1, "--labels-file", os.path.join(work, name)], ("npy file", name, *words),
+            f"damaged .npy labels ({name})")
     bad(["--data-file", os.path.join(work, "missing.npy")], ("does not exist",), "missing file")
     bad(["--labels-file", lab, "--data", os.path.join(work, "nowhere")], ("go with --data-file",),
         "--labels-file without --data-file")

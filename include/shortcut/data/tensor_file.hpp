@@ -5,6 +5,7 @@
 // tensor) or a separate .npy file. Every way the files can be wrong is a FileError that names the file
 // and says what is expected.
 #pragma once
+#include <cctype>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -44,6 +45,12 @@ inline bool is_npy_file(const std::filesystem::path& p) {
   return f.gcount() == 6 && std::memcmp(m, "\x93NUMPY", 6) == 0;
 }
 
+inline bool named_npy(const std::filesystem::path& p) {
+  std::string e = p.extension().string();
+  for (char& c : e) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return e == ".npy";
+}
+
 inline LoadedTensor from_npy(const std::filesystem::path& p) {
   auto a = std::make_shared<io::NpyArray>(io::read_npy(p));
   return {"npy file '" + p.string() + "'", a->dtype, a->shape, a, nullptr, ""};
@@ -80,7 +87,9 @@ inline ImageDataset load_tensor_dataset(const std::filesystem::path& file, const
   if (classes < 0) throw ConfigError(cat("the class count must be positive (or 0: from the labels), got ", classes));
   LoadedTensor images, labels;
   bool have_labels = false;
-  if (detail::is_npy_file(file)) {
+  // told apart by content; a file named .npy that lacks the NumPy magic (empty, truncated, another
+  // format) gets the .npy reader's message, which names the file and what is wrong with it
+  if (detail::is_npy_file(file) || detail::named_npy(file)) {
     images = detail::from_npy(file);
   } else {
     auto rp = std::make_shared<io::SafetensorsReader>(file);
@@ -113,7 +122,7 @@ inline ImageDataset load_tensor_dataset(const std::filesystem::path& file, const
   }
   if (!labels_file.empty()) {
     if (!fs::exists(labels_file, ec)) throw FileError("labels file '" + labels_file.string() + "' does not exist");
-    if (detail::is_npy_file(labels_file)) {
+    if (detail::is_npy_file(labels_file) || detail::named_npy(labels_file)) {
       labels = detail::from_npy(labels_file);
     } else {
       auto r = std::make_shared<io::SafetensorsReader>(labels_file);

@@ -78,7 +78,9 @@ struct NpyHeaderParser {
   const std::filesystem::path& path;
   size_t i = 0;
   [[noreturn]] void fail(const std::string& what) const {
-    npy_fail(path, cat("the header ", s.substr(0, 120), s.size() > 120 ? "..." : "", " is not a NumPy header: ", what,
+    // the header without the padding numpy.save puts at its end (spaces and a newline)
+    const std::string h = s.substr(0, s.find_last_not_of(" \t\r\n") + 1);
+    npy_fail(path, cat("the header ", h.substr(0, 120), h.size() > 120 ? "..." : "", " is not a NumPy header: ", what,
                        " (at character ", i, ")"));
   }
   void ws() {
