@@ -457,34 +457,3 @@ TEST_CASE("checkpoint: the io headers link from two translation units", "[checkp
   SafetensorsReader r(p);  // and this TU reads what the other wrote
   CHECK(r.read<float>("v") == v);
 }
-
-// Hidden: run by the CTest test "checkpoint_torch: export" where a python3 with torch is installed.
-// Writes a tiny DiT checkpoint (random weights everywhere, so that every tensor matters) and one
-// forward pass of the EMA weights to $SHORTCUT_TORCH_CHECK_DIR for checkpoint_torch_check.py.
-TEST_CASE("checkpoint: export a tiny DiT and a forward pass for the PyTorch check", "[.][torch-export]") {
-  const char* env = std::getenv("SHORTCUT_TORCH_CHECK_DIR");
-  const fs::path dir = env ? fs::path(env) : temp_dir() / "torch_check";
-  fs::create_directories(dir);
-  Be be;
-  nn::DiTConfig c;
-  c.image = 8, c.channels = 3, c.patch = 2, c.hidden = 32, c.depth = 2, c.heads = 4, c.classes = 5;
-  nn::DiT<Be> net(be, c);
-  ParamArena<Be> arena(be, net.layout());
-  arena.from_host(Role::Param, random_weights<float>(net.layout(), 0.2));
-  arena.from_host(Role::Ema, random_weights<float>(net.layout(), 0.2));
-  save_checkpoint(dir / "ck", net, arena, TrainState{});
-
-  const int B = 3;
-  std::vector<float> x = testutil::randn<float>(size_t(B) * 8 * 8 * 3), t = {0.0f, 0.3f, 0.875f}, k = {7, 0, 3};
-  std::vector<float> out(x.size()), yf = {0, 4, 5};
-  std::vector<int32_t> y = {0, 4, 5};  // 5 is the null label
-  nn::DiT<Be>::Context ctx;
-  net.forward(ctx, arena.data(Role::Ema), x.data(), t.data(), k.data(), y.data(), B, out.data());
-  SafetensorsWriter w;
-  w.add("x", {B, 8, 8, 3}, x.data());
-  w.add("t", {B}, t.data());
-  w.add("k", {B}, k.data());
-  w.add("y", {B}, yf.data());
-  w.add("out", {B, 8, 8, 3}, out.data());
-  w.write(dir / "forward.safetensors");
-}

@@ -7,6 +7,9 @@
 //                                   loads CKPT as sample_images does (and, for a folder with an optimizer
 //                                   file, as --resume does), runs the forward on IO's x, t, k, y and
 //                                   writes out_ema (and out_model for a folder) to OUT
+//   torch_interop_tool export-dit DIR
+//                                   a tiny random DiT checkpoint and one forward pass of it, for
+//                                   checkpoint_torch_check.py
 #include <cstdio>
 #include <filesystem>
 #include <shortcut/shortcut.hpp>
@@ -147,12 +150,43 @@ static int forward_cmd(const fs::path& ckpt, const fs::path& io_file, const fs::
   return 0;
 }
 
+// A tiny DiT checkpoint with random weights everywhere (so that every tensor matters) in DIR/ck and one
+// forward pass of its EMA weights in DIR/forward.safetensors: what checkpoint_torch_check.py loads
+// into the PyTorch DiT with strict=True and compares.
+static int export_dit_cmd(const fs::path& dir) {
+  fs::create_directories(dir);
+  Be be;
+  nn::DiTConfig c;
+  c.image = 8, c.channels = 3, c.patch = 2, c.hidden = 32, c.depth = 2, c.heads = 4, c.classes = 5;
+  nn::DiT<Be> net(be, c);
+  ParamArena<Be> arena(be, net.layout());
+  arena.from_host(Role::Param, normal(arena.size(), 1, 0.2));
+  arena.from_host(Role::Ema, normal(arena.size(), 2, 0.2));
+  io::save_checkpoint(dir / "ck", net, arena, io::TrainState{});
+
+  const int B = 3;
+  std::vector<float> x = normal(size_t(B) * 8 * 8 * 3, 3), t = {0.0f, 0.3f, 0.875f}, k = {7, 0, 3};
+  std::vector<float> out(x.size()), yf = {0, 4, 5};
+  std::vector<int32_t> y = {0, 4, 5};  // 5 is the null label
+  nn::DiT<Be>::Context ctx;
+  net.forward(ctx, arena.data(Role::Ema), x.data(), t.data(), k.data(), y.data(), B, out.data());
+  io::SafetensorsWriter w;
+  w.add("x", {B, 8, 8, 3}, x.data());
+  w.add("t", {B}, t.data());
+  w.add("k", {B}, k.data());
+  w.add("y", {B}, yf.data());
+  w.add("out", {B, 8, 8, 3}, out.data());
+  w.write(dir / "forward.safetensors");
+  return 0;
+}
+
 int main(int argc, char** argv) {
   try {
     std::string cmd = argc > 1 ? argv[1] : "";
     if (cmd == "export" && argc == 3) return export_dir(argv[2]);
     if (cmd == "forward" && argc == 5) return forward_cmd(argv[2], argv[3], argv[4]);
-    std::fprintf(stderr, "usage: torch_interop_tool export DIR | forward CKPT IO OUT\n");
+    if (cmd == "export-dit" && argc == 3) return export_dit_cmd(argv[2]);
+    std::fprintf(stderr, "usage: torch_interop_tool export DIR | forward CKPT IO OUT | export-dit DIR\n");
     return 2;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
