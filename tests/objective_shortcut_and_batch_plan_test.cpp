@@ -1,5 +1,6 @@
-// The training method on the CPU: batch construction, bootstrap targets against a hand computation,
-// the sampler against closed forms, AdamW and EMA against their formulas, and config validation.
+// The shortcut objective (SelfConsistencyLoss) on the CPU and its batch plan: batch construction
+// (step-index blocks, label dropout, flow-matching rows), bootstrap targets and the loss step against a
+// hand computation with the closed-form linear network, and config validation.
 #include <catch2/catch.hpp>
 #include <cmath>
 #include <map>
@@ -24,6 +25,7 @@ static_assert(VelocityNetwork<Net> && VelocityModel<Model>);
 static_assert(VelocityNetwork<nn::DiT<cpu::Backend<float>>> && VelocityNetwork<nn::MlpNet<cpu::Backend<double>>>);
 static_assert(VelocityModel<ShortcutModel<nn::MlpNet<cpu::Backend<float>>>>);
 static_assert(NamedNetwork<nn::Classifier<cpu::Backend<float>>> && !VelocityNetwork<nn::Classifier<cpu::Backend<float>>>);
+static_assert(TrainingObjective<SelfConsistencyLoss<Model>, Model>);
 
 TEST_CASE("batch plan: step-index blocks, t on the grid of d, flow rows", "[train][batch]") {
   ShortcutConfig cfg;  // M = 128, L = 7, fraction 1/4
@@ -92,14 +94,6 @@ TEST_CASE("flow-matching objective: no bootstrap rows, k = L everywhere", "[trai
   for (int r = 0; r < 8; ++r) CHECK(p.k[r] == 7.0f);
 }
 
-// Samples from host noise x with host labels y; returns the samples on the host.
-static std::vector<double> sample_on(Model& m, OdeSampler<Model>& s, const std::vector<double>& x,
-                                     const std::vector<int32_t>& y, const SamplerConfig& c) {
-  auto& be = m.backend();
-  auto dx = upload(be, x);
-  s.sample(m, dx, upload(be, y), c);
-  return download(be, dx);
-}
 
 // Shared: a linear test model with random coefficients.
 static Model make_linear_model(cpu::Backend<double>& be, int dim, int classes) {
@@ -201,108 +195,6 @@ TEST_CASE("loss step: value, parts and gradient of the linear model", "[train][l
   CHECK(res.bootstrap_loss == Approx(boot / p.Bb).epsilon(1e-10));
   CHECK(res.flow_loss == Approx(flow / (B - p.Bb)).epsilon(1e-10));
   CHECK(m.arena().to_host(Role::Grad)[net.a_] == Approx(ga).epsilon(1e-10));
-}
-
-TEST_CASE("sampler: Euler steps on a linear field match the closed form; k = log2 N", "[train][sampler]") {
-  cpu::Backend<double> be;
-  const int dim = 4, classes = 2, B = 3;
-  Model m(be, LinearNetConfig{dim, classes}, 0);
-  auto E = m.arena().to_host(Role::Ema);
-  const double a = 0.8;
-  E[m.net().a_] = a;  // v = a x: Euler with N steps gives (1 + a/N)^N x0
-  m.arena().from_host(Role::Ema, E);
-  ShortcutConfig cfg;
-  OdeSampler<Model> s(cfg);
-  for (int N : {1, 2, 4, 8, 128}) {
-    auto x0 = testutil::randn(B * dim);
-    auto x = x0;
-    std::vector<int32_t> y(B, 0);
-    m.net().seen_k.clear();
-    x = sample_on(m, s, x, y, {N, 1.0, true});
-    for (size_t i = 0; i < x.size(); ++i) CHECK(x[i] == Approx(std::pow(1 + a / N, N) * x0[i]).epsilon(1e-12));
-    for (double k : m.net().seen_k) CHECK(k == std::log2(N));
-    CHECK(m.net().seen_k.size() == size_t(N * B));
-  }
-  // N = 128 is close to the exact flow x0 e^a
-  auto x0 = testutil::randn(dim), x = x0;
-  std::vector<int32_t> y1(1, 1);
-  x = sample_on(m, s, x, y1, {128, 1.0, true});
-  for (int i = 0; i < dim; ++i) CHECK(x[i] == Approx(std::exp(a) * x0[i]).epsilon(0.01));
-}
-
-TEST_CASE("sampler: guidance combines the conditional and null velocities", "[train][sampler]") {
-  cpu::Backend<double> be;
-  const int dim = 2, classes = 3;
-  Model m(be, LinearNetConfig{dim, classes}, 0);
-  auto E = m.arena().to_host(Role::Ema);
-  auto& net = m.net();
-  for (int c = 0; c <= classes; ++c) E[net.by_ + c] = 0.5 * c - 0.2;  // constant velocity per label
-  m.arena().from_host(Role::Ema, E);
-  OdeSampler<Model> s(ShortcutConfig{});
-  for (double w : {1.0, 3.0}) {
-    std::vector<double> x(dim, 0.25);
-    std::vector<int32_t> y(1, 1);
-    x = sample_on(m, s, x, y, {4, w, true});
-    double vn = E[net.by_ + classes], vc = E[net.by_ + 1];
-    for (double v : x) CHECK(v == Approx(0.25 + vn + w * (vc - vn)).epsilon(1e-12));
-  }
-}
-
-TEST_CASE("noise interpolation follows n xa + sqrt(1 - n^2) xb", "[train][sampler]") {
-  cpu::Backend<double> be;
-  auto xa = testutil::randn(10), xb = testutil::randn(10);
-  std::vector<double> x(10);
-  for (double n : {0.0, 0.3, 1.0}) {
-    OdeSampler<Model>::interpolate_noise(be, x.data(), xa.data(), xb.data(), n, 10);
-    for (int i = 0; i < 10; ++i) CHECK(x[i] == Approx(n * xa[i] + std::sqrt(1 - n * n) * xb[i]).margin(1e-14));
-  }
-  CHECK_THROWS_AS(OdeSampler<Model>::interpolate_noise(be, x.data(), xa.data(), xb.data(), 1.5, 10), ConfigError);
-}
-
-TEST_CASE("AdamW and EMA follow their formulas", "[train][optim]") {
-  cpu::Backend<double> be;
-  Model m(be, LinearNetConfig{2, 2}, 0);
-  auto& A = m.arena();
-  const size_t n = A.size();
-  auto p0 = testutil::randn(n);
-  A.from_host(Role::Param, p0);
-  EmaTracker ema(0.9);
-  ema.reset(A);
-  AdamWConfig oc;
-  oc.lr = 0.01;
-  AdamW opt(oc);
-  std::vector<double> p = p0, mm(n, 0), vv(n, 0), e = p0;
-  for (int step = 1; step <= 3; ++step) {
-    auto g = testutil::randn(n);
-    A.from_host(Role::Grad, g);
-    opt.step(A);
-    ema.update(A);
-    for (size_t i = 0; i < n; ++i) {
-      p[i] -= 0.01 * 0.1 * p[i];
-      mm[i] = 0.9 * mm[i] + 0.1 * g[i];
-      vv[i] = 0.999 * vv[i] + 0.001 * g[i] * g[i];
-      double mh = mm[i] / (1 - std::pow(0.9, step)), vh = vv[i] / (1 - std::pow(0.999, step));
-      p[i] -= 0.01 * mh / (std::sqrt(vh) + 1e-8);
-      e[i] = 0.9 * e[i] + 0.1 * p[i];
-    }
-  }
-  auto P = A.to_host(Role::Param), Ev = A.to_host(Role::Ema);
-  for (size_t i = 0; i < n; ++i) {
-    CHECK(P[i] == Approx(p[i]).epsilon(1e-12));
-    CHECK(Ev[i] == Approx(e[i]).epsilon(1e-12));
-  }
-  CHECK(opt.step_count() == 3);
-}
-
-TEST_CASE("learning-rate warm-up and cosine schedule", "[train][optim]") {
-  AdamWConfig c;
-  c.lr = 1.0; c.warmup_steps = 10; c.cosine_steps = 100; c.min_lr = 0.1;
-  AdamW o(c);
-  CHECK(o.lr_at(1) == Approx(0.1));
-  CHECK(o.lr_at(10) == Approx(1.0));
-  CHECK(o.lr_at(60) == Approx(0.1 + 0.45 * (1 + std::cos(M_PI * 0.5))));
-  CHECK(o.lr_at(110) == Approx(0.1));
-  CHECK(o.lr_at(500) == Approx(0.1));
 }
 
 TEST_CASE("configuration errors are clear", "[train][config]") {
