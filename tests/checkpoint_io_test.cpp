@@ -266,7 +266,7 @@ TEST_CASE("checkpoint: a double arena is stored as F64 exactly, as F32, F16 or B
   CHECK(af.to_host(Role::Ema)[5] == float(w[5]));
 }
 
-TEST_CASE("checkpoint: Adam moments not yet allocated are zeros; a missing EMA is an error", "[checkpoint]") {
+TEST_CASE("checkpoint: Adam moments not yet allocated are zeros - a missing EMA is an error", "[checkpoint]") {
   Be be;
   nn::MlpNet<Be> net(be, nn::MlpNetConfig{});
   ParamArena<Be> arena(be, net.layout());
@@ -385,7 +385,7 @@ TEST_CASE("checkpoint: mismatched or damaged weights are FileErrors naming the p
   }
 }
 
-TEST_CASE("checkpoint: damaged or inconsistent checkpoint folders are FileErrors; the arena is left as it was",
+TEST_CASE("checkpoint: damaged or inconsistent checkpoint folders are FileErrors - the arena is left as it was",
           "[checkpoint]") {
   Be be;
   nn::DiT<Be> net(be, tiny_config());

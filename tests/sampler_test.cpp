@@ -20,7 +20,7 @@ static std::vector<double> sample_on(Model& m, OdeSampler<Model>& s, const std::
   return download(be, dx);
 }
 
-TEST_CASE("sampler: Euler steps on a linear field match the closed form; k = log2 N", "[train][sampler]") {
+TEST_CASE("sampler: Euler steps on a linear field match the closed form - k = log2 N", "[train][sampler]") {
   cpu::Backend<double> be;
   const int dim = 4, classes = 2, B = 3;
   Model m(be, LinearNetConfig{dim, classes}, 0);

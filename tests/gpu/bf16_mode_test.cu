@@ -44,7 +44,7 @@ LinearRun linear_on(const Be& be, const std::vector<double>& in, const std::vect
 
 }  // namespace bf16_mode
 
-TEST_CASE("bf16 mode: a product of bf16 values is exact up to fp32 accumulation; other inputs lose bf16's "
+TEST_CASE("bf16 mode: a product of bf16 values is exact up to fp32 accumulation - other inputs lose bf16's "
           "precision and no more",
           "[bf16][linear]") {
   using namespace bf16_mode;
