@@ -42,7 +42,7 @@ struct CaptureScope {
   CaptureScope(const CaptureScope&) = delete;
   CaptureScope& operator=(const CaptureScope&) = delete;
 };
-// Frees what was freed during a capture; the caller has waited for the work that may read it.
+// Frees what was freed during a capture, after the captured graph has run (it waits for the device).
 inline void free_deferred() noexcept {
   auto& list = deferred_frees();
   if (list.empty()) return;
@@ -56,7 +56,7 @@ inline void free_or_defer(void* p, bool pinned) noexcept {
     try {
       deferred_frees().push_back({p, pinned});
       return;
-    } catch (...) {  // no host memory for the list: free it now (the capture breaks, nothing leaks)
+    } catch (...) {  // no host memory for the list: try to free it now (refused, it breaks the capture)
     }
   }
   // Kernels queued on any stream may still read or write the memory: wait for the device before

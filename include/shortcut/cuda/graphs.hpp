@@ -92,7 +92,9 @@ class CapturedWork {
   // Captures body on s into *g; returns why the capture broke, or "" (then *g holds the graph).
   template <class F>
   static std::string capture(cudaStream_t s, F& body, cudaGraph_t* g) {
-    SHORTCUT_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+    // a capture that cannot begin (the emulation captures one stream at a time) is a refusal too
+    const cudaError_t begin = cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal);
+    if (begin != cudaSuccess) return cat("cudaStreamBeginCapture: ", cudaGetErrorString(begin));
     std::string why;
     {
       detail::CaptureScope scope;  // DeviceBuffers freed meanwhile wait for the captured work

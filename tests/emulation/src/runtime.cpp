@@ -482,7 +482,11 @@ cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpy
   if (auto e = check_copy("cudaMemcpyAsync", dst, src, bytes, kind)) return e;
   const bool pageable = (kind == cudaMemcpyHostToDevice && !emu::is_pinned(src, bytes)) ||
                         ((kind == cudaMemcpyDeviceToHost || kind == cudaMemcpyHostToHost) && !emu::is_pinned(dst, bytes));
-  if (pageable && s.capturing)
+  // on the capturing stream (or from the capturing thread): a graph cannot hold it; another thread's
+  // copy on its own stream during a thread-local capture goes ahead
+  const bool capturing_here = s.capturing && (stream == s.capturing || s.capture_mode == cudaStreamCaptureModeGlobal ||
+                                              std::this_thread::get_id() == s.capture_thread);
+  if (pageable && capturing_here)
     return emu::break_capture(cudaErrorStreamCaptureUnsupported,
                               "cudaMemcpyAsync with pageable host memory while a stream is capturing (a replay of the "
                               "graph would read or write host memory the caller has reused since)");
