@@ -2,6 +2,12 @@
 // with Eigen for the matrix products (multithreaded through OpenMP where it is enabled). Templated
 // on the scalar so that float runs the examples and double runs the finite-difference checks.
 //
+// Threads: an op uses one thread per kWorkPerThread of work, at most BackendOptions::threads (default
+// OpenMP's count). A parallel region ends in a barrier, and where another process competes for the
+// cores a descheduled thread holds that barrier for a scheduler time slice (milliseconds) while
+// OpenMP's idle threads spin (libgomp's default wait policy, fixed when the program starts): small
+// ops in parallel made a 2-core machine with one busy neighbour train 3-13x slower than one thread.
+//
 // Conventions shared with the CUDA backend (kernels/ and shortcut/cuda/backend.hpp):
 //  - all tensors row-major, raw pointers, shapes in the comments;
 //  - parameter gradients accumulate (+=), activation gradients overwrite (=) unless the name or a
@@ -23,9 +29,19 @@
 #include "shortcut/core/patch_order.hpp"
 #include "shortcut/core/rng.hpp"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 namespace shortcut {
 
 namespace cpu {
+
+struct BackendOptions {
+  // The most threads one op may use; 0: OpenMP's count (OMP_NUM_THREADS, else every core). 1 suits
+  // a machine whose cores other processes keep busy.
+  int threads = 0;
+};
 
 // Buffers start on a 64-byte boundary: Eigen's vectorised loops (AVX-512 under -march=native) peel
 // off a different head depending on a pointer's alignment, which changes the summation order. With
@@ -53,6 +69,12 @@ class Backend {
   static constexpr bool host_memory = true;  // Buffer memory is the host's (dist/reduce_buffer.hpp)
   static constexpr const char* name() { return "cpu"; }
 
+  Backend() = default;
+  explicit Backend(const BackendOptions& opt) : opt_(opt) {
+    if (opt.threads < 0) throw ConfigError(cat("cpu::BackendOptions::threads must be >= 0, got ", opt.threads));
+  }
+  const BackendOptions& options() const { return opt_; }
+
   template <class U>
   void to_device(U* dst, const U* src, size_t n) const { if (n) std::memcpy(dst, src, n * sizeof(U)); }
   template <class U>
@@ -65,20 +87,27 @@ class Backend {
   // ---- matrix products ----------------------------------------------------------------------
   // out[N,O] = in[N,I] W[O,I]^T + b[O]  (b may be null)
   void linear_forward(T* out, const T* in, const T* W, const T* b, int N, int I, int O) const {
-    MapM o(out, N, O);
-    o.noalias() = CMapM(in, N, I) * CMapM(W, O, I).transpose();
-    if (b) o.rowwise() += CMapV(b, O);
+    product_rows(N, double(N) * I * O, [&](int r0, int r1) {
+      MapM o(out + size_t(r0) * O, r1 - r0, O);
+      o.noalias() = CMapM(in + size_t(r0) * I, r1 - r0, I) * CMapM(W, O, I).transpose();
+      if (b) o.rowwise() += CMapV(b, O);
+    });
   }
   // din[N,I] (= or += with accumulate; null skips) = dout W; dW[O,I] += dout^T in; db[O] += sum dout
   void linear_backward(T* din, T* dW, T* db, const T* dout, const T* in, const T* W, int N, int I, int O,
                        bool accumulate_din = false) const {
+    const double work = double(N) * I * O;
     CMapM g(dout, N, O);
-    if (din) {
-      MapM d(din, N, I);
-      if (accumulate_din) d.noalias() += g * CMapM(W, O, I);
-      else d.noalias() = g * CMapM(W, O, I);
-    }
-    if (dW) MapM(dW, O, I).noalias() += g.transpose() * CMapM(in, N, I);
+    if (din)
+      product_rows(N, work, [&](int r0, int r1) {
+        MapM d(din + size_t(r0) * I, r1 - r0, I);
+        if (accumulate_din) d.noalias() += g.middleRows(r0, r1 - r0) * CMapM(W, O, I);
+        else d.noalias() = g.middleRows(r0, r1 - r0) * CMapM(W, O, I);
+      });
+    if (dW)
+      product_rows(O, work, [&](int r0, int r1) {
+        MapM(dW + size_t(r0) * I, r1 - r0, I).noalias() += g.middleCols(r0, r1 - r0).transpose() * CMapM(in, N, I);
+      });
     if (db) MapV(db, O) += g.colwise().sum();
   }
   // A linear layer and GELU: a[N,O] = in W^T + b (kept for the backward), g = GELU(a). The CUDA
@@ -138,7 +167,8 @@ class Backend {
   // x, out [B,T,D]; mean, rstd [B*T]; shift/scale: row b at shift + b*mod_stride
   void ln_modulate_forward(T* out, T* mean, T* rstd, const T* x, const T* shift, const T* scale, int mod_stride,
                            int B, int Tn, int D, T eps) const {
-#pragma omp parallel for schedule(static) if (size_t(B) * Tn * D > kParallelMin)
+    const int nt = team(double(size_t(B) * Tn * D));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t r = 0; r < int64_t(B) * Tn; ++r) {
       const T* xr = x + r * D;
       T* o = out + r * D;
@@ -159,7 +189,8 @@ class Backend {
   // dx += d/dx; dshift[b] += sum_t dout; dscale[b] += sum_t dout * xhat (same stride as mod)
   void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x, const T* mean, const T* rstd,
                             const T* scale, int mod_stride, int B, int Tn, int D) const {
-#pragma omp parallel for schedule(static) if (size_t(B) * Tn * D > kParallelMin)
+    const int nt = team(double(size_t(B) * Tn * D));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int b = 0; b < B; ++b) {
       const T* sc = scale + size_t(b) * mod_stride;
       T* dsh = dshift + size_t(b) * mod_stride;
@@ -190,7 +221,8 @@ class Backend {
   }
   // x[B,T,D] += gate[b] * y
   void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int B, int Tn, int D) const {
-#pragma omp parallel for schedule(static) if (size_t(B) * Tn * D > kParallelMin)
+    const int nt = team(double(size_t(B) * Tn * D));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t r = 0; r < int64_t(B) * Tn; ++r) {
       const T* g = gate + (r / Tn) * mod_stride;
       for (int j = 0; j < D; ++j) x[r * D + j] += g[j] * y[r * D + j];
@@ -199,7 +231,8 @@ class Backend {
   // dy = gate * dx (overwrite); dgate[b] += sum_t dx * y
   void gated_residual_backward(T* dy, T* dgate, const T* dx, const T* gate, const T* y, int mod_stride, int B,
                                int Tn, int D) const {
-#pragma omp parallel for schedule(static) if (size_t(B) * Tn * D > kParallelMin)
+    const int nt = team(double(size_t(B) * Tn * D));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int b = 0; b < B; ++b) {
       const T* g = gate + size_t(b) * mod_stride;
       T* dg = dgate + size_t(b) * mod_stride;
@@ -217,7 +250,9 @@ class Backend {
   // qkv [B,T,3D] (q | k | v, each D = H*hd, head h at columns h*hd), out [B,T,D], lse [B,H,T]
   void attention_forward(T* out, T* lse, const T* qkv, int B, int Tn, int H, int hd, T scale) const {
     const int D = H * hd;
-#pragma omp parallel for schedule(static) if (size_t(B) * Tn * Tn * H > kParallelMin)
+    const SerialEigen serial;  // the per-head products: parallel over heads, or not at all
+    const int nt = team(double(size_t(B) * Tn * Tn * H) * hd);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int bh = 0; bh < B * H; ++bh) {
       int b = bh / H, h = bh % H;
       const T* base = qkv + size_t(b) * Tn * 3 * D + h * hd;
@@ -240,7 +275,9 @@ class Backend {
   void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, const T* lse, int B, int Tn, int H,
                           int hd, T scale) const {
     const int D = H * hd;
-#pragma omp parallel for schedule(static) if (size_t(B) * Tn * Tn * H > kParallelMin)
+    const SerialEigen serial;
+    const int nt = team(double(size_t(B) * Tn * Tn * H) * hd);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int bh = 0; bh < B * H; ++bh) {
       int b = bh / H, h = bh % H;
       const T* base = qkv + size_t(b) * Tn * 3 * D + h * hd;
@@ -366,14 +403,16 @@ class Backend {
   }
   // ema = tau ema + (1 - tau) p
   void ema_update(T* ema, const T* p, T tau, size_t n) const {
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
+    const int nt = team(double(n));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t i = 0; i < int64_t(n); ++i) ema[i] = tau * ema[i] + (T(1) - tau) * p[i];
   }
 
  private:
   // c1, c2: the bias corrections (core/bias_correction.hpp)
   void adamw_update(T* p, const T* g, T* m, T* v, size_t n, T lr, T b1, T b2, T eps, T wd, T c1, T c2) const {
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
+    const int nt = team(double(n));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t i = 0; i < int64_t(n); ++i) {
       p[i] -= lr * wd * p[i];
       m[i] = b1 * m[i] + (T(1) - b1) * g[i];
@@ -397,17 +436,62 @@ class Backend {
   // OpenMP threads when n is large: each element's arithmetic is the same whatever the thread count.
   static constexpr size_t kChunk = 4096;
   template <class F>
-  static void chunked(size_t n, F&& f) {
+  void chunked(size_t n, F&& f) const {
     const int64_t chunks = int64_t((n + kChunk - 1) / kChunk);
-#pragma omp parallel for schedule(static) if (n > kParallelMin)
+    const int nt = team(double(n));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
     for (int64_t c = 0; c < chunks; ++c) {
       const size_t o = size_t(c) * kChunk;
       f(o, std::min(kChunk, n - o));
     }
   }
-  // Loops over fewer elements run on one thread: a parallel region ends in a barrier, and on a busy
-  // machine a barrier waits for a descheduled thread far longer than the loop itself takes.
-  static constexpr size_t kParallelMin = 1 << 15;
+  // One thread per this much work (multiply-adds, or elements of a loop): about a millisecond of a
+  // core, long enough that a barrier's wait for a descheduled thread does not dominate (see the top).
+  // The memory-bound elementwise loops thus stay on one thread at the networks' sizes.
+  static constexpr double kWorkPerThread = double(1 << 23);
+  int team(double work) const {
+#ifdef _OPENMP
+    const int most = opt_.threads > 0 ? opt_.threads : omp_get_max_threads();
+    return int(std::clamp(work / kWorkPerThread, 1.0, double(std::max(most, 1))));
+#else
+    (void)work;
+    return 1;
+#endif
+  }
+  // A matrix product by output rows: f(r0, r1) computes rows [r0, r1) with Eigen on one thread.
+  // Several threads take blocks of rows cut at multiples of kRowGrain, a multiple of every row panel
+  // of Eigen's kernels, so each row is computed as on one thread: the bits do not depend on the thread
+  // count. Not Eigen's own parallel product: its threads spin-wait on each other inside (where a
+  // thread is descheduled the others spin through its time slice), and its k-blocking, hence the
+  // rounding, depends on the thread count.
+  static constexpr int kRowGrain = 96;
+  template <class F>
+  void product_rows(int rows, double work, F&& f) const {
+    const SerialEigen serial;
+    const int nt = std::min(team(work), rows / kRowGrain);
+    if (nt <= 1) {
+      f(0, rows);
+      return;
+    }
+    const int grains = rows / kRowGrain;
+    auto cut = [&](int i) { return i == nt ? rows : grains * i / nt * kRowGrain; };
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int i = 0; i < nt; ++i) f(cut(i), cut(i + 1));
+  }
+  // Eigen's products take their thread count from omp_get_max_threads() of the calling thread
+  // (unless the program called Eigen::setNbThreads): one, while in scope.
+  struct SerialEigen {
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+    SerialEigen() { omp_set_num_threads(1); }
+    ~SerialEigen() { omp_set_num_threads(saved); }
+#else
+    SerialEigen() = default;
+#endif
+    SerialEigen(const SerialEigen&) = delete;
+    SerialEigen& operator=(const SerialEigen&) = delete;
+  };
+  BackendOptions opt_;
 
   template <class F>
   static void patch_loop(int B, int H, int W, int C, int p, PatchOrder order, F&& f) {
