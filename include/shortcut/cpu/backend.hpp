@@ -6,7 +6,7 @@
 // OpenMP's count). A parallel region ends in a barrier, and where another process competes for the
 // cores a descheduled thread holds that barrier for a scheduler time slice (milliseconds) while
 // OpenMP's idle threads spin (libgomp's default wait policy, fixed when the program starts): small
-// ops in parallel made a 2-core machine with one busy neighbour train 3-13x slower than one thread.
+// ops in parallel made a 2-core machine with one busy neighbour train 3-20x slower than one thread.
 //
 // Conventions shared with the CUDA backend (kernels/ and shortcut/cuda/backend.hpp):
 //  - all tensors row-major, raw pointers, shapes in the comments;
@@ -445,9 +445,9 @@ class Backend {
       f(o, std::min(kChunk, n - o));
     }
   }
-  // One thread per this much work (multiply-adds, or elements of a loop): about a millisecond of a
-  // core, long enough that a barrier's wait for a descheduled thread does not dominate (see the top).
-  // The memory-bound elementwise loops thus stay on one thread at the networks' sizes.
+  // One thread per this much work (multiply-adds, or elements of a loop): tenths of a millisecond of
+  // a core's products, milliseconds of a loop, so that the barrier's cost stays small beside the op
+  // (see the top). The memory-bound elementwise loops thus stay on one thread at the networks' sizes.
   static constexpr double kWorkPerThread = double(1 << 23);
   int team(double work) const {
 #ifdef _OPENMP
