@@ -10,45 +10,18 @@
 #include "linear_test_net.hpp"
 #include "shortcut/shortcut.hpp"
 #include "test_util.hpp"
+#include "trainer_test_util.hpp"
 
 using namespace shortcut;
 namespace fs = std::filesystem;
 using Be = cpu::Backend<float>;
 using DBe = cpu::Backend<double>;
-using Model = ShortcutModel<nn::MlpNet<Be>>;
 using LinearModel = ShortcutModel<LinearTestNet<double>>;
 
-// Copied from trainer_open_test.cpp (which uses them too): a small MLP model trained quietly for the
-// group test through the Trainer.
 namespace {
 
-nn::MlpNetConfig small_net() {
-  nn::MlpNetConfig c;
-  c.hidden = 8; c.depth = 1; c.classes = 3;
-  return c;
-}
-TrainerConfig quiet(int64_t steps, uint64_t seed = 1) {
-  TrainerConfig tc;
-  tc.batch = 32; tc.steps = steps; tc.seed = seed; tc.progress = false; tc.ema_tau = 0.9;
-  return tc;
-}
-AdamWConfig fast() {
-  AdamWConfig oc;
-  oc.lr = 3e-3; oc.warmup_steps = 2;
-  return oc;
-}
-fs::path temp_dir(const std::string& name) {
-  fs::path d = testutil::scratch_dir("shortcut_optimizer_test") / name;
-  fs::remove_all(d);
-  return d;
-}
-void toy_rows(Rng& rng, const BatchSlice& s, std::vector<float>& x, std::vector<int32_t>& y) {
-  x.resize(size_t(s.rows()) * 2);
-  y.resize(size_t(s.rows()));
-  for (auto& v : x) v = rng.normal();
-  for (auto& l : y) l = int32_t(rng.randint(3));
-}
-using Rows = Trainer<Model>::RowsFn;
+using namespace trainer_test;
+fs::path temp_dir(const std::string& name) { return trainer_test::temp_dir("shortcut_optimizer_test", name); }
 
 }  // namespace
 

@@ -8,34 +8,17 @@
 
 #include "shortcut/shortcut.hpp"
 #include "test_util.hpp"
+#include "trainer_test_util.hpp"
 
 using namespace shortcut;
 namespace fs = std::filesystem;
 using Be = cpu::Backend<float>;
-using Model = ShortcutModel<nn::MlpNet<Be>>;
 
 namespace {
 
-nn::MlpNetConfig small_net() {
-  nn::MlpNetConfig c;
-  c.hidden = 8; c.depth = 1; c.classes = 3;
-  return c;
-}
-TrainerConfig quiet(int64_t steps, uint64_t seed = 1) {
-  TrainerConfig tc;
-  tc.batch = 32; tc.steps = steps; tc.seed = seed; tc.progress = false; tc.ema_tau = 0.9;
-  return tc;
-}
-AdamWConfig fast() {
-  AdamWConfig oc;
-  oc.lr = 3e-3; oc.warmup_steps = 2;
-  return oc;
-}
-fs::path temp_dir(const std::string& name) {
-  fs::path d = testutil::scratch_dir("shortcut_trainer_open_test") / name;
-  fs::remove_all(d);
-  return d;
-}
+using namespace trainer_test;
+fs::path temp_dir(const std::string& name) { return trainer_test::temp_dir("shortcut_trainer_open_test", name); }
+
 
 // A fixed table of 2-D rows and labels, walked in order from a position that persists across batches:
 // a data source whose batches depend on state that the RNG position alone does not give back.
@@ -100,13 +83,6 @@ std::vector<int64_t> steps_of(const std::vector<nlohmann::json>& lines) {
   for (auto& j : lines) s.push_back(j["step"].get<int64_t>());
   return s;
 }
-void toy_rows(Rng& rng, const BatchSlice& s, std::vector<float>& x, std::vector<int32_t>& y) {
-  x.resize(size_t(s.rows()) * 2);
-  y.resize(size_t(s.rows()));
-  for (auto& v : x) v = rng.normal();
-  for (auto& l : y) l = int32_t(rng.randint(3));
-}
-using Rows = Trainer<Model>::RowsFn;
 
 }  // namespace
 
