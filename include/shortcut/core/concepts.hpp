@@ -165,6 +165,24 @@ concept ComputeBackend =
     BackendAttentionOps<Be, typename Be::Scalar> && BackendEmbeddingOps<Be, typename Be::Scalar> &&
     BackendTargetOps<Be, typename Be::Scalar> && BackendOptimizerOps<Be, typename Be::Scalar>;
 
+// The forward-mode (tangent) ops of DESIGN.md §8, beyond what the ordinary ops already give (a
+// linear layer's tangent is linear_forward without bias; GELU's and SiLU's are their backward with
+// the tangent as dout): scale_rows(x, s, rows, n); ln_modulate_tangent(h_dot, x, x_dot, mean, rstd,
+// scale, shift_dot, scale_dot, mod_stride, B, T, D); attention_tangent(out_dot, qkv, qkv_dot, out, lse,
+// B, T, H, hd, scale). The networks' tangent passes and the average-velocity objectives need them.
+template <class Be, class T>
+concept BackendTangentOps = requires {
+  static_cast<detail::Op<Be, T*, const T*, int, int>>(&Be::scale_rows);
+  static_cast<detail::Op<Be, T*, const T*, const T*, const T*, const T*, const T*, const T*, const T*, int, int, int,
+                         int>>(&Be::ln_modulate_tangent);
+  static_cast<detail::Op<Be, T*, const T*, const T*, const T*, const T*, int, int, int, int, T>>(
+      &Be::attention_tangent);
+};
+
+// A ComputeBackend that also runs forward mode.
+template <class Be>
+concept ForwardModeBackend = ComputeBackend<Be> && BackendTangentOps<Be, typename Be::Scalar>;
+
 // ---- networks ---------------------------------------------------------------------------------
 
 // What checkpoint I/O (io/checkpoint.hpp) needs of a network: its parameter layout (tensor names and

@@ -302,6 +302,72 @@ class Backend {
     }
   }
 
+  // ---- forward mode (tangents, DESIGN.md §8) -------------------------------------------------
+  // x[r, :] *= s[r]   x [rows, n], s [rows]
+  void scale_rows(T* x, const T* s, int rows, int n) const {
+    for (int r = 0; r < rows; ++r) MapV(x + size_t(r) * n, n) *= s[r];
+  }
+  // The tangent of ln_modulate_forward. With n = (x - mean) rstd, the LayerNorm's Jacobian applied to
+  // x_dot is rstd (x_dot - mean_j x_dot - n mean_j(n x_dot)); the modulation adds the conditioning's
+  // tangents: h_dot = J x_dot (1 + scale) + n scale_dot + shift_dot. x, x_dot, h_dot [B,T,D]; mean,
+  // rstd [B*T] from the forward; scale, shift_dot, scale_dot: row b at + b*mod_stride.
+  void ln_modulate_tangent(T* h_dot, const T* x, const T* x_dot, const T* mean, const T* rstd, const T* scale,
+                           const T* shift_dot, const T* scale_dot, int mod_stride, int B, int Tn, int D) const {
+    const int nt = team(double(size_t(B) * Tn * D));
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int64_t r = 0; r < int64_t(B) * Tn; ++r) {
+      const T* xr = x + r * D;
+      const T* xd = x_dot + r * D;
+      const size_t mrow = size_t(r / Tn) * mod_stride;
+      const T m = mean[r], rs = rstd[r];
+      T s1 = 0, s2 = 0;
+      for (int j = 0; j < D; ++j) {
+        s1 += xd[j];
+        s2 += (xr[j] - m) * rs * xd[j];
+      }
+      s1 /= D;
+      s2 /= D;
+      for (int j = 0; j < D; ++j) {
+        const T n = (xr[j] - m) * rs;
+        h_dot[r * D + j] = rs * (xd[j] - s1 - n * s2) * (T(1) + scale[mrow + j]) + n * scale_dot[mrow + j] +
+                           shift_dot[mrow + j];
+      }
+    }
+  }
+  // The tangent of attention_forward (DESIGN.md §8): with S = scale Q K^T, P = softmax(S) and
+  // S_dot = scale (Q_dot K^T + Q K_dot^T),  out_dot = P V_dot + (P o S_dot) V - rowsum(P o S_dot) o O.
+  // P comes back from the forward's lse, a block of kTangentRows query rows at a time, so nothing
+  // T x T is held (the flash-style form the kernels take). qkv, qkv_dot [B,T,3D]; out, out_dot [B,T,D].
+  void attention_tangent(T* out_dot, const T* qkv, const T* qkv_dot, const T* out, const T* lse, int B, int Tn,
+                         int H, int hd, T scale) const {
+    constexpr int kTangentRows = 64;
+    const int D = H * hd;
+    const SerialEigen serial;
+    const int nt = team(double(size_t(B) * Tn * Tn * H) * hd);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (int bh = 0; bh < B * H; ++bh) {
+      const int b = bh / H, h = bh % H;
+      const size_t off = size_t(b) * Tn * 3 * D + h * hd;
+      const Eigen::OuterStride<> s3(3 * D), s1(D);
+      SMapC Q(qkv + off, Tn, hd, s3), K(qkv + off + D, Tn, hd, s3), V(qkv + off + 2 * D, Tn, hd, s3);
+      SMapC Qd(qkv_dot + off, Tn, hd, s3), Kd(qkv_dot + off + D, Tn, hd, s3), Vd(qkv_dot + off + 2 * D, Tn, hd, s3);
+      SMapC O(out + size_t(b) * Tn * D + h * hd, Tn, hd, s1);
+      SMap Od(out_dot + size_t(b) * Tn * D + h * hd, Tn, hd, s1);
+      const T* l = lse + size_t(bh) * Tn;
+      for (int i0 = 0; i0 < Tn; i0 += kTangentRows) {
+        const int rows = std::min(kTangentRows, Tn - i0);
+        Mat P = (Q.middleRows(i0, rows) * K.transpose()) * scale;
+        for (int i = 0; i < rows; ++i) P.row(i) = (P.row(i).array() - l[i0 + i]).exp().matrix();
+        Mat PS = (Qd.middleRows(i0, rows) * K.transpose() + Q.middleRows(i0, rows) * Kd.transpose()) * scale;
+        PS = (P.array() * PS.array()).matrix();
+        auto od = Od.middleRows(i0, rows);
+        od.noalias() = P * Vd;
+        od.noalias() += PS * V;
+        for (int i = 0; i < rows; ++i) od.row(i) -= PS.row(i).sum() * O.row(i0 + i);
+      }
+    }
+  }
+
   // ---- embeddings -------------------------------------------------------------------------
   // out[B, dim] = [cos(a f_j) | sin(a f_j)], f_j = exp(-ln(10000) j / (dim/2)), a = values[b]
   void timestep_embedding(T* out, const T* values, int B, int dim) const {
@@ -515,5 +581,7 @@ class Backend {
 // The reference offers every op of the contract with exactly its signature (core/concepts.hpp).
 static_assert(ComputeBackend<cpu::Backend<float>>, "cpu::Backend<float> must offer every op of ComputeBackend");
 static_assert(ComputeBackend<cpu::Backend<double>>, "cpu::Backend<double> must offer every op of ComputeBackend");
+static_assert(ForwardModeBackend<cpu::Backend<float>> && ForwardModeBackend<cpu::Backend<double>>,
+              "cpu::Backend must offer the forward-mode ops");
 
 }  // namespace shortcut
