@@ -94,6 +94,29 @@ inline double fd_error(double* x, size_t n, const double* g, const std::function
   return max_diff / std::max(max_ref, floor);
 }
 
+// The forward-mode counterpart of fd_error: compares a tangent (the derivative of a vector function
+// along a direction) with finite differences of f(s) = the function at inputs + s * direction, every
+// output element, by the same five-point stencil and the same measured noise allowance. Returns
+// max|tangent - fd| / max(max|fd|, 1e-6).
+inline double tangent_error(const std::vector<double>& tangent,
+                            const std::function<std::vector<double>(double)>& f, double h = 1e-4) {
+  auto stencil = [&](double s) {
+    auto p1 = f(s), m1 = f(-s), p2 = f(2 * s), m2 = f(-2 * s);
+    std::vector<double> d(p1.size());
+    for (size_t i = 0; i < d.size(); ++i) d[i] = (8 * (p1[i] - m1[i]) - (p2[i] - m2[i])) / (12 * s);
+    return d;
+  };
+  const auto fd = stencil(h), fd2 = stencil(h / 2);
+  if (fd.size() != tangent.size()) return 1e300;
+  double max_diff = 0, max_ref = 0;
+  for (size_t i = 0; i < fd.size(); ++i) {
+    const double noise = std::abs(fd[i] - fd2[i]);
+    max_diff = std::max(max_diff, std::max(0.0, std::abs(fd[i] - tangent[i]) - 3 * noise));
+    max_ref = std::max(max_ref, std::abs(fd[i]));
+  }
+  return max_diff / std::max(max_ref, 1e-6);
+}
+
 inline double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) {
   double m = 0;
   for (size_t i = 0; i < a.size(); ++i) m = std::max(m, std::abs(a[i] - b[i]));

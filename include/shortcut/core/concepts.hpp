@@ -233,6 +233,16 @@ template <class Net>
 concept VelocityNetwork =
     VelocityNetworkTypes<Net> && NamedNetwork<Net> && VelocityNetworkQueries<Net> && VelocityNetworkPasses<Net>;
 
+// A velocity network that also runs forward mode (DESIGN.md §8): after forward(ctx, ...),
+//   tangent(ctx, params, x_dot [B, sample], t_dot [B], k_dot [B], out_dot [B, sample])
+// writes the derivative of the output along the input tangents, leaving what backward needs intact
+// (nn::DiT and nn::MlpNet on a ForwardModeBackend). The average-velocity objectives need it.
+template <class Net, class T = typename Net::Scalar>
+concept TangentNetwork = VelocityNetwork<Net> && requires(const Net& n, typename Net::Context& ctx, const T* params,
+                                                          const T* x_dot, const T* t_dot, const T* k_dot, T* out_dot) {
+  n.tangent(ctx, params, x_dot, t_dot, k_dot, out_dot);
+};
+
 // ---- models -----------------------------------------------------------------------------------
 
 // What OdeSampler and generate call on a model: its backend, shapes and the guided velocity

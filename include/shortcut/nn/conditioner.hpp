@@ -7,6 +7,7 @@
 
 #include "shortcut/core/concepts.hpp"
 #include "shortcut/nn/linear.hpp"
+#include "shortcut/nn/sinusoid_tangent.hpp"
 
 namespace shortcut::nn {
 
@@ -19,6 +20,8 @@ struct TimestepEmbedder {
   Linear l0, l2;
   struct Ctx {
     Buf feat, h, s;
+    Buf feat_dot, h_dot, s_dot;  // the tangent pass
+    SinusoidTangent<Be> sin;
   };
   TimestepEmbedder() = default;
   TimestepEmbedder(ParamLayout& L, const std::string& name, int D)
@@ -33,6 +36,18 @@ struct TimestepEmbedder {
     l0.forward(be, P, c.h.data(), c.feat.data(), B);
     be.silu_forward(c.s.data(), c.h.data(), c.h.size());
     l2.forward(be, P, out, c.s.data(), B);
+  }
+  // The tangent of out along values_dot [B], after forward on the same context.
+  void tangent(const Be& be, const T* P, Ctx& c, const T* values_dot, int B, T* out_dot) const
+    requires ForwardModeBackend<Be>
+  {
+    ensure(c.feat_dot, c.feat.size());
+    ensure(c.h_dot, c.h.size());
+    ensure(c.s_dot, c.s.size());
+    c.sin.apply(be, c.feat_dot.data(), c.feat.data(), values_dot, B, kFreqDim);
+    l0.tangent(be, P, c.h_dot.data(), c.feat_dot.data(), B);
+    be.silu_backward(c.s_dot.data(), c.h_dot.data(), c.h.data(), c.h.size());  // SiLU'(h) h_dot
+    l2.tangent(be, P, out_dot, c.s_dot.data(), B);
   }
   // dout is consumed; ds is scratch of [B,D]
   void backward(const Be& be, const T* P, T* G, Ctx& c, const T* dout, T* scratch, int B) const {
@@ -52,6 +67,7 @@ struct Conditioner {
   struct Ctx {
     typename TimestepEmbedder<Be>::Ctx t, d;
     Buf c, tmp, silu_c, dc;
+    Buf c_dot, tmp_dot, silu_c_dot;  // the tangent pass
     typename Be::template Buffer<int32_t> y, nulls;
     int B = 0;
   };
@@ -87,6 +103,21 @@ struct Conditioner {
     be.embedding_forward(c.tmp.data(), P + table, c.y.data(), B, D);
     be.add_inplace(c.c.data(), c.tmp.data(), n);
     be.silu_forward(c.silu_c.data(), c.c.data(), n);
+  }
+  // The tangent of SiLU(c) along (t_dot, k_dot) [B] into silu_c_dot, after forward on the same
+  // context (the label embedding is constant).
+  void tangent(const Be& be, const T* P, Ctx& c, const T* t_dot, const T* k_dot) const
+    requires ForwardModeBackend<Be>
+  {
+    const int B = c.B;
+    const size_t n = size_t(B) * D;
+    ensure(c.c_dot, n);
+    ensure(c.tmp_dot, n);
+    ensure(c.silu_c_dot, n);
+    t_emb.tangent(be, P, c.t, t_dot, B, c.c_dot.data());
+    d_emb.tangent(be, P, c.d, k_dot, B, c.tmp_dot.data());
+    be.add_inplace(c.c_dot.data(), c.tmp_dot.data(), n);
+    be.silu_backward(c.silu_c_dot.data(), c.c_dot.data(), c.c.data(), n);
   }
   // d_silu_c [B,D] is the summed gradient of every consumer of SiLU(c)
   void backward(const Be& be, const T* P, T* G, Ctx& c, const T* d_silu_c) const {

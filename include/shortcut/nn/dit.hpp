@@ -30,13 +30,14 @@ class DiT {
     MlpBranch<Be> mlp;
   };
   struct BlockCtx {
-    Buf mod, dmod;
+    Buf mod, dmod, mod_dot;
     typename AttentionBranch<Be>::Ctx attn;
     typename MlpBranch<Be>::Ctx mlp;
   };
   struct Context {
     int B = 0;
     Buf tok, xs, fo, dx, dfo, dtok, dsilu;
+    Buf tok_dot, xs_dot, fo_dot;  // the tangent pass (xs_dot: two residual streams, ping-pong)
     typename Conditioner<Be>::Ctx cond;
     std::vector<BlockCtx> blocks;
     typename FinalLayer<Be>::Ctx fin;
@@ -97,6 +98,36 @@ class DiT {
     }
     final_.forward(be, P, c.fin, sc, c.xs.data() + act * 2 * cfg_.depth, c.fo.data(), B, Tn, eps);
     be.patch_scatter(out, c.fo.data(), B, H, H, C, p, PatchOrder::ChannelMinor);
+  }
+
+  // The forward mode (DESIGN.md §8), after forward on the same context: out_dot [B,H,W,C] = the
+  // derivative of out along (x_dot [B,H,W,C], t_dot [B], k_dot [B]). What backward needs is untouched.
+  void tangent(Context& c, const T* P, const T* x_dot, const T* t_dot, const T* k_dot, T* out_dot) const
+    requires ForwardModeBackend<Be>
+  {
+    const Be& be = *be_;
+    const int B = c.B, D = cfg_.hidden, Tn = cfg_.tokens(), p = cfg_.patch, C = cfg_.channels, H = cfg_.image;
+    const size_t act = size_t(B) * Tn * D;
+    ensure(c.tok_dot, c.tok.size());
+    ensure(c.xs_dot, 2 * act);
+    ensure(c.fo_dot, c.fo.size());
+    T* cur = c.xs_dot.data();
+    T* nxt = cur + act;
+    be.patch_gather(c.tok_dot.data(), x_dot, B, H, H, C, p, PatchOrder::ChannelMajor);
+    embed_.tangent(be, P, cur, c.tok_dot.data(), B * Tn);  // the position embedding is constant
+    cond_.tangent(be, P, c.cond, t_dot, k_dot);
+    const T* scd = c.cond.silu_c_dot.data();
+    for (int i = 0; i < cfg_.depth; ++i) {
+      auto& b = blocks_[i];
+      auto& bc = c.blocks[i];
+      ensure(bc.mod_dot, bc.mod.size());
+      b.ada.tangent(be, P, bc.mod_dot.data(), scd, B);
+      const T* x0 = c.xs.data() + act * (2 * i);
+      b.attn.tangent(be, P, bc.attn, x0, cur, nxt, bc.mod.data(), bc.mod_dot.data(), 6 * D, B, Tn);
+      b.mlp.tangent(be, P, bc.mlp, x0 + act, nxt, cur, bc.mod.data() + 3 * D, bc.mod_dot.data() + 3 * D, 6 * D, B, Tn);
+    }
+    final_.tangent(be, P, c.fin, scd, c.xs.data() + act * 2 * cfg_.depth, cur, c.fo_dot.data(), B, Tn);
+    be.patch_scatter(out_dot, c.fo_dot.data(), B, H, H, C, p, PatchOrder::ChannelMinor);
   }
 
   // dout [B,H,W,C] -> parameter gradients += into G; dx (optional) = gradient of the input image

@@ -28,6 +28,12 @@ struct Linear {
   void forward(const Be& be, const T* P, T* y, const T* x, int N) const {
     be.linear_forward(y, x, P + w, has_bias ? P + b : nullptr, N, in, out);
   }
+  // The tangent of forward: y_dot[N,out] = x_dot W^T (the bias is constant)
+  template <class Be, class T>
+    requires BackendLinearOps<Be, T>
+  void tangent(const Be& be, const T* P, T* y_dot, const T* x_dot, int N) const {
+    be.linear_forward(y_dot, x_dot, P + w, static_cast<const T*>(nullptr), N, in, out);
+  }
   // dx[N,in] (= or +=, null skips); dW, db += into the gradient arena G
   template <class Be, class T>
     requires BackendLinearOps<Be, T>

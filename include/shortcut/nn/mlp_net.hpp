@@ -15,6 +15,7 @@
 
 #include "shortcut/nn/adaln_blocks.hpp"
 #include "shortcut/nn/conditioner.hpp"
+#include "shortcut/nn/sinusoid_tangent.hpp"
 
 namespace shortcut::nn {
 
@@ -80,7 +81,7 @@ class MlpNet {
     MlpBranch<Be> mlp;
   };
   struct BlockCtx {
-    Buf mod, dmod;
+    Buf mod, dmod, mod_dot;
     typename MlpBranch<Be>::Ctx mlp;
   };
   struct Context {
@@ -89,6 +90,8 @@ class MlpNet {
     Buf ts;                            // t * t_scale
     Buf fa, feat, femb, dfeat;         // fourier_scale * x [B*dim], its features [B*dim, F], embedding [B, D]
     Buf rot, ones, fd, fprod, fsum;    // the input gradient through the features (constants and scratch)
+    Buf xs_dot, fa_dot, feat_dot, femb_dot, ts_dot;  // the tangent pass
+    SinusoidTangent<Be> sin;
     typename Conditioner<Be>::Ctx cond;
     std::vector<BlockCtx> blocks;
     typename FinalLayer<Be>::Ctx fin;
@@ -154,6 +157,46 @@ class MlpNet {
     final_.forward(be, P, c.fin, sc, c.xs.data() + act * cfg_.depth, out, B, 1, T(cfg_.ln_eps));
   }
 
+  // The forward mode (DESIGN.md §8), after forward on the same context: out_dot [B, dim] along
+  // (x_dot [B, dim], t_dot [B], k_dot [B]).
+  void tangent(Context& c, const T* P, const T* x_dot, const T* t_dot, const T* k_dot, T* out_dot) const
+    requires ForwardModeBackend<Be>
+  {
+    const Be& be = *be_;
+    const int B = c.B, D = cfg_.hidden;
+    const size_t act = size_t(B) * D;
+    ensure(c.xs_dot, 2 * act);
+    T* cur = c.xs_dot.data();
+    T* nxt = cur + act;
+    embed_.tangent(be, P, cur, x_dot, B);
+    if (cfg_.fourier) {
+      const size_t na = size_t(B) * cfg_.dim;
+      ensure(c.fa_dot, na); ensure(c.feat_dot, c.feat.size()); ensure(c.femb_dot, act);
+      be.fill(c.fa_dot.data(), T(0), na);
+      be.axpy(c.fa_dot.data(), T(cfg_.fourier_scale), x_dot, na);
+      c.sin.apply(be, c.feat_dot.data(), c.feat.data(), c.fa_dot.data(), int(na), cfg_.fourier);
+      fembed_.tangent(be, P, c.femb_dot.data(), c.feat_dot.data(), B);
+      be.add_inplace(cur, c.femb_dot.data(), act);
+    }
+    if (cfg_.t_scale != 1.0) {
+      ensure(c.ts_dot, size_t(B));
+      be.fill(c.ts_dot.data(), T(0), size_t(B));
+      be.axpy(c.ts_dot.data(), T(cfg_.t_scale), t_dot, size_t(B));
+      t_dot = c.ts_dot.data();
+    }
+    cond_.tangent(be, P, c.cond, t_dot, k_dot);
+    const T* scd = c.cond.silu_c_dot.data();
+    for (int i = 0; i < cfg_.depth; ++i) {
+      auto& bc = c.blocks[i];
+      ensure(bc.mod_dot, bc.mod.size());
+      blocks_[i].ada.tangent(be, P, bc.mod_dot.data(), scd, B);
+      blocks_[i].mlp.tangent(be, P, bc.mlp, c.xs.data() + act * i, cur, nxt, bc.mod.data(), bc.mod_dot.data(), 3 * D,
+                             B, 1);
+      std::swap(cur, nxt);
+    }
+    final_.tangent(be, P, c.fin, scd, c.xs.data() + act * cfg_.depth, cur, out_dot, B, 1);
+  }
+
   void backward(Context& c, const T* P, T* G, const T* dout, T* dx = nullptr) const {
     const Be& be = *be_;
     const int B = c.B, D = cfg_.hidden;
@@ -182,17 +225,12 @@ class MlpNet {
   // features times a constant matrix; then an elementwise product and a row sum (a product with ones).
   void fourier_backward(Context& c, const T* P, T* G, T* dx) const {
     const Be& be = *be_;
-    const int F = cfg_.fourier, half = F / 2, N = c.B * cfg_.dim;
+    const int F = cfg_.fourier, N = c.B * cfg_.dim;
     ensure(c.dfeat, size_t(N) * F);
     fembed_.backward(be, P, G, dx ? c.dfeat.data() : nullptr, c.dx.data(), c.feat.data(), c.B);
     if (!dx) return;
     if (c.rot.size() != size_t(F) * F) {
-      std::vector<T> rot(size_t(F) * F, T(0)), ones(F, T(1));
-      for (int j = 0; j < half; ++j) {
-        T f = T(std::exp(-std::log(10000.0) * double(j) / double(half)));
-        rot[size_t(j) * F + half + j] = -f;  // d cos(a f) / da = -f sin(a f)
-        rot[size_t(half + j) * F + j] = f;   // d sin(a f) / da = f cos(a f)
-      }
+      const std::vector<T> rot = sinusoid_derivative_weight<T>(F), ones(F, T(1));
       ensure(c.rot, rot.size()); ensure(c.ones, ones.size());
       be.to_device(c.rot.data(), rot.data(), rot.size());
       be.to_device(c.ones.data(), ones.data(), ones.size());

@@ -44,6 +44,21 @@ class ShortcutModel {
     net_.forward(train_ctx_, arena_.data(Role::Param), x, t, k, y, B, out_.data());
     return out_.data();
   }
+  // The training forward with its forward-mode tangent along (x_dot, t_dot, k_dot) (DESIGN.md §8):
+  // out and out_dot, device [B, sample]. backward() afterwards runs on the primal, as after forward().
+  struct WithTangent {
+    const T* out;
+    const T* out_dot;
+  };
+  WithTangent forward_tangent(const T* x, const T* t, const T* k, const int32_t* y, int B, const T* x_dot,
+                              const T* t_dot, const T* k_dot)
+    requires TangentNetwork<Net>
+  {
+    const T* out = forward(x, t, k, y, B);
+    nn::ensure(out_dot_, out_.size());
+    net_.tangent(train_ctx_, arena_.data(Role::Param), x_dot, t_dot, k_dot, out_dot_.data());
+    return {out, out_dot_.data()};
+  }
   // Accumulates parameter gradients into the arena's Grad role; dx (optional) gets the input gradient.
   void backward(const T* dout, T* dx = nullptr) {
     net_.backward(train_ctx_, arena_.data(Role::Param), arena_.data(Role::Grad), dout, dx);
@@ -72,7 +87,7 @@ class ShortcutModel {
   ParamArena<Backend> arena_;
   typename Net::Context train_ctx_;
   detail::GuidedVelocity<Net> guided_;  // the evaluation context and guidance scratch
-  Buf out_;
+  Buf out_, out_dot_;
 };
 
 }  // namespace shortcut
