@@ -16,7 +16,8 @@
 // alone, and BM_attention_cudnn_{forward,backward} cuDNN's fused attention (SDPA, graph API; reference/
 // cudnn_sdpa.hpp) on the same bf16 inputs, the external bar for them (skipped with cuDNN's reason
 // where it refuses a shape, e.g. head dim 72, or where the build found no cuDNN);
-// BM_linear_bf16_* and BM_attention_bf16_* are the backend's ops in bf16 mode (cuda::Precision::bf16)
+// BM_attention_tangent_{fp32,bf16} are the backend's attention tangent (forward mode) in fp32 and in bf16
+// mode; BM_linear_bf16_* and BM_attention_bf16_* are the backend's ops in bf16 mode (cuda::Precision::bf16)
 // on its fp32 buffers, conversions included, the weights' bf16 copy kept as in training;
 // BM_linear_bf16_*/unfused is that layer without cuBLASLt's bias epilogues (Options::lt_epilogues);
 // BM_mlp_bf16_* the MLP's GELU pair (fc1 + GELU, fc2's backward through GELU), /unfused likewise.
@@ -345,6 +346,36 @@ void BM_attention_forward(benchmark::State& st, Impl impl) {
   set_flops(st, 4.0 * B * H * double(T) * T * hd);
 }
 void BM_attention_bf16_forward(benchmark::State& st, Impl) { BM_attention_forward(st, Impl::bf16); }
+
+// The tangent (forward mode) through the backend: BM_attention_tangent_fp32 the fp32 kernel
+// (kernels/attention.cuh), BM_attention_tangent_bf16 bf16 mode's tensor-core kernel
+// (kernels/attention_tc_tangent.cuh) with its conversions of qkv, qkv_dot and out. out and lse come
+// from the same mode's forward. TFLOP/s = 10 B H T^2 hd per time (S, the two products of S_dot, P V_dot
+// and (P o S_dot) V). Not yet run on a GPU.
+void BM_attention_tangent(benchmark::State& st, bool bf16) {
+  const int B = int(st.range(0)), T = int(st.range(1)), H = int(st.range(2)), hd = int(st.range(3));
+  const size_t rows = size_t(B) * T, D = size_t(H) * hd;
+  const float scale = 1.f / hd;
+  Backend& b = bf16 ? be_bf16() : be();
+  struct Set {
+    Buf qkv, qkv_dot, out, lse, out_dot;
+  };
+  std::vector<Set> sets;
+  for (int c = 0, n = rotation(rows * D * 4 * 9); c < n; ++c) {
+    Set s{random_buffer(rows * 3 * D), random_buffer(rows * 3 * D), Buf(rows * D), Buf(size_t(B) * H * T),
+          Buf(rows * D)};
+    b.attention_forward(s.out.data(), s.lse.data(), s.qkv.data(), B, T, H, hd, scale);
+    sets.push_back(std::move(s));
+  }
+  timed(st, int(sets.size()), [&](int c) {
+    auto& s = sets[c];
+    b.attention_tangent(s.out_dot.data(), s.qkv.data(), s.qkv_dot.data(), s.out.data(), s.lse.data(), B, T, H, hd,
+                        scale);
+  });
+  set_flops(st, 10.0 * B * H * double(T) * T * hd);
+}
+void BM_attention_tangent_fp32(benchmark::State& st, Impl) { BM_attention_tangent(st, false); }
+void BM_attention_tangent_bf16(benchmark::State& st, Impl) { BM_attention_tangent(st, true); }
 
 // The bf16 attention kernels on bf16 arrays, alone: the tensor-core forward and backward
 // (kernels/attention_tc*.cuh) and cuDNN's fused attention (reference/cudnn_sdpa.hpp) on the same
@@ -847,6 +878,8 @@ SHORTCUT_BENCH_GPU(BM_attention_backward, unfused, attention_shapes);
 SHORTCUT_BENCH_CPU(BM_attention_backward, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_bf16_forward, fused, attention_shapes);
 SHORTCUT_BENCH_GPU(BM_attention_bf16_backward, fused, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_tangent_fp32, fused, attention_shapes);
+SHORTCUT_BENCH_GPU(BM_attention_tangent_bf16, fused, attention_shapes);
 
 SHORTCUT_BENCH_GPU(BM_ln_modulate_forward, fused, ada_shapes);
 SHORTCUT_BENCH_GPU(BM_ln_modulate_forward, unfused, ada_shapes);

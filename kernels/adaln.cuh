@@ -1,10 +1,12 @@
 // adaLN kernels and their launchers: LayerNorm (no affine) fused with the modulation
-// h = LN(x) (1 + scale) + shift, its backward, and the gated residual x += gate y with its backward.
+// h = LN(x) (1 + scale) + shift, its backward and its tangent (forward mode), and the gated residual
+// x += gate y with its backward.
 // Shapes: x, h [B, T, D]; shift/scale/gate are rows of the modulation output, row b at
 // ptr + b * mod_stride. Statistics (mean, rstd [B*T]) are fp32 whatever the storage type T.
 //
 // Forward: one warp per token row, two passes over the row for the mean and the variance (the CPU
-// backend's two-pass formula; the second and third reads of the row hit L1).
+// backend's two-pass formula; the second and third reads of the row hit L1). The tangent likewise,
+// from the forward's saved statistics.
 // Backward: blocks own (sample b, chunk of tokens). A warp per row first reduces the two row sums of
 // the LayerNorm backward into shared memory; then each thread owns columns j and walks the chunk's
 // rows, writing dx (coalesced across the warp) and summing dshift/dscale (or dgate) for its columns
@@ -45,6 +47,39 @@ __global__ void ln_modulate_forward_kernel(T* out, float* mean, float* rstd, con
   const T* sc = scale + b * mod_stride;
   T* o = out + r * D;
   for (int j = lane; j < D; j += 32) o[j] = from_f32<T>((to_f32(xr[j]) - m) * rs * (1.f + to_f32(sc[j])) + to_f32(sh[j]));
+}
+
+// The tangent of ln_modulate_forward (forward mode): with n = (x - mean) rstd from the forward's
+// statistics, h_dot = rstd (x_dot - mean_j x_dot - n mean_j(n x_dot)) (1 + scale) + n scale_dot
+// + shift_dot. One warp per row, as the forward: two row sums, then the row.
+template <class T>
+__global__ void ln_modulate_tangent_kernel(T* h_dot, const T* x, const T* x_dot, const float* mean, const float* rstd,
+                                           const T* scale, const T* shift_dot, const T* scale_dot, int mod_stride,
+                                           size_t rows, int Tn, int D) {
+  const int lane = threadIdx.x % 32;
+  const size_t r = size_t(blockIdx.x) * kAdaWarps + threadIdx.x / 32;
+  if (r >= rows) return;  // the whole warp leaves together
+  const T* xr = x + r * D;
+  const T* xd = x_dot + r * D;
+  const float m = mean[r], rs = rstd[r];
+  float s1 = 0.f, s2 = 0.f;
+  for (int j = lane; j < D; j += 32) {
+    const float d = to_f32(xd[j]);
+    s1 += d;
+    s2 += (to_f32(xr[j]) - m) * rs * d;
+  }
+  s1 = warp_sum(s1) / float(D);
+  s2 = warp_sum(s2) / float(D);
+  const size_t b = r / Tn;
+  const T* sc = scale + b * mod_stride;
+  const T* shd = shift_dot + b * mod_stride;
+  const T* scd = scale_dot + b * mod_stride;
+  T* o = h_dot + r * D;
+  for (int j = lane; j < D; j += 32) {
+    const float n = (to_f32(xr[j]) - m) * rs;
+    o[j] = from_f32<T>(rs * (to_f32(xd[j]) - s1 - n * s2) * (1.f + to_f32(sc[j])) + n * to_f32(scd[j]) +
+                       to_f32(shd[j]));
+  }
 }
 
 // dx += rstd (dxh - mean_j(dxh) - xhat mean_j(dxh xhat)), dxh = dout (1 + scale);
@@ -179,6 +214,15 @@ void ln_modulate_backward(T* dx, T* dshift, T* dscale, const T* dout, const T* x
   const TokenChunks c = token_chunks(B, Tn, num_sms);
   const size_t smem = 4 * size_t(c.rows_per_chunk) * sizeof(float);
   launch("ln_modulate_backward_kernel", ln_modulate_backward_kernel<T>, unsigned(size_t(B) * c.chunks), kThreads, smem, s, dx, dshift, dscale, dout, x, mean, rstd, scale, mod_stride, Tn, D, c.chunks, c.rows_per_chunk);
+}
+template <class T>
+void ln_modulate_tangent(T* h_dot, const T* x, const T* x_dot, const float* mean, const float* rstd, const T* scale,
+                         const T* shift_dot, const T* scale_dot, int mod_stride, int B, int Tn, int D, cudaStream_t s) {
+  const size_t rows = size_t(B > 0 ? B : 0) * size_t(Tn > 0 ? Tn : 0);
+  if (!rows || D <= 0) return;
+  const size_t blocks = (rows + kAdaWarps - 1) / kAdaWarps;
+  launch("ln_modulate_tangent_kernel", ln_modulate_tangent_kernel<T>, unsigned(blocks), kThreads, 0, s, h_dot, x,
+         x_dot, mean, rstd, scale, shift_dot, scale_dot, mod_stride, rows, Tn, D);
 }
 template <class T>
 void gated_residual_forward(T* x, const T* gate, const T* y, int mod_stride, int B, int Tn, int D, cudaStream_t s) {

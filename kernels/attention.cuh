@@ -1,7 +1,8 @@
-// Fused multi-head attention, forward and backward, flash-attention style on fp32 CUDA cores:
-// nothing of size T x T ever reaches device memory. qkv [B,T,3D] (q | k | v, head h at columns
-// h*hd of each), out [B,T,D], lse [B,H,T] (the row log-sum-exp of the scaled logits, saved by the
-// forward for the backward), dqkv [B,T,3D] (overwritten). Logits are q.k * scale, scale as passed.
+// Fused multi-head attention, forward, backward and tangent (forward mode), flash-attention style on
+// fp32 CUDA cores: nothing of size T x T ever reaches device memory. qkv [B,T,3D] (q | k | v, head h
+// at columns h*hd of each), out [B,T,D], lse [B,H,T] (the row log-sum-exp of the scaled logits, saved
+// by the forward for the backward and the tangent), dqkv [B,T,3D] (overwritten), qkv_dot [B,T,3D]
+// and out_dot [B,T,D] (overwritten). Logits are q.k * scale, scale as passed.
 //
 // Tiling (per block of 256 threads laid out 16 x 16 as (ty, tx)):
 //  - forward: a block owns BR query rows of one (b, h); it walks the keys in tiles of BC rows kept in
@@ -14,6 +15,8 @@
 //    on the fly from dout and out), accumulates dV += P^T dO and dK += dS^T Q in registers, and adds
 //    dQ += dS K into device memory with atomics (its rows are shared by all key blocks; the q part of
 //    dqkv is zeroed first by a small kernel).
+//  - tangent: the forward's layout with every operand and its tangent side by side; P comes back from
+//    lse as in the backward, so one pass over the keys, no rescaling (attention_tangent_kernel).
 //  - Shared arrays are stored transposed ([hd][rows + 1]) where the inner loops run over hd, and the
 //    +1 padding makes both the transposing stores and the inner-loop loads free of bank conflicts.
 //  - Rows past the end of the sequence are loaded as zeros and masked (logit -inf, probability 0),
@@ -28,24 +31,29 @@
 namespace shortcut::kernels {
 
 // Tile sizes per head dim (rows of queries BR and keys BC, multiples of 16): chosen so that the
-// shared memory of a block stays under about 100 KB and two or more blocks fit a Hopper SM.
+// shared memory of a block stays under about 100 KB and two or more blocks fit a Hopper SM. The
+// tangent (kTan*) holds every operand twice (x and x_dot), hence its smaller key tiles: 83-109 KB.
 template <int HD>
 struct AttnTiles;
 template <>
 struct AttnTiles<32> {
   static constexpr int kFwdBR = 64, kFwdBC = 64, kBwdBR = 64, kBwdBC = 64;
+  static constexpr int kTanBR = 64, kTanBC = 64;
 };
 template <>
 struct AttnTiles<64> {
   static constexpr int kFwdBR = 64, kFwdBC = 64, kBwdBR = 64, kBwdBC = 64;
+  static constexpr int kTanBR = 64, kTanBC = 32;
 };
 template <>
 struct AttnTiles<72> {
   static constexpr int kFwdBR = 64, kFwdBC = 64, kBwdBR = 64, kBwdBC = 64;
+  static constexpr int kTanBR = 64, kTanBC = 32;
 };
 template <>
 struct AttnTiles<128> {
   static constexpr int kFwdBR = 64, kFwdBC = 32, kBwdBR = 32, kBwdBC = 32;
+  static constexpr int kTanBR = 32, kTanBC = 32;
 };
 
 inline bool attention_head_dim_supported(int hd) { return hd == 32 || hd == 64 || hd == 72 || hd == 128; }
@@ -56,6 +64,9 @@ inline constexpr size_t kAttnFwdSmemFloats = size_t(HD) * (BR + 1) + size_t(HD) 
 template <int HD, int BR, int BC>
 inline constexpr size_t kAttnBwdSmemFloats = 2 * size_t(HD) * (BC + 1) + 2 * size_t(HD) * (BR + 1) +
                                              size_t(BR) * (BC + 1) + 2 * size_t(BR);
+template <int HD, int BR, int BC>
+inline constexpr size_t kAttnTanSmemFloats = 2 * size_t(HD) * (BR + 1) + 2 * size_t(HD) * (BC + 1) +
+                                             2 * size_t(BC) * HD + 2 * size_t(BR) * (BC + 1) + size_t(BR);
 
 // Whether head dim tx + 16 j exists (a head dim that is not a multiple of 16 leaves the last j partial).
 template <int HD>
@@ -368,6 +379,143 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// The tangent of the forward (forward mode, DESIGN.md section 8): out_dot = P V_dot + (P o S_dot) V
+// - rowsum(P o S_dot) o O with S_dot = scale (Q_dot K^T + Q K_dot^T). The forward's layout: a block
+// owns BR queries of one (b, h) and walks the keys once; P comes back from the forward's lse (no
+// online softmax, no rescaling), S and S_dot are one pass over the head dim, P and P o S_dot go
+// through shared memory into one accumulator, and the row sums of P o S_dot stay in registers until
+// the end, where O is read once per row.
+template <int HD, int BR, int BC, class T>
+__global__ void __launch_bounds__(kThreads)
+    attention_tangent_kernel(T* out_dot, const T* qkv, const T* qkv_dot, const T* out, const float* lse, int Tn,
+                             int H, float scale, int qtiles) {
+  static_assert(BR % 16 == 0 && BC % 16 == 0, "tiles are multiples of the 16 x 16 thread grid");
+  constexpr int RI = BR / 16, CJ = BC / 16, DJ = (HD + 15) / 16;
+  SHORTCUT_DYNAMIC_SMEM(float, smem);
+  float* Qt = smem;                  // [HD][BR+1]  queries of this block, transposed
+  float* Qdt = Qt + HD * (BR + 1);   // [HD][BR+1]  their tangents
+  float* Kt = Qdt + HD * (BR + 1);   // [HD][BC+1]  current key tile, transposed
+  float* Kdt = Kt + HD * (BC + 1);   // [HD][BC+1]  its tangents
+  float* Vs = Kdt + HD * (BC + 1);   // [BC][HD]    current value tile
+  float* Vds = Vs + BC * HD;         // [BC][HD]    its tangents
+  float* Ps = Vds + BC * HD;         // [BR][BC+1]  P of the current tile
+  float* PSs = Ps + BR * (BC + 1);   // [BR][BC+1]  P o S_dot of the current tile
+  float* s_lse = PSs + BR * (BC + 1);  // [BR]
+
+  const int tid = threadIdx.x, tx = tid % 16, ty = tid / 16;
+  const int qt = blockIdx.x % qtiles, bh = blockIdx.x / qtiles, b = bh / H, h = bh % H;
+  const int D = H * HD;
+  const size_t ld = 3 * size_t(D);
+  const size_t head = size_t(b) * Tn * ld + size_t(h) * HD;
+  const T* qbase = qkv + head;
+  const T* qdbase = qkv_dot + head;
+  const int q0 = qt * BR;
+
+  for (int idx = tid; idx < BR * HD; idx += kThreads) {
+    const int r = idx / HD, d = idx % HD, q = q0 + r;
+    const bool ok = q < Tn;
+    Qt[d * (BR + 1) + r] = ok ? to_f32(qbase[size_t(q) * ld + d]) : 0.f;
+    Qdt[d * (BR + 1) + r] = ok ? to_f32(qdbase[size_t(q) * ld + d]) : 0.f;
+  }
+  for (int r = tid; r < BR; r += kThreads) s_lse[r] = q0 + r < Tn ? lse[size_t(bh) * Tn + q0 + r] : 0.f;
+
+  float o[RI][DJ], rsum[RI];
+#pragma unroll
+  for (int i = 0; i < RI; ++i) {
+    rsum[i] = 0.f;
+#pragma unroll
+    for (int j = 0; j < DJ; ++j) o[i][j] = 0.f;
+  }
+
+  for (int k0 = 0; k0 < Tn; k0 += BC) {
+    __syncthreads();  // the previous tile's K, V and P arrays are no longer read (and Qt, Qdt are complete)
+    for (int idx = tid; idx < BC * HD; idx += kThreads) {
+      const int c = idx / HD, d = idx % HD, k = k0 + c;
+      const bool ok = k < Tn;
+      const size_t at = size_t(k) * ld + d;
+      Kt[d * (BC + 1) + c] = ok ? to_f32(qbase[at + D]) : 0.f;
+      Kdt[d * (BC + 1) + c] = ok ? to_f32(qdbase[at + D]) : 0.f;
+      Vs[c * HD + d] = ok ? to_f32(qbase[at + 2 * D]) : 0.f;
+      Vds[c * HD + d] = ok ? to_f32(qdbase[at + 2 * D]) : 0.f;
+    }
+    __syncthreads();
+
+    // S = Q K^T and S_dot / scale = Q_dot K^T + Q K_dot^T for (rows ty + 16 i, keys tx + 16 j)
+    float s[RI][CJ], sd[RI][CJ];
+#pragma unroll
+    for (int i = 0; i < RI; ++i)
+#pragma unroll
+      for (int j = 0; j < CJ; ++j) s[i][j] = sd[i][j] = 0.f;
+#pragma unroll 4
+    for (int d = 0; d < HD; ++d) {
+      float a[RI], ad[RI], kb[CJ], kdb[CJ];
+#pragma unroll
+      for (int i = 0; i < RI; ++i) {
+        a[i] = Qt[d * (BR + 1) + ty + 16 * i];
+        ad[i] = Qdt[d * (BR + 1) + ty + 16 * i];
+      }
+#pragma unroll
+      for (int j = 0; j < CJ; ++j) {
+        kb[j] = Kt[d * (BC + 1) + tx + 16 * j];
+        kdb[j] = Kdt[d * (BC + 1) + tx + 16 * j];
+      }
+#pragma unroll
+      for (int i = 0; i < RI; ++i)
+#pragma unroll
+        for (int j = 0; j < CJ; ++j) {
+          s[i][j] = fmaf(a[i], kb[j], s[i][j]);
+          sd[i][j] = fmaf(ad[i], kb[j], fmaf(a[i], kdb[j], sd[i][j]));
+        }
+    }
+    // P = exp(S scale - lse) (0 outside the sequence) and P o S_dot
+#pragma unroll
+    for (int i = 0; i < RI; ++i) {
+      const int r = ty + 16 * i;
+      const bool row_ok = q0 + r < Tn;
+#pragma unroll
+      for (int j = 0; j < CJ; ++j) {
+        const bool ok = row_ok && k0 + tx + 16 * j < Tn;
+        const float p = ok ? expf(s[i][j] * scale - s_lse[r]) : 0.f;
+        const float ps = p * (sd[i][j] * scale);
+        rsum[i] += ps;
+        Ps[r * (BC + 1) + tx + 16 * j] = p;
+        PSs[r * (BC + 1) + tx + 16 * j] = ps;
+      }
+    }
+    __syncthreads();
+
+    // o += P V_dot + (P o S_dot) V for (rows ty + 16 i, dims tx + 16 j)
+#pragma unroll 4
+    for (int c = 0; c < BC; ++c) {
+      float vb[DJ], vdb[DJ];
+#pragma unroll
+      for (int j = 0; j < DJ; ++j) {
+        const bool ok = attn_dim_ok<HD>(tx, j);
+        vb[j] = ok ? Vs[c * HD + tx + 16 * j] : 0.f;
+        vdb[j] = ok ? Vds[c * HD + tx + 16 * j] : 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < RI; ++i) {
+        const float p = Ps[(ty + 16 * i) * (BC + 1) + c], ps = PSs[(ty + 16 * i) * (BC + 1) + c];
+#pragma unroll
+        for (int j = 0; j < DJ; ++j) o[i][j] = fmaf(p, vdb[j], fmaf(ps, vb[j], o[i][j]));
+      }
+    }
+  }
+
+#pragma unroll
+  for (int i = 0; i < RI; ++i) {
+    const float rs = half_warp_sum(rsum[i]);  // the row's 16 lanes hold its keys tx + 16 j
+    const int q = q0 + ty + 16 * i;
+    if (q >= Tn) continue;
+    const size_t row = (size_t(b) * Tn + q) * D + size_t(h) * HD;
+#pragma unroll
+    for (int j = 0; j < DJ; ++j)
+      if (attn_dim_ok<HD>(tx, j))
+        out_dot[row + tx + 16 * j] = from_f32<T>(o[i][j] - rs * to_f32(out[row + tx + 16 * j]));
+  }
+}
+
 // ---- launchers ---------------------------------------------------------------------------------
 template <class Kernel>
 void attention_allow_smem(Kernel kernel, size_t bytes) {
@@ -402,6 +550,18 @@ void attention_backward_hd(T* dqkv, const T* dout, const T* qkv, const T* out, c
   launch("attention_backward_kernel", kernel, unsigned(size_t(B) * H * ktiles), kThreads, smem, s, dqkv, dout, qkv, out, lse, Tn, H, scale, ktiles);
 }
 
+template <int HD, class T>
+void attention_tangent_hd(T* out_dot, const T* qkv, const T* qkv_dot, const T* out, const float* lse, int B, int Tn,
+                          int H, float scale, cudaStream_t s) {
+  constexpr int BR = AttnTiles<HD>::kTanBR, BC = AttnTiles<HD>::kTanBC;
+  constexpr size_t smem = kAttnTanSmemFloats<HD, BR, BC> * sizeof(float);
+  auto kernel = attention_tangent_kernel<HD, BR, BC, T>;
+  attention_allow_smem(kernel, smem);
+  const int qtiles = ceil_div(Tn, BR);
+  launch("attention_tangent_kernel", kernel, unsigned(size_t(B) * H * qtiles), kThreads, smem, s, out_dot, qkv,
+         qkv_dot, out, lse, Tn, H, scale, qtiles);
+}
+
 inline void attention_check_head_dim(int hd) {
   if (!attention_head_dim_supported(hd))
     throw ShapeError(
@@ -431,6 +591,20 @@ void attention_backward(T* dqkv, const T* dout, const T* qkv, const T* out, cons
     case 64: return attention_backward_hd<64>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, s);
     case 72: return attention_backward_hd<72>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, s);
     default: return attention_backward_hd<128>(dqkv, dout, qkv, out, lse, B, Tn, H, scale, s);
+  }
+}
+
+// out_dot [B,T,D] (overwritten) from qkv, qkv_dot [B,T,3D] and the forward's out and lse.
+template <class T>
+void attention_tangent(T* out_dot, const T* qkv, const T* qkv_dot, const T* out, const float* lse, int B, int Tn,
+                       int H, int hd, float scale, cudaStream_t s) {
+  attention_check_head_dim(hd);
+  if (B <= 0 || Tn <= 0 || H <= 0) return;
+  switch (hd) {
+    case 32: return attention_tangent_hd<32>(out_dot, qkv, qkv_dot, out, lse, B, Tn, H, scale, s);
+    case 64: return attention_tangent_hd<64>(out_dot, qkv, qkv_dot, out, lse, B, Tn, H, scale, s);
+    case 72: return attention_tangent_hd<72>(out_dot, qkv, qkv_dot, out, lse, B, Tn, H, scale, s);
+    default: return attention_tangent_hd<128>(out_dot, qkv, qkv_dot, out, lse, B, Tn, H, scale, s);
   }
 }
 

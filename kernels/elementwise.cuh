@@ -1,7 +1,7 @@
 // Elementwise kernels and their launchers: fill, GELU (tanh form) and SiLU forward/backward,
-// y += x, y += a x, the row broadcast add (position embedding, linear bias) and the classifier-free
-// guidance combination. One grid-stride loop each, fp32 arithmetic on storage type T, 16 bytes per
-// access where the pointers allow (map_elements, kernels/common.cuh).
+// y += x, y += a x, the row broadcast add (position embedding, linear bias), forward mode's row
+// scaling and the classifier-free guidance combination. One grid-stride loop each, fp32 arithmetic
+// on storage type T, 16 bytes per access where the pointers allow (map_elements, kernels/common.cuh).
 //
 // In-place use is allowed wherever the CPU backend allows it (the networks call
 // gelu_backward(d, d, x) and silu_backward(s, s, h)): each element is read before it is written by
@@ -76,6 +76,13 @@ __global__ void add_rows_kernel(T* x, const T* row, I total, I R) {
     x[i] = from_f32<T>(to_f32(x[i]) + to_f32(row[i % R]));
 }
 
+// x[r, :] *= s[r] for x [rows, n] (forward mode: a per-row factor's tangent)
+template <class I, class T>
+__global__ void scale_rows_kernel(T* x, const T* s, I total, I n) {
+  for (I i = I(global_thread()); i < total; i += I(grid_threads()))
+    x[i] = from_f32<T>(to_f32(x[i]) * to_f32(s[i / n]));
+}
+
 // out = vu + w (vc - vu)
 template <class T>
 __global__ void cfg_combine_kernel(T* out, const T* vc, const T* vu, float w, size_t n) {
@@ -147,6 +154,15 @@ void add_rows(T* x, const T* row, int B, int R, cudaStream_t s) {
   by_index_width(total, [&](auto i) {
     using I = decltype(i);
     launch("add_rows_kernel", add_rows_kernel<I, T>, blocks_for(total), kThreads, 0, s, x, row, I(total), I(R));
+  });
+}
+template <class T>
+void scale_rows(T* x, const T* s, int rows, int n, cudaStream_t st) {
+  const size_t total = size_t(rows > 0 ? rows : 0) * size_t(n > 0 ? n : 0);
+  if (!total) return;
+  by_index_width(total, [&](auto i) {
+    using I = decltype(i);
+    launch("scale_rows_kernel", scale_rows_kernel<I, T>, blocks_for(total), kThreads, 0, st, x, s, I(total), I(n));
   });
 }
 template <class T>

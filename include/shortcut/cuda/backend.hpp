@@ -33,6 +33,7 @@
 #include "kernels/attention.cuh"
 #include "kernels/attention_tc.cuh"
 #include "kernels/attention_tc_backward.cuh"
+#include "kernels/attention_tc_tangent.cuh"
 #include "kernels/elementwise.cuh"
 #include "kernels/embedding.cuh"
 #include "kernels/matmul.cuh"
@@ -311,6 +312,31 @@ class Backend {
     kernels::attention_backward(dqkv, dout, qkv, out, lse, B, Tn, H, hd, scale, stream_);
   }
 
+  // ---- forward mode (tangents; cpu::Backend's contract) ---------------------------------------
+  void scale_rows(T* x, const T* s, int rows, int n) const { kernels::scale_rows(x, s, rows, n, stream_); }
+  void ln_modulate_tangent(T* h_dot, const T* x, const T* x_dot, const T* mean, const T* rstd, const T* scale,
+                           const T* shift_dot, const T* scale_dot, int mod_stride, int B, int Tn, int D) const {
+    kernels::ln_modulate_tangent(h_dot, x, x_dot, mean, rstd, scale, shift_dot, scale_dot, mod_stride, B, Tn, D,
+                                 stream_);
+  }
+  // Head dims as attention_forward. In bf16 mode: the tensor-core kernel (kernels/attention_tc_tangent.cuh)
+  // on bf16 copies of qkv, qkv_dot and out, as the forward reads its operands; lse and out_dot fp32 (out_dot
+  // is the kernel's fp32 result, not rounded to bf16: it ends a subtraction, no product reads it here).
+  void attention_tangent(T* out_dot, const T* qkv, const T* qkv_dot, const T* out, const T* lse, int B, int Tn, int H,
+                         int hd, T scale) const {
+    if (precision_ == Precision::bf16) {
+      kernels::attention_check_head_dim(hd);
+      if (B <= 0 || Tn <= 0 || H <= 0) return;
+      const size_t n = size_t(B) * Tn * H * hd;
+      const __nv_bfloat16* qb = rounded(qkv, 3 * n, Scratch::A);
+      const __nv_bfloat16* qdb = rounded(qkv_dot, 3 * n, Scratch::B);
+      const __nv_bfloat16* ob = rounded(out, n, Scratch::C);
+      kernels::attention_tangent_tc(out_dot, qb, qdb, ob, lse, B, Tn, H, hd, scale, stream_);
+      return;
+    }
+    kernels::attention_tangent(out_dot, qkv, qkv_dot, out, lse, B, Tn, H, hd, scale, stream_);
+  }
+
   // ---- embeddings -------------------------------------------------------------------------
   void timestep_embedding(T* out, const T* values, int B, int dim) const {
     kernels::timestep_embedding(out, values, B, dim, stream_);
@@ -462,5 +488,6 @@ class Backend {
 };
 
 static_assert(shortcut::ComputeBackend<Backend>, "cuda::Backend must offer every op of cpu::Backend, same signatures");
+static_assert(shortcut::ForwardModeBackend<Backend>, "cuda::Backend must offer the forward-mode ops of cpu::Backend");
 
 }  // namespace shortcut::cuda
