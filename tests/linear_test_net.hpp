@@ -1,5 +1,6 @@
 // A velocity network with a closed form, for testing the method independently of the DiT:
-// v_i = a x_i + bt t + bk k + by[y]  (per element). Implements the Net interface on the CPU backend.
+// v_i = a x_i + bt t + bk k + by[y]  (per element). Implements the Net interface on the CPU backend,
+// forward mode included.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -50,6 +51,12 @@ class LinearTestNet {
       for (int i = 0; i < c_.dim; ++i)
         out[b * c_.dim + i] = P[a_] * x[b * c_.dim + i] + P[bt_] * t[b] + P[bk_] * k[b] + P[by_ + y[b]];
     }
+  }
+  // The forward mode: out_dot_i = a x_dot_i + bt t_dot + bk k_dot (the average-velocity objectives).
+  void tangent(Context& c, const T* P, const T* x_dot, const T* t_dot, const T* k_dot, T* out_dot) const {
+    for (int b = 0; b < c.B; ++b)
+      for (int i = 0; i < c_.dim; ++i)
+        out_dot[b * c_.dim + i] = P[a_] * x_dot[b * c_.dim + i] + P[bt_] * t_dot[b] + P[bk_] * k_dot[b];
   }
   void backward(Context& c, const T*, T* G, const T* dout, T* = nullptr) const {
     for (int b = 0; b < c.B; ++b)

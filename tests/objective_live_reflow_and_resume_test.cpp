@@ -130,4 +130,12 @@ TEST_CASE("every objective resumes exactly through Trainer, the distillations' t
   check_exact_resume("progressive_distillation", ProgressiveDistillation<Mf>(pd));
   CHECK(fs::exists(testutil::scratch_dir("objectives_resume") / "progressive_distillation" / "checkpoints" /
                    "step_6" / "teacher.safetensors"));
+  // the average-velocity objectives of §8: α-Flow's curriculum crosses from the two-piece target to
+  // the JVP at step 6 of 8, where the resumed run starts
+  MeanFlowConfig mf;
+  mf.denoise_timesteps = 16;
+  check_exact_resume("meanflow", MeanFlow<Mf>(mf));
+  AlphaFlowConfig af;
+  af.denoise_timesteps = 16;
+  check_exact_resume("alpha_flow", AlphaFlow<Mf>(af));
 }

@@ -1,5 +1,7 @@
 """The Euler sampler of DESIGN.md section 3: x = x0 ~ N(0, I); for i < N: t = i / N,
-v = s(x, t, k, y) with k = log2 N (k = log2 M for flow-matching models), x += v / N; with guidance
+v = s(x, t, k, y) with k = log2 N (k = log2 M for flow-matching models), or the step size d = 1/N
+itself where the model's step input is d (training metadata "step_input": "d"; flow matching then
+reads 0), x += v / N; with guidance
 w != 1, v = v(null) + w (v(y) - v(null))."""
 import math
 
@@ -12,7 +14,10 @@ def _training(model, objective, denoise_timesteps):
     M = int(denoise_timesteps or tr.get("denoise_timesteps", 128))
     if obj not in ("shortcut", "flow"):
         raise ValueError(f"objective must be 'shortcut' or 'flow', got {obj!r}")
-    return obj, M
+    step_input = tr.get("step_input", "index")
+    if step_input not in ("index", "d"):
+        raise ValueError(f"step_input must be 'index' or 'd', got {step_input!r}")
+    return obj, M, step_input
 
 
 @torch.no_grad()
@@ -34,7 +39,7 @@ def sample(model, labels, steps, guidance=1.0, generator=None, noise=None, objec
     power of two up to denoise_timesteps, 128 by default). The noise x0 is `noise` (of that shape) when
     given, else drawn with torch.randn(generator=generator). The objective (which
     decides the step index) and M come from model.training_config (set by load) unless given."""
-    obj, M = _training(model, objective, denoise_timesteps)
+    obj, M, step_input = _training(model, objective, denoise_timesteps)
     if steps < 1 or steps & (steps - 1) or steps > M:
         raise ValueError(f"steps must be a power of two in [1, {M}], got {steps}")
     p = next(model.parameters())
@@ -51,7 +56,10 @@ def sample(model, labels, steps, guidance=1.0, generator=None, noise=None, objec
         if tuple(x.shape) != shape:
             raise ValueError(f"noise has shape {tuple(x.shape)}, expected {list(shape)}"
                              + (" (NCHW)" if len(shape) == 4 else ""))
-    k = float(int(math.log2(M)) if obj == "flow" else int(math.log2(steps)))
+    if step_input == "d":
+        k = 0.0 if obj == "flow" else 1.0 / steps
+    else:
+        k = float(int(math.log2(M)) if obj == "flow" else int(math.log2(steps)))
     kk = torch.full((B,), k, dtype=p.dtype, device=p.device)
     for i in range(steps):
         t = torch.full((B,), i / steps, dtype=p.dtype, device=p.device)

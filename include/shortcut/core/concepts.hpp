@@ -278,4 +278,14 @@ concept VelocityModel = SamplingModel<M> && requires { typename M::Network; } &&
       m.backward(cp, p);
     };
 
+// A VelocityModel whose network runs forward mode: the training forward with tangents
+//   forward_tangent(x, t, k, y, B, x_dot, t_dot, k_dot) -> {out, out_dot}
+// (ShortcutModel<Net> for a TangentNetwork Net). The average-velocity objectives (DESIGN.md §8) train it.
+template <class M>
+concept TangentModel = VelocityModel<M> && TangentNetwork<typename M::Network> &&
+    requires(M& m, const typename M::T* p, const int32_t* y, int B) {
+      { m.forward_tangent(p, p, p, y, B, p, p, p).out } -> std::convertible_to<const typename M::T*>;
+      { m.forward_tangent(p, p, p, y, B, p, p, p).out_dot } -> std::convertible_to<const typename M::T*>;
+    };
+
 }  // namespace shortcut

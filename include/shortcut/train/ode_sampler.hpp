@@ -1,5 +1,6 @@
 // OdeSampler: Euler integration of the shortcut model from noise (t = 0) to data (t = 1) in N steps,
-// N a power of two up to M, every step queried with k = log2 N (DESIGN.md §3); classifier-free
+// N a power of two up to M, every step queried with k = log2 N, or d = 1/N for a network whose step
+// input is d (DESIGN.md §3, §8); classifier-free
 // guidance; the seed's noise interpolation x0(n) = n xa + sqrt(1 - n^2) xb.
 //
 // Samplers are an extension point: anything that satisfies Sampler<S, Model> (below) plugs into
@@ -24,11 +25,10 @@ struct SamplerConfig {
   bool use_ema = true;
 };
 
-// The step index a model is queried with when sampling in `steps` steps: log2(steps) for a shortcut
-// model (d = 1/steps), L = log2(M) for flow matching (it was trained at k = L only).
-inline int sampling_level(const ShortcutConfig& train, int steps) {
-  return train.objective == Objective::FlowMatching ? train.levels() : ilog2(steps);
-}
+// The step input a model is queried with when sampling in `steps` steps: log2(steps) for a shortcut
+// model (d = 1/steps), L = log2(M) for flow matching (it was trained at k = L only); a network whose
+// step input is d itself reads 1/steps (flow matching: 0). ShortcutConfig::sampling_step_input.
+inline double sampling_level(const ShortcutConfig& train, int steps) { return train.sampling_step_input(steps); }
 
 // What generate() asks of a sampler: built from the training configuration (which fixes the step
 // index convention), it refuses settings it cannot honour in check() (ConfigError), and sample()

@@ -92,7 +92,12 @@ class SelfConsistencyLoss {
 
   using Result = LossResult;
 
-  explicit SelfConsistencyLoss(const ShortcutConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
+  explicit SelfConsistencyLoss(const ShortcutConfig& cfg) : cfg_(cfg) {
+    cfg_.validate();
+    if (cfg_.step_input != StepInput::Index)
+      throw ConfigError("the shortcut and flow-matching objectives query the step index k; step_input 'd' is for the "
+                        "average-velocity objectives (meanflow, alpha_flow)");
+  }
   const ShortcutConfig& config() const { return cfg_; }
   const BatchPlan& plan() const { return plan_; }
   // Device buffers of the last built batch: inputs [B, n] and targets [B, n].

@@ -11,6 +11,12 @@ namespace shortcut {
 
 enum class Objective { Shortcut, FlowMatching };
 
+// The number the network's step input reads: the index k = log2(1/d) of DESIGN.md §4 (the default,
+// and every checkpoint written before the field), or the step size d itself through the same
+// sinusoidal embedder (§8: the average-velocity objectives differentiate in d, which the index cannot
+// do at d = 0). Sampling in N steps then feeds k = log2 N, or d = 1/N.
+enum class StepInput { Index, Size };
+
 inline bool is_power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
 inline int ilog2(int64_t n) {
   int l = 0;
@@ -27,6 +33,15 @@ struct ShortcutConfig {
   bool bootstrap_cfg = true;                  // guide the first Bb/L bootstrap rows' targets
   bool bootstrap_ema = true;                  // bootstrap targets from the EMA weights
   double target_clip = 4.0;                   // clip of x'_{t+d} and of the bootstrap target
+  StepInput step_input = StepInput::Index;    // what the network's step input reads: k, or d itself
+
+  // The network's step input when sampling in `steps` steps: k = log2 N or d = 1/N for a network
+  // that reads the step; flow matching's fixed query (k = L, or d = 0) otherwise.
+  double sampling_step_input(int steps) const {
+    const bool index = step_input == StepInput::Index;
+    if (objective == Objective::FlowMatching) return index ? levels() : 0.0;
+    return index ? double(ilog2(steps)) : 1.0 / steps;
+  }
 
   int levels() const { return ilog2(denoise_timesteps); }  // L
 
@@ -57,15 +72,19 @@ struct ShortcutConfig {
     return objective == Objective::Shortcut ? int(batch * bootstrap_fraction) : 0;
   }
 
+  // step_input is written only when it is d, so that metadata of index models reads as before (and
+  // resume's comparison with checkpoints written before the field finds no change).
   nlohmann::json to_json() const {
-    return {{"objective", objective == Objective::Shortcut ? "shortcut" : "flow"},
-            {"denoise_timesteps", denoise_timesteps},
-            {"bootstrap_fraction", bootstrap_fraction},
-            {"class_dropout_prob", class_dropout_prob},
-            {"cfg_scale", cfg_scale},
-            {"bootstrap_cfg", bootstrap_cfg},
-            {"bootstrap_ema", bootstrap_ema},
-            {"target_clip", target_clip}};
+    nlohmann::json j = {{"objective", objective == Objective::Shortcut ? "shortcut" : "flow"},
+                        {"denoise_timesteps", denoise_timesteps},
+                        {"bootstrap_fraction", bootstrap_fraction},
+                        {"class_dropout_prob", class_dropout_prob},
+                        {"cfg_scale", cfg_scale},
+                        {"bootstrap_cfg", bootstrap_cfg},
+                        {"bootstrap_ema", bootstrap_ema},
+                        {"target_clip", target_clip}};
+    if (step_input == StepInput::Size) j["step_input"] = "d";
+    return j;
   }
   static ShortcutConfig from_json(const nlohmann::json& j) {
     ShortcutConfig c;
@@ -79,6 +98,9 @@ struct ShortcutConfig {
     c.bootstrap_cfg = j.value("bootstrap_cfg", c.bootstrap_cfg);
     c.bootstrap_ema = j.value("bootstrap_ema", c.bootstrap_ema);
     c.target_clip = j.value("target_clip", c.target_clip);
+    const std::string si = j.value("step_input", "index");
+    if (si != "index" && si != "d") throw ConfigError("step_input must be 'index' or 'd', got '" + si + "'");
+    c.step_input = si == "d" ? StepInput::Size : StepInput::Index;
     c.validate();
     return c;
   }
