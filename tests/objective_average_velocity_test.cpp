@@ -278,6 +278,13 @@ TEST_CASE("the (t, d) sampler: logit-normal ends, the flow fraction, t + d <= 1,
   CHECK(sd / Ba == Approx(ediff).margin(0.012));
   CHECK(st_all / B == Approx(1 - emax).margin(0.006));
   CHECK(double(dropped) / B == Approx(c.class_dropout_prob).margin(0.006));
+  // the uniform option: E[1 - max(a, b)] = E|a - b| = 1/3 for a, b ~ U(0, 1)
+  c.uniform_time = true;
+  const auto u = average_velocity_plan(c, BatchSlice::all(B), y, classes, rng);
+  double ut = 0, ud = 0;
+  for (int r = 0; r < Ba; ++r) { ut += u.t[r]; ud += u.d[r]; }
+  CHECK(ut / Ba == Approx(1.0 / 3).margin(0.01));
+  CHECK(ud / Ba == Approx(1.0 / 3).margin(0.01));
 }
 
 TEST_CASE("average-velocity configs refuse bad settings, and the shortcut loss refuses a d step input",

@@ -48,10 +48,15 @@ int main(int argc, char** argv) {
   app.add_option("--objective", o.objective,
                  "shortcut; flow for the plain flow-matching baseline; or one of the paper's other baselines "
                  "(DESIGN.md section 7): progressive_distillation, consistency_distillation (both need --teacher), "
-                 "consistency_training, live_reflow")
+                 "consistency_training, live_reflow; or an average-velocity objective (section 8, the network reads d "
+                 "itself): meanflow, alpha_flow")
       ->check(CLI::IsMember({"shortcut", "flow", "progressive_distillation", "consistency_distillation",
-                             "consistency_training", "live_reflow"}))
+                             "consistency_training", "live_reflow", "meanflow", "alpha_flow"}))
       ->capture_default_str();
+  app.add_option("--omega", o.omega, "meanflow, alpha_flow: guidance inside the target, omega v + kappa u(y) + "
+                 "(1 - omega - kappa) u(null) (1: none)")->capture_default_str();
+  app.add_option("--kappa", o.kappa, "meanflow, alpha_flow: the conditional velocity's share of that guidance, in [0, 1)")
+      ->check(CLI::Range(0.0, 0.999999))->capture_default_str();
   app.add_option("--teacher", o.teacher,
                  "for progressive_distillation and consistency_distillation: a trained flow-matching checkpoint "
                  "folder (or weights file) of the same network; the student starts from it unless --init or "

@@ -33,6 +33,8 @@ struct TrainImagesOptions {
   double cfg_scale = 1.5;
   double guidance = 1.0;
   double bootstrap_fraction = 0.25;
+  double omega = 1.0;  // meanflow, alpha_flow: guidance inside the target (omega = 1, kappa = 0: none)
+  double kappa = 0.0;
   int64_t checkpoint_every = 1000;
   int keep_checkpoints = 0;
   int64_t log_every = 50;
@@ -215,6 +217,16 @@ int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& com
     ConsistencyTrainingConfig c;
     c.denoise_timesteps = M;
     return train_objective(model, ConsistencyTraining<Model>(c), o, comm, train, dc, name, out);
+  }
+  if (o.objective == "meanflow" || o.objective == "alpha_flow") {
+    AverageVelocityConfig a;
+    a.denoise_timesteps = M;
+    a.omega = o.omega;
+    a.kappa = o.kappa;
+    if (o.objective == "meanflow") return train_objective(model, MeanFlow<Model>({a}), o, comm, train, dc, name, out);
+    AlphaFlowConfig c;
+    static_cast<AverageVelocityConfig&>(c) = a;
+    return train_objective(model, AlphaFlow<Model>(c), o, comm, train, dc, name, out);
   }
   LiveReflowConfig c;
   c.denoise_timesteps = M;

@@ -197,7 +197,8 @@ class DiT(nn.Module):
 
 def check_mlp_config(cfg):
     """A full, validated copy of an MLP network's config dict (model 'mlp'), with the defaults of
-    MlpNetConfig for the fields the library leaves out (fourier 0, fourier_scale 1, t_scale 1, ln_eps 1e-6)."""
+    MlpNetConfig for the fields the library leaves out (fourier 0, fourier_scale 1, t_scale 1, step_scale 1,
+    ln_eps 1e-6)."""
     cfg = dict(cfg)
     if cfg.get("model") != "mlp":
         raise ValueError(f"config: model '{cfg.get('model')}' is not the MLP network ('mlp')")
@@ -208,13 +209,14 @@ def check_mlp_config(cfg):
     cfg.setdefault("fourier", 0)
     cfg.setdefault("fourier_scale", 1.0)
     cfg.setdefault("t_scale", 1.0)
+    cfg.setdefault("step_scale", 1.0)
     for k in ("dim", "hidden", "depth", "classes"):
         if not isinstance(cfg[k], int) or cfg[k] <= 0:
             raise ValueError(f"config: '{k}' must be a positive integer, got {cfg[k]!r}")
     f = cfg["fourier"]
     if not isinstance(f, int) or f < 0 or f % 2 or f == 2:
         raise ValueError(f"config: fourier must be 0 or an even number >= 4, got {f!r}")
-    for k in ("mlp_ratio", "fourier_scale", "t_scale", "ln_eps"):
+    for k in ("mlp_ratio", "fourier_scale", "t_scale", "step_scale", "ln_eps"):
         cfg[k] = float(cfg[k])
         if not (cfg[k] > 0 and math.isfinite(cfg[k])):
             raise ValueError(f"config: '{k}' must be positive, got {cfg[k]!r}")
@@ -276,6 +278,8 @@ class MlpNet(nn.Module):
             out.update(fourier=cfg["fourier"], fourier_scale=cfg["fourier_scale"])
         if cfg["t_scale"] != 1.0:
             out["t_scale"] = cfg["t_scale"]
+        if cfg["step_scale"] != 1.0:
+            out["step_scale"] = cfg["step_scale"]
         return out
 
     @property
@@ -297,7 +301,7 @@ class MlpNet(nn.Module):
             a = (cfg["fourier_scale"] * x).reshape(-1)
             feats = sinusoids(a, cfg["fourier"]).to(x.dtype).reshape(B, dim * cfg["fourier"])
             h = h + self.x_fourier_embedder(feats)
-        c = (self.t_embedder(t * cfg["t_scale"]) + self.d_embedder(k)
+        c = (self.t_embedder(t * cfg["t_scale"]) + self.d_embedder(k * cfg["step_scale"])
              + self.y_embedder.embedding_table(_labels(y, cfg["classes"])))
         for b in self.blocks:
             h = b(h, c)

@@ -1,5 +1,5 @@
 // The baseline objectives of DESIGN.md §7 (progressive and consistency distillation, consistency
-// training, live reflow) on the CUDA backend against the same steps on the CPU backend: a few steps
+// training, live reflow) and the average-velocity objectives of §8 (MeanFlow, α-Flow) on the CUDA backend against the same steps on the CPU backend: a few steps
 // of each through the objective, AdamW and the EMA, with the host-side plans and the shared Philox
 // noise equal on both; the GPU steps run eagerly, as on the CPU (training steps are not captured
 // into graphs). On the MLP network: the DiT's kernels are covered by training_test.cu, and an MLP
@@ -17,12 +17,13 @@ struct ObjectiveRun {
   std::vector<double> losses, param, grad;
 };
 
-// `make` builds the objective for a model type: make.template operator()<Model>().
-template <class Be, class Make>
-ObjectiveRun run_objective(Be& be, const nn::MlpNetConfig& c, const std::vector<double>& P0,
+// `make` builds the objective for a model type: make.template operator()<Model>(). Net: the network
+// template (nn::MlpNet, nn::DiT), Cfg its config.
+template <template <class> class Net = nn::MlpNet, class Be, class Make, class Cfg>
+ObjectiveRun run_objective(Be& be, const Cfg& c, const std::vector<double>& P0,
                            const std::vector<double>& x1, const std::vector<int32_t>& y, int steps, Make make) {
   using T = typename Be::Scalar;
-  using Model = ShortcutModel<nn::MlpNet<Be>>;
+  using Model = ShortcutModel<Net<Be>>;
   Model m(be, c, 7);
   m.arena().from_host(Role::Param, std::vector<T>(P0.begin(), P0.end()));
   m.arena().copy_role(Role::Ema, Role::Param);
@@ -100,4 +101,49 @@ TEST_CASE("the baseline objectives' training steps on the GPU match the CPU back
     k.euler_steps = 3;
     return LiveReflow<M>(k);
   });
+  // DESIGN.md §8: the forward mode through the MLP's layers (guidance inside the target on), and
+  // α-Flow over its curriculum: α = 1, 1, 1/2, then the JVP at α = 0
+  compare("meanflow", [&]<class M>() {
+    MeanFlowConfig k;
+    k.denoise_timesteps = 8;
+    k.flow_fraction = 0.5;
+    k.omega = 1.5;
+    k.kappa = 0.3;
+    return MeanFlow<M>(k);
+  });
+  compare("alpha_flow", [&]<class M>() {
+    AlphaFlowConfig k;
+    k.denoise_timesteps = 8;
+    k.flow_fraction = 0.5;
+    return AlphaFlow<M>(k);
+  });
+}
+
+TEST_CASE("MeanFlow's training steps on the DiT (attention's tangent) on the GPU match the CPU backend",
+          "[network][objectives]") {
+  nn::DiTConfig c;
+  c.image = 8; c.channels = 1; c.patch = 2; c.hidden = 32; c.depth = 2; c.heads = 1; c.classes = 3;  // head dim 32
+  const int B = 8, steps = 3;
+  Ref ref;
+  cpu::Backend<float> f32;
+  nn::DiT<Ref> probe(ref, c);
+  const auto P0 = randn(probe.layout().total(), 0.1);
+  const auto x1 = randn(size_t(B) * probe.sample_size());
+  const auto y = random_ids(B, c.classes);
+  auto make = [&]<class M>() {
+    MeanFlowConfig k;
+    k.denoise_timesteps = 8;
+    k.flow_fraction = 0.5;
+    return MeanFlow<M>(k);
+  };
+  const ObjectiveRun want = run_objective<nn::DiT>(ref, c, P0, x1, y, steps, make);
+  const ObjectiveRun f = run_objective<nn::DiT>(f32, c, P0, x1, y, steps, make);
+  const ObjectiveRun got = run_objective<nn::DiT>(gpu(), c, P0, x1, y, steps, make);
+  auto check = [&](const std::string& what, const std::vector<double>& g, const std::vector<double>& fv,
+                   const std::vector<double>& r) {
+    check_close("meanflow DiT " + what, g, r, std::max(2e-4, 10 * rel_err(fv, r)));
+  };
+  check("losses", got.losses, f.losses, want.losses);
+  check("parameters", got.param, f.param, want.param);
+  check("gradients of the last step", got.grad, f.grad, want.grad);
 }

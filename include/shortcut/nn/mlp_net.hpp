@@ -7,7 +7,8 @@
 //    timestep features), through a second linear "x_fourier_embedder" [D, dim * F] added to the
 //    linear "x_embedder" of x. An MLP fits the sharp edges of a 2-D density far faster from these.
 //  - t_scale: E_t embeds t * t_scale instead of t (the sinusoid frequencies are at most 1 rad, so
-//    t in [0, 1] alone reaches the network almost linearly).
+//    t in [0, 1] alone reaches the network almost linearly); step_scale likewise for the step input
+//    (for a network that reads d itself, DESIGN.md §8; the index k needs none).
 #pragma once
 #include <cmath>
 #include <nlohmann/json.hpp>
@@ -29,6 +30,7 @@ struct MlpNetConfig {
   int fourier = 0;             // sinusoidal features per input coordinate (even; 0: none)
   double fourier_scale = 1.0;  // x is multiplied by this before the features
   double t_scale = 1.0;        // E_t embeds t * t_scale
+  double step_scale = 1.0;     // E_d embeds the step input * step_scale
 
   void validate() const {
     if (dim <= 0 || hidden <= 0 || depth <= 0 || classes <= 0 || mlp_ratio <= 0)
@@ -36,9 +38,10 @@ struct MlpNetConfig {
                             depth, ", classes ", classes, ", mlp_ratio ", mlp_ratio, ")"));
     if (fourier < 0 || fourier % 2 != 0 || fourier == 2)
       throw ConfigError(cat("MLP net config: fourier must be 0 or an even number >= 4, got ", fourier));
-    if (!(fourier_scale > 0) || !std::isfinite(fourier_scale) || !(t_scale > 0) || !std::isfinite(t_scale))
-      throw ConfigError(cat("MLP net config: fourier_scale and t_scale must be positive (", fourier_scale, ", ",
-                            t_scale, ")"));
+    if (!(fourier_scale > 0) || !std::isfinite(fourier_scale) || !(t_scale > 0) || !std::isfinite(t_scale) ||
+        !(step_scale > 0) || !std::isfinite(step_scale))
+      throw ConfigError(cat("MLP net config: fourier_scale, t_scale and step_scale must be positive (", fourier_scale,
+                            ", ", t_scale, ", ", step_scale, ")"));
   }
   // The new fields are written only when they differ from the plain network, so that a plain
   // network's metadata reads as before (and older readers still load it).
@@ -50,6 +53,7 @@ struct MlpNetConfig {
       j["fourier_scale"] = fourier_scale;
     }
     if (t_scale != 1.0) j["t_scale"] = t_scale;
+    if (step_scale != 1.0) j["step_scale"] = step_scale;
     return j;
   }
   static MlpNetConfig from_json(const nlohmann::json& j) {
@@ -59,6 +63,7 @@ struct MlpNetConfig {
       c.classes = j.at("classes"); c.ln_eps = j.value("ln_eps", 1e-6);
       c.fourier = j.value("fourier", 0); c.fourier_scale = j.value("fourier_scale", 1.0);
       c.t_scale = j.value("t_scale", 1.0);
+      c.step_scale = j.value("step_scale", 1.0);
     } catch (const nlohmann::json::exception& e) {
       throw ConfigError(std::string("MLP net config JSON: ") + e.what());
     }
@@ -87,10 +92,10 @@ class MlpNet {
   struct Context {
     int B = 0;
     Buf x, xs, dx, dsilu;
-    Buf ts;                            // t * t_scale
+    Buf ts, ks;                        // t * t_scale, k * step_scale
     Buf fa, feat, femb, dfeat;         // fourier_scale * x [B*dim], its features [B*dim, F], embedding [B, D]
     Buf rot, ones, fd, fprod, fsum;    // the input gradient through the features (constants and scratch)
-    Buf xs_dot, fa_dot, feat_dot, femb_dot, ts_dot;  // the tangent pass
+    Buf xs_dot, fa_dot, feat_dot, femb_dot, ts_dot, ks_dot;  // the tangent pass
     SinusoidTangent<Be> sin;
     typename Conditioner<Be>::Ctx cond;
     std::vector<BlockCtx> blocks;
@@ -145,6 +150,12 @@ class MlpNet {
       be.axpy(c.ts.data(), T(cfg_.t_scale), t, size_t(B));
       t = c.ts.data();
     }
+    if (cfg_.step_scale != 1.0) {
+      ensure(c.ks, size_t(B));
+      be.fill(c.ks.data(), T(0), size_t(B));
+      be.axpy(c.ks.data(), T(cfg_.step_scale), k, size_t(B));
+      k = c.ks.data();
+    }
     cond_.forward(be, P, c.cond, t, k, y, B);
     const T* sc = c.cond.silu_c.data();
     for (int i = 0; i < cfg_.depth; ++i) {
@@ -183,6 +194,12 @@ class MlpNet {
       be.fill(c.ts_dot.data(), T(0), size_t(B));
       be.axpy(c.ts_dot.data(), T(cfg_.t_scale), t_dot, size_t(B));
       t_dot = c.ts_dot.data();
+    }
+    if (cfg_.step_scale != 1.0) {
+      ensure(c.ks_dot, size_t(B));
+      be.fill(c.ks_dot.data(), T(0), size_t(B));
+      be.axpy(c.ks_dot.data(), T(cfg_.step_scale), k_dot, size_t(B));
+      k_dot = c.ks_dot.data();
     }
     cond_.tangent(be, P, c.cond, t_dot, k_dot);
     const T* scd = c.cond.silu_c_dot.data();

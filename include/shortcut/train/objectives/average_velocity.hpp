@@ -22,6 +22,7 @@ struct AverageVelocityConfig {
   int denoise_timesteps = 128;       // M: the sampler's largest step count (N steps feed d = 1/N)
   double class_dropout_prob = 0.1;   // rows' labels dropped to the null class
   double flow_fraction = 0.75;       // rows with d = 0: their target is ṽ (flow matching)
+  bool uniform_time = false;         // a, b ~ U(0, 1) instead of the logit-normal (the official option)
   double logit_mean = -0.4;          // a, b ~ sigmoid(N(logit_mean, logit_std^2)); t = 1 - max(a, b),
   double logit_std = 1.0;            //   d = |a - b|
   double norm_p = 1.0;               // adaptive weight w = 1 / (||u - u_tgt||^2 + norm_c)^norm_p
@@ -59,7 +60,8 @@ struct AverageVelocityConfig {
   }
   nlohmann::json to_json() const {
     return {{"denoise_timesteps", denoise_timesteps}, {"class_dropout_prob", class_dropout_prob},
-            {"flow_fraction", flow_fraction},         {"logit_mean", logit_mean},
+            {"flow_fraction", flow_fraction},         {"uniform_time", uniform_time},
+            {"logit_mean", logit_mean},
             {"logit_std", logit_std},                 {"norm_p", norm_p},
             {"norm_c", norm_c},                       {"omega", omega},
             {"kappa", kappa},                         {"guidance_t_min", guidance_t_min},
@@ -89,9 +91,11 @@ inline AverageVelocityPlan average_velocity_plan(const AverageVelocityConfig& c,
   const int B = s.batch, Ba = c.average_rows(B);
   std::vector<float> t(static_cast<size_t>(B)), d(static_cast<size_t>(B));
   std::vector<char> drop(static_cast<size_t>(B));
-  auto logit_normal = [&] { return 1.0 / (1.0 + std::exp(-(c.logit_mean + c.logit_std * rng.normal()))); };
+  auto end = [&] {
+    return c.uniform_time ? double(rng.uniform()) : 1.0 / (1.0 + std::exp(-(c.logit_mean + c.logit_std * rng.normal())));
+  };
   for (int r = 0; r < B; ++r) {
-    const double a = logit_normal(), b = logit_normal();
+    const double a = end(), b = end();
     t[r] = float(1.0 - std::max(a, b));
     d[r] = r < Ba ? float(std::abs(a - b)) : 0.0f;
     drop[r] = classes <= 1 || rng.uniform() < c.class_dropout_prob;
