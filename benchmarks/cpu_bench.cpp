@@ -1,5 +1,5 @@
 // CPU reference timings (Google Benchmark): the ops that dominate a DiT step, whole shortcut training
-// steps and one-step sampling, on the Eigen backend, so that CPU regressions show. The CUDA
+// steps, a MeanFlow step against a flow-matching step (the forward mode's cost) and one-step sampling, on the Eigen backend, so that CPU regressions show. The CUDA
 // counterparts are in kernels_bench.cu and end_to_end_bench.cu.
 #include <benchmark/benchmark.h>
 
@@ -65,6 +65,34 @@ BENCHMARK_CAPTURE(BM_train_step_dit, tiny, "tiny")->Name("BM_train_step/dit-tiny
     ->Unit(benchmark::kMillisecond);
 BENCHMARK_CAPTURE(BM_train_step_dit, small, "small")->Name("BM_train_step/dit-small/cpu-fp32")->UseManualTime()
     ->Unit(benchmark::kMillisecond);
+
+// What the forward mode costs (DESIGN.md §8): a MeanFlow step (one training forward with tangents,
+// then the primal's backward) over a flow-matching step (forward, backward) of the same network and
+// batch; the papers report about 1.16-1.2x on GPUs.
+static void BM_train_step_flow(benchmark::State& st, const char* preset) {
+  using Net = nn::DiT<Be>;
+  ShortcutConfig sc;
+  sc.objective = Objective::FlowMatching;
+  Be be;
+  bench::TrainStep<Net> step(be, nn::DiTConfig::preset(preset), 64, sc);
+  bench::time_loop(st, be, step);
+  bench::set_rates(st, 64, 0);
+}
+static void BM_train_step_meanflow(benchmark::State& st, const char* preset) {
+  using Net = nn::DiT<Be>;
+  Be be;
+  bench::TrainStep<Net, MeanFlow<ShortcutModel<Net>>> step(be, nn::DiTConfig::preset(preset), 64, MeanFlowConfig{});
+  bench::time_loop(st, be, step);
+  bench::set_rates(st, 64, 0);
+}
+BENCHMARK_CAPTURE(BM_train_step_flow, tiny, "tiny")->Name("BM_train_step/dit-tiny/flow/cpu-fp32")->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_train_step_meanflow, tiny, "tiny")->Name("BM_train_step/dit-tiny/meanflow/cpu-fp32")
+    ->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_train_step_flow, small, "small")->Name("BM_train_step/dit-small/flow/cpu-fp32")->UseManualTime()
+    ->Unit(benchmark::kMillisecond);
+BENCHMARK_CAPTURE(BM_train_step_meanflow, small, "small")->Name("BM_train_step/dit-small/meanflow/cpu-fp32")
+    ->UseManualTime()->Unit(benchmark::kMillisecond);
 
 static void BM_sample(benchmark::State& st, const char* preset, int steps) {
   Be be;

@@ -85,16 +85,18 @@ double seconds_between_syncs(Be& be, const std::function<void()>& work) {
 // (TrainingStep: targets by SelfConsistencyLoss, forward, backward, AdamW and the EMA), on a fixed
 // random batch resident on the host
 // as the trainer keeps it (the per-step upload of the batch is part of the step, as in training).
-template <class Net>
+// Objective: the shortcut loss (or flow matching) by default; any TrainingObjective built from `obj`.
+template <class Net, class Objective = SelfConsistencyLoss<ShortcutModel<Net>>>
 class TrainStep {
  public:
   using Be = typename Net::Backend;
   using Model = ShortcutModel<Net>;
   using T = typename Model::T;
 
-  TrainStep(Be& be, const typename Net::Config& cfg, int batch, const ShortcutConfig& sc)
-      : model_(be, cfg, 1), loss_(sc), batch_(batch), rng_(7) {
-    sc.validate(batch);
+  template <class ObjectiveConfig>
+  TrainStep(Be& be, const typename Net::Config& cfg, int batch, const ObjectiveConfig& obj)
+      : model_(be, cfg, 1), loss_(obj), batch_(batch), rng_(7) {
+    loss_.validate(batch);
     x1_ = sample_noise<T>(model_.sample_size(), 0, batch, 11, 0);
     y_ = cyclic_labels(batch, model_.num_classes());
   }
@@ -106,10 +108,10 @@ class TrainStep {
 
  private:
   Model model_;
-  SelfConsistencyLoss<Model> loss_;
+  Objective loss_;
   AdamW opt_;
   EmaTracker ema_;
-  TrainingStep<Model, SelfConsistencyLoss<Model>> step_;
+  TrainingStep<Model, Objective> step_;
   int batch_;
   Rng rng_;
   std::vector<T> x1_;
