@@ -1,6 +1,6 @@
 // MeanFlow and α-Flow (DESIGN.md §8) against hand computations: with the closed-form linear network
 // (u = a x + bt t + bk d + by[y], so du/dt along (ṽ, 1, -1) is a ṽ + bt - bk) the targets, the
-// adaptively weighted loss and its gradient; on a real network (the MLP, random weights) the JVP
+// loss and the adaptively weighted gradient; on a real network (the MLP, random weights) the JVP
 // target against central differences of the network along the trajectory; the (t, d) sampler's
 // distribution against a quadrature of the logit-normal density.
 #include <catch2/catch.hpp>
@@ -56,7 +56,7 @@ std::vector<double> row_velocity(const std::vector<double>& xt, const std::vecto
 
 }  // namespace
 
-TEST_CASE("MeanFlow with the linear network: targets, weighted loss and gradient by hand", "[objectives][meanflow]") {
+TEST_CASE("MeanFlow with the linear network: targets, loss and weighted gradient by hand", "[objectives][meanflow]") {
   Be be;
   const int dim = 3, classes = 2, B = 16;
   Model m(be, {dim, classes});
@@ -89,8 +89,8 @@ TEST_CASE("MeanFlow with the linear network: targets, weighted loss and gradient
       sq += delta[i] * delta[i];
     }
     const double w = std::pow(sq + c.norm_c, -c.norm_p);
-    loss += w * sq;
-    (r < Ba ? boot : flow) += w * sq;
+    loss += sq / dim;  // reported: the plain mean squared error; the weight acts on the gradient
+    (r < Ba ? boot : flow) += sq / dim;
     for (int i = 0; i < dim; ++i) {
       const double g = 2 * w * delta[i] / B;  // the gradient through u only (the target is held)
       ga += g * xt[size_t(r) * dim + i];

@@ -44,15 +44,18 @@ static std::vector<float> forward(M& m, const Inputs& in, Role role) {
 static std::vector<int64_t> batch_shape(const nn::DiTConfig& c, int B) { return {B, c.image, c.image, c.channels}; }
 static std::vector<int64_t> batch_shape(const nn::MlpNetConfig& c, int B) { return {B, c.dim}; }
 
+// meanflow: trained with MeanFlow (DESIGN.md §8), so its network reads d itself and its samples feed
+// d = 1/N (the metadata's "step_input": "d")
 template <class Net>
-static void export_case(const fs::path& dir, const std::string& name, const typename Net::Config& cfg) {
+static void export_case(const fs::path& dir, const std::string& name, const typename Net::Config& cfg,
+                        bool meanflow = false) {
   using M = ShortcutModel<Net>;
   Be be;
   M model(be, cfg, 7);
   // weights of size 0.2 everywhere (the zero-initialised final layers too), so outputs are O(1)
   model.arena().from_host(Role::Param, normal(model.arena().size(), 1, 0.2));
   model.arena().copy_role(Role::Ema, Role::Param);
-  ShortcutConfig sc;
+  const ShortcutConfig sc = meanflow ? MeanFlowConfig{}.sampling() : ShortcutConfig{};
   AdamWConfig oc;
   oc.lr = 1e-2;
   oc.warmup_steps = 0;
@@ -63,19 +66,23 @@ static void export_case(const fs::path& dir, const std::string& name, const type
   tc.log_every = 0;
   tc.progress = false;
   tc.out_dir = (dir / name).string();
-  Trainer<M> trainer(model, sc, oc, tc);
   const int64_t n = model.sample_size();
-  trainer.run([&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
-    x = normal(size_t(B) * n, 100 + rng.position());
-    y.assign(size_t(B), 0);
-    for (int i = 0; i < B; ++i) y[i] = i % cfg.classes;
-    (void)rng.next_stream();
-  });
+  auto train = [&](auto objective) {
+    Trainer<M, dist::LocalCommunicator, decltype(objective)> trainer(model, std::move(objective), oc, tc);
+    trainer.run([&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
+      x = normal(size_t(B) * n, 100 + rng.position());
+      y.assign(size_t(B), 0);
+      for (int i = 0; i < B; ++i) y[i] = i % cfg.classes;
+      (void)rng.next_stream();
+    });
+  };
+  if (meanflow) train(MeanFlow<M>(MeanFlowConfig{}));
+  else train(SelfConsistencyLoss<M>(sc));
   Inputs in;
   in.B = 4;
   in.x = normal(size_t(in.B) * n, 2);
   in.t = {0.0f, 0.25f, 0.5f, 0.875f};
-  in.k = {0.0f, 1.0f, 3.0f, 7.0f};
+  in.k = meanflow ? std::vector<float>{0.0f, 0.125f, 0.5f, 1.0f} : std::vector<float>{0.0f, 1.0f, 3.0f, 7.0f};
   in.y = {0, 1 % (cfg.classes + 1), int32_t(cfg.classes - 1), int32_t(cfg.classes)};
   auto oe = forward(model, in, Role::Ema), om = forward(model, in, Role::Param);
   std::vector<float> yf(in.y.begin(), in.y.end());
@@ -117,6 +124,9 @@ static int export_dir(const fs::path& dir) {
   export_case<nn::DiT<Be>>(dir, "b", b);
   export_case<nn::MlpNet<Be>>(dir, "mlp", m);
   export_case<nn::MlpNet<Be>>(dir, "mlp_fourier", f);
+  nn::MlpNetConfig mf = f;  // a MeanFlow network: d itself through a scaled embedding
+  mf.step_scale = 5;
+  export_case<nn::MlpNet<Be>>(dir, "mlp_meanflow", mf, true);
   return 0;
 }
 

@@ -17,11 +17,14 @@ from common import check, close, finish, nchw, nhwc, raises, randomize, run, st
 
 def cpp_to_torch(tool, work):
     run([tool, "export", work], what="C++ export: training, checkpoints, forward and samples")
-    for name in ("a", "b", "mlp", "mlp_fourier"):
+    for name in ("a", "b", "mlp", "mlp_fourier", "mlp_meanflow"):
         ck = os.path.join(work, name, "checkpoints", "last")
         io, _ = st.read_safetensors(os.path.join(work, name, "io.safetensors"))
         ema, raw = st.load(ck, "ema"), st.load(ck, "model")  # strict loading
         check(ema.training_config is not None and ema.step == 3, f"{name}: config, training metadata and step read")
+        if name == "mlp_meanflow":  # a network that reads d itself: N-step samples below feed d = 1/N
+            check(ema.training_config["shortcut"].get("step_input") == "d" and ema.config["step_scale"] == 5.0,
+                  f"{name}: step_input d and step_scale read")
         mlp = name.startswith("mlp")
         check(isinstance(ema, st.MlpNet if mlp else st.DiT), f"{name}: loaded as {type(ema).__name__}")
         # the library's files hold NHWC images; PyTorch's DiT takes NCHW (points need no change)

@@ -188,9 +188,11 @@ class AverageVelocityRows {
     return m.forward(rows.xt(), rows.t(), rows.k(), rows.y(), B);
   }
 
-  // The regression of pred on the targets with MeanFlow's adaptive weight: row loss w ||Δ||^2 with
-  // Δ = pred - target summed over the sample, w = 1 / (||Δ||^2 + c)^p held constant (sg), scaled by
-  // 1 / batch; backward into the arena. Loss sums split at the first `avg` rows (d > 0).
+  // The regression of pred on the targets with MeanFlow's adaptive weight: the gradient of
+  // sum_rows w ||Δ||^2 / batch with Δ = pred - target, w = 1 / (||Δ||^2 + c)^p held constant (sg),
+  // backward into the arena. The loss reported is the plain mean squared error (per element, as every
+  // objective reports it): the weighted one is about 1 on every row once ||Δ||^2 >> c, which says
+  // nothing about progress. Loss sums split at the first `avg` rows (d > 0).
   LossResult regress(Model& m, const T* pred, int avg, int batch, int avg_global, double p, double c) {
     Backend& be = m.backend();
     const int B = rows_count(m), n = int(m.sample_size());
@@ -205,8 +207,8 @@ class AverageVelocityRows {
       const double sq = double(rl[i]) * n;  // ||Δ||^2 (mse_loss gives the mean)
       const double w = std::pow(sq + c, -p);
       scale[i] = w * n;  // mse_loss's gradient is 2 Δ / (n batch)
-      r.loss_sum += w * sq;
-      (i < avg ? r.bootstrap_sum : r.flow_sum) += w * sq;
+      r.loss_sum += rl[i];
+      (i < avg ? r.bootstrap_sum : r.flow_sum) += rl[i];
     }
     put_on_device(be, scale_, scale);
     be.scale_rows(grad_.data(), scale_.data(), B, n);
