@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# The paper's comparison (docs/baselines.md): the six objectives of DESIGN.md section 7 on one budget of
+# The paper's comparison (docs/baselines.md): the six objectives of DESIGN.md section 7 and the
+# average-velocity objectives of section 8 (meanflow, alpha_flow) on one budget of
 # optimizer steps, on the checkerboard (the 2-D demo) and on Fashion-MNIST with the CPU preset of
 # docs/images.md (tiny DiT, batch 64). The two distillations start from a flow-matching teacher trained
 # for half the steps and train for the other half; on images the teacher is the flow-matching run's
 # checkpoint at half the steps (the learning rate is constant after warm-up there, so that checkpoint is
-# the model a half-length run ends with). About 12 minutes (toy2d) and 40 minutes (images, with the
+# the model a half-length run ends with). About 15 minutes (toy2d) and 60 minutes (images, with the
 # build) on 2 cores at 8000 steps.
 # Usage: scripts/baselines.sh [toy2d|images|all] [steps]        (defaults: all 8000)
 # Writes out/baselines/toy2d/{checkerboard.png,metrics.json} and
@@ -45,9 +46,12 @@ if [[ "$what" != toy2d ]]; then
   train live_reflow "$steps" --checkpoint-every 0
   train progressive_distillation "$half" --checkpoint-every 0 --teacher "$teacher"
   train consistency_distillation "$half" --checkpoint-every 0 --teacher "$teacher"
+  train meanflow "$steps" --checkpoint-every 0
+  train alpha_flow "$steps" --checkpoint-every 0
   [ -f out/classifier/fashion-mnist.safetensors ] || build/examples/train_classifier --dataset fashion-mnist -q
   models=()
-  for obj in shortcut flow progressive_distillation consistency_distillation consistency_training live_reflow; do
+  for obj in shortcut flow progressive_distillation consistency_distillation consistency_training live_reflow \
+    meanflow alpha_flow; do
     models+=(--model "$obj=$d/$obj/checkpoints/last")
   done
   build/examples/evaluate_images --dataset fashion-mnist --samples 1000 --steps 1,2,4,8,128 -q "${models[@]}" \
