@@ -22,13 +22,8 @@
 
 namespace shortcut {
 
-struct MeanFlowConfig : AverageVelocityConfig {
-  nlohmann::json to_json() const {
-    nlohmann::json j = AverageVelocityConfig::to_json();
-    j["name"] = "meanflow";
-    return j;
-  }
-};
+// MeanFlow has no settings beyond those the average-velocity objectives share.
+using MeanFlowConfig = AverageVelocityConfig;
 
 template <TangentModel Model>
 class MeanFlow {
@@ -39,7 +34,11 @@ class MeanFlow {
   explicit MeanFlow(const MeanFlowConfig& c) : c_((c.validate(), c)) {}
 
   std::string name() const { return "meanflow"; }
-  nlohmann::json to_json() const { return c_.to_json(); }
+  nlohmann::json to_json() const {
+    nlohmann::json j = c_.to_json();
+    j["name"] = "meanflow";
+    return j;
+  }
   ShortcutConfig sampling() const { return c_.sampling(); }
   void validate(int B) const { c_.check_batch(B); }
   int bootstrap_rows(int B) const { return c_.average_rows(B); }  // the rows with d > 0 come first
