@@ -71,10 +71,9 @@ BENCHMARK_CAPTURE(BM_train_step_dit, small, "small")->Name("BM_train_step/dit-sm
 // batch; the papers report about 1.16-1.2x on GPUs.
 static void BM_train_step_flow(benchmark::State& st, const char* preset) {
   using Net = nn::DiT<Be>;
-  ShortcutConfig sc;
-  sc.objective = Objective::FlowMatching;
   Be be;
-  bench::TrainStep<Net> step(be, nn::DiTConfig::preset(preset), 64, sc);
+  bench::TrainStep<Net, FlowMatching<ShortcutModel<Net>>> step(be, nn::DiTConfig::preset(preset), 64,
+                                                               FlowMatchingConfig{});
   bench::time_loop(st, be, step);
   bench::set_rates(st, 64, 0);
 }

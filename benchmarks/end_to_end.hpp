@@ -85,7 +85,7 @@ double seconds_between_syncs(Be& be, const std::function<void()>& work) {
 // (TrainingStep: targets by SelfConsistencyLoss, forward, backward, AdamW and the EMA), on a fixed
 // random batch resident on the host
 // as the trainer keeps it (the per-step upload of the batch is part of the step, as in training).
-// Objective: the shortcut loss (or flow matching) by default; any TrainingObjective built from `obj`.
+// Objective: the shortcut loss by default; any TrainingObjective built from `obj`.
 template <class Net, class Objective = SelfConsistencyLoss<ShortcutModel<Net>>>
 class TrainStep {
  public:
@@ -128,7 +128,7 @@ class Sample {
   using T = typename Model::T;
 
   Sample(Be& be, const typename Net::Config& cfg, int batch, int steps)
-      : model_(be, cfg, 1), sampler_(ShortcutConfig{}), batch_(batch), steps_(steps) {
+      : model_(be, cfg, 1), sampler_(SamplingSchedule{}), batch_(batch), steps_(steps) {
     sampler_.check({steps, 1.0, true});
     const size_t n = size_t(batch) * size_t(model_.sample_size());
     nn::ensure(x_, n);

@@ -37,7 +37,7 @@ TEST_CASE("sampler, velocity and loss refuse bad labels and shapes at the bounda
   auto good = upload(be, std::vector<int32_t>{0, 1, 2, 1});  // 2 = the null label: allowed
   auto bad = upload(be, std::vector<int32_t>{0, 1, 3, 1});
   auto neg = upload(be, std::vector<int32_t>{0, -1, 0, 1});
-  OdeSampler<Model> sampler(ShortcutConfig{});
+  OdeSampler<Model> sampler(SamplingSchedule{});
   CHECK_NOTHROW(sampler.sample(m, x, good, {2, 1.0, true}));
   CHECK_THROWS_WITH(sampler.sample(m, x, bad, {2, 1.0, true}),
                     Contains("label 3 of row 2 is outside [0, 2]"));
@@ -53,15 +53,14 @@ TEST_CASE("sampler, velocity and loss refuse bad labels and shapes at the bounda
   CHECK_THROWS_WITH(m.velocity(out, x, t3, k, good, 1.0, Role::Ema),
                     Contains("velocity times t holds 3 values, expected 4"));
 
-  ShortcutConfig flow;  // no bootstrap rows: a batch of 4 is enough
-  flow.objective = Objective::FlowMatching;
-  SelfConsistencyLoss<Model> loss{flow};
+  FlowMatching<Model> loss{FlowMatchingConfig{}};  // no bootstrap rows: a batch of 4 is enough
   Rng rng(1);
   const std::vector<int32_t> host_bad = {0, 5, 1, 1};
-  CHECK_THROWS_WITH(loss.step(m, x, host_bad, rng), Contains("label 5 of row 1"));
+  CHECK_THROWS_WITH(loss.step(m, x, host_bad, BatchSlice::all(4), rng), Contains("label 5 of row 1"));
   const std::vector<int32_t> three = {0, 1, 1};
-  CHECK_THROWS_WITH(loss.step(m, x, three, rng), Contains("training data x1 holds 12 values, expected 9"));
-  CHECK_THROWS_AS(loss.step(m, x, std::vector<int32_t>{}, rng), ShapeError);
-  CHECK_THROWS_WITH(generate(m, ShortcutConfig{}, std::vector<int32_t>{0, 7}, {1, 1.0, true}, 0, 0),
+  CHECK_THROWS_WITH(loss.step(m, x, three, BatchSlice::all(3), rng),
+                    Contains("training data x1 holds 12 values, expected 9"));
+  CHECK_THROWS_AS(loss.step(m, x, std::vector<int32_t>{}, BatchSlice::all(0), rng), ShapeError);
+  CHECK_THROWS_WITH(generate(m, SamplingSchedule{}, std::vector<int32_t>{0, 7}, {1, 1.0, true}, 0, 0),
                     Contains("label 7 of row 1"));
 }

@@ -13,10 +13,13 @@
 
 #include "data_test_util.hpp"
 #include "test_util.hpp"
+#include "trainer_test_util.hpp"
 
 using namespace shortcut;
 using Catch::Matchers::Contains;
 using datatest::expect_file_error;
+using trainer_test::edit_folder;
+using trainer_test::edit_metadata;
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 using Be = cpu::Backend<float>;
@@ -45,17 +48,20 @@ nn::MlpNetConfig tiny_mlp() {
   return c;
 }
 
-ShortcutConfig objective(Objective o) {
-  ShortcutConfig sc;
-  sc.objective = o;
-  sc.denoise_timesteps = 8;  // L = 3: the flow query k = 3 differs from k = log2 N for N < 8
-  return sc;
+// The schedules of the two objectives these tests train: the shortcut objective (reads d) and flow
+// matching, with M = 8 (L = 3: the flow query k = 3 differs from k = log2 N for N < 8).
+SamplingSchedule schedule(bool reads_d) {
+  SamplingSchedule s;
+  s.reads_d = reads_d;
+  s.denoise_timesteps = 8;
+  return s;
 }
 
-// Trains `steps` steps of a fresh model with the Trainer and returns its "last" checkpoint folder.
+// Trains `steps` steps of a fresh model with the Trainer (the shortcut objective, or flow matching)
+// and returns its "last" checkpoint folder.
 template <class Net>
-fs::path train_checkpoint(const typename Net::Config& cfg, const ShortcutConfig& sc, const std::string& name,
-                          int steps = 3) {
+fs::path train_checkpoint(const typename Net::Config& cfg, bool reads_d, const std::string& name, int steps = 3) {
+  using M = ShortcutModel<Net>;
   Be be;
   ShortcutModel<Net> m(be, cfg, 7);
   AdamWConfig oc;
@@ -64,36 +70,27 @@ fs::path train_checkpoint(const typename Net::Config& cfg, const ShortcutConfig&
   tc.steps = steps; tc.batch = 16; tc.progress = false; tc.ema_tau = 0.5; tc.seed = 11;
   tc.out_dir = temp_dir(name).string();
   const int64_t n = m.sample_size();
-  Trainer<ShortcutModel<Net>>(m, sc, oc, tc).run([&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
+  auto batch = [&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
     x.resize(size_t(B * n));
     for (auto& v : x) v = float(rng.normal());
     y.resize(size_t(B));
     for (auto& l : y) l = int32_t(rng.randint(m.num_classes()));
-  });
-  return fs::path(tc.out_dir) / "checkpoints" / "last";
-}
-
-// Rewrites a safetensors file with the same tensors and edited metadata.
-void edit_metadata(const fs::path& p, const std::function<void(std::map<std::string, std::string>&)>& edit) {
-  io::SafetensorsReader r(p);
-  std::map<std::string, std::string> meta = r.metadata();
-  edit(meta);
-  io::SafetensorsWriter w;
-  std::vector<std::vector<float>> keep;
-  for (auto& t : r.tensors()) {
-    keep.push_back(r.read<float>(t.name));
-    w.add(t.name, t.shape, keep.back().data());
+  };
+  if (reads_d) {
+    ShortcutConfig sc;
+    sc.denoise_timesteps = 8;
+    Trainer<M>(m, sc, oc, tc).run(batch);
+  } else {
+    FlowMatchingConfig fc;
+    fc.denoise_timesteps = 8;
+    Trainer<M, dist::LocalCommunicator, FlowMatching<M>>(m, FlowMatching<M>(fc), oc, tc).run(batch);
   }
-  for (auto& [k, v] : meta) w.add_metadata(k, v);
-  w.write(p);
-}
-void edit_folder(const fs::path& dir, const std::function<void(std::map<std::string, std::string>&)>& edit) {
-  for (const char* f : {io::kEmaFile, io::kModelFile, io::kOptimizerFile}) edit_metadata(dir / f, edit);
+  return fs::path(tc.out_dir) / "checkpoints" / "last";
 }
 
 // The training model's samples from a checkpoint folder (what the examples did before load_generator).
 template <class Net>
-std::vector<float> training_model_samples(const fs::path& dir, const typename Net::Config& cfg, const ShortcutConfig& sc,
+std::vector<float> training_model_samples(const fs::path& dir, const typename Net::Config& cfg, const SamplingSchedule& sc,
                                           const std::vector<int32_t>& labels, int steps, double w, bool ema,
                                           uint64_t seed, size_t* arena_bytes = nullptr) {
   Be be;
@@ -106,17 +103,18 @@ std::vector<float> training_model_samples(const fs::path& dir, const typename Ne
 template <class Net>
 void check_network(const typename Net::Config& cfg, const std::string& type) {
   const std::vector<int32_t> labels = {0, 1, 2, 3, 1};  // 3 = the null label
-  for (Objective o : {Objective::Shortcut, Objective::FlowMatching}) {
-    const ShortcutConfig sc = objective(o);
-    const std::string name = type + (o == Objective::Shortcut ? "_shortcut" : "_flow");
+  for (bool reads_d : {true, false}) {
+    const SamplingSchedule sc = schedule(reads_d);
+    const std::string name = type + (reads_d ? "_shortcut" : "_flow");
     INFO(name);
-    const fs::path dir = train_checkpoint<Net>(cfg, sc, name);
+    const fs::path dir = train_checkpoint<Net>(cfg, reads_d, name);
     Be be;
     auto g = load_generator<Be>(be, dir);
     CHECK(g.network() == type);
     CHECK(g.weights() == Role::Ema);
-    CHECK(g.training().objective == o);
-    CHECK(g.training().denoise_timesteps == 8);
+    CHECK(g.sampling().reads_d == reads_d);
+    CHECK(g.sampling().denoise_timesteps == 8);
+    CHECK(g.info().training_json.at("objective").at("name") == (reads_d ? "shortcut" : "flow_matching"));
     CHECK(g.info().step == 3);
     CHECK(g.num_classes() == 3);
     REQUIRE(g.model<InferenceModel<Net>>() != nullptr);
@@ -142,8 +140,8 @@ void check_network(const typename Net::Config& cfg, const std::string& type) {
     const auto noise = sample_noise<float>(g.sample_size(), 0, int64_t(labels.size()), 5, 0);
     CHECK(g.sample_from(noise, labels, 4) == g.sample(labels, 4, 1.0, 5));
     // the objective read from the file matters: the other objective's step index gives other samples
-    ShortcutConfig other = sc;
-    other.objective = o == Objective::Shortcut ? Objective::FlowMatching : Objective::Shortcut;
+    SamplingSchedule other = sc;
+    other.reads_d = !reads_d;
     CHECK(training_model_samples<Net>(dir, cfg, other, labels, 2, 1.0, true, 5) != g.sample(labels, 2, 1.0, 5));
     // sampler errors: steps beyond M, bad labels
     CHECK_THROWS_WITH(g.sample(labels, 16), Contains("power of two in [1, 8]"));
@@ -169,8 +167,8 @@ TEST_CASE("generator: one call samples an MLP checkpoint of either objective, eq
 template <class Net>
 void check_one_class(typename Net::Config cfg, const std::string& name) {
   cfg.classes = 1;
-  const ShortcutConfig sc = objective(Objective::Shortcut);
-  const fs::path dir = train_checkpoint<Net>(cfg, sc, name);
+  const SamplingSchedule sc = schedule(true);
+  const fs::path dir = train_checkpoint<Net>(cfg, true, name);
   Be be;
   auto g = load_generator<Be>(be, dir);
   const std::vector<int32_t> zeros(4, 0), nulls(4, 1);
@@ -202,7 +200,7 @@ TEST_CASE("generator: a one-class model samples label 0 as the null label (the o
 
 TEST_CASE("inference model: one weight set, refuses the other, outputs equal the training model's velocity",
           "[generator]") {
-  const fs::path dir = train_checkpoint<nn::DiT<Be>>(tiny_dit(), objective(Objective::Shortcut), "inference");
+  const fs::path dir = train_checkpoint<nn::DiT<Be>>(tiny_dit(), true, "inference");
   Be be;
   InferenceModel<nn::DiT<Be>> im(be, tiny_dit(), dir);  // EMA by default
   ShortcutModel<nn::DiT<Be>> tm(be, tiny_dit(), 3);
@@ -226,7 +224,7 @@ TEST_CASE("inference model: one weight set, refuses the other, outputs equal the
   std::vector<float> out(n);
   CHECK_THROWS_WITH(im.velocity(out.data(), x.data(), t.data(), k.data(), y.data(), B, 1.0f, Role::Param),
                     Contains("holds the EMA weights ('ema') only"));
-  CHECK_THROWS_WITH(generate(im, objective(Objective::Shortcut), {0}, SamplerConfig{1, 1.0, false}, 0, 0),
+  CHECK_THROWS_WITH(generate(im, schedule(true), {0}, SamplerConfig{1, 1.0, false}, 0, 0),
                     Contains("holds the EMA weights"));
   CHECK_THROWS_AS(InferenceModel<nn::DiT<Be>>(be, tiny_dit(), dir, Role::Grad), ConfigError);
   // the raw weights from model.safetensors
@@ -240,7 +238,7 @@ TEST_CASE("inference model: one weight set, refuses the other, outputs equal the
 
 TEST_CASE("generator: missing, wrong or inconsistent metadata and damaged files are FileErrors naming the problem",
           "[generator]") {
-  const fs::path base = train_checkpoint<nn::DiT<Be>>(tiny_dit(), objective(Objective::FlowMatching), "errors_base");
+  const fs::path base = train_checkpoint<nn::DiT<Be>>(tiny_dit(), false, "errors_base");
   const fs::path dir = temp_dir("errors");
   fs::copy(base, dir);
   Be be;
@@ -262,11 +260,11 @@ TEST_CASE("generator: missing, wrong or inconsistent metadata and damaged files 
   }
   SECTION("no 'training' metadata: an error, unless the caller says how the model was trained") {
     edit_folder(dir, [](auto& m) { m.erase("training"); });
-    expect_file_error([&] { load(dir); }, {"ema.safetensors", "has no 'training' metadata", "GeneratorOptions::training"});
+    expect_file_error([&] { load(dir); }, {"ema.safetensors", "has no 'training' metadata", "GeneratorOptions::sampling"});
     GeneratorOptions o;
-    o.training = objective(Objective::FlowMatching);
+    o.sampling = schedule(false);
     auto g = load(dir, o);
-    CHECK(g.training().objective == Objective::FlowMatching);
+    CHECK_FALSE(g.sampling().reads_d);
     // a single weights file without it (io::save_weights writes none)
     ShortcutModel<nn::DiT<Be>> m(be, tiny_dit(), 1);
     io::save_weights(dir / "w.safetensors", m.net(), m.arena(), Role::Param);
@@ -287,7 +285,7 @@ TEST_CASE("generator: missing, wrong or inconsistent metadata and damaged files 
     edit_folder(dir, [](auto& m) { m["training"] = R"({"adamw": {}})"; });
     expect_file_error([&] { load(dir); }, {"has no object 'shortcut'"});
     edit_folder(dir, [](auto& m) { m["training"] = R"({"shortcut": {"objective": "diffusion", "denoise_timesteps": 8}})"; });
-    expect_file_error([&] { load(dir); }, {"objective must be 'shortcut' or 'flow'"});
+    expect_file_error([&] { load(dir); }, {"objective must be 'shortcut' (reads d) or 'flow' (does not)"});
     edit_folder(dir, [](auto& m) { m["training"] = "{oops"; });
     expect_file_error([&] { load(dir); }, {"'training' is not valid JSON"});
   }

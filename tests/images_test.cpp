@@ -52,13 +52,13 @@ TEST_CASE("generate: images depend on (seed, index), not on the chunk size", "[i
   std::vector<int32_t> labels = {0, 1, 2, 3, 0, 1, 2};
   ShortcutConfig sc;
   SamplerConfig s{2, 1.5, true};
-  auto a = generate(m, sc, labels, s, 5, 0, 3);
-  auto b = generate(m, sc, labels, s, 5, 0, 100);
+  auto a = generate(m, sc.sampling(), labels, s, 5, 0, 3);
+  auto b = generate(m, sc.sampling(), labels, s, 5, 0, 100);
   REQUIRE(a.size() == labels.size() * 64);
   for (size_t i = 0; i < a.size(); ++i) CHECK(a[i] == Approx(b[i]).margin(1e-12));
-  auto other = generate(m, sc, labels, s, 6, 0, 100);
+  auto other = generate(m, sc.sampling(), labels, s, 6, 0, 100);
   CHECK(other != a);
-  CHECK_THROWS_WITH(generate(m, sc, std::vector<int32_t>{4}, s, 5, 0), Catch::Matchers::Contains("label 4"));
+  CHECK_THROWS_WITH(generate(m, sc.sampling(), std::vector<int32_t>{4}, s, 5, 0), Catch::Matchers::Contains("label 4"));
 }
 
 TEST_CASE("classifier backward and cross-entropy match finite differences", "[images][grad]") {

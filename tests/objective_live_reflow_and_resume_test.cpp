@@ -56,7 +56,7 @@ TEST_CASE("live reflow: reflow and flow rows match a hand computation", "[object
       REQUIRE(lr.targets()[j] == Approx(end - a * x0).margin(1e-12));
     }
   }
-  CHECK(lr.sampling().objective == Objective::Shortcut);  // it reads d: N steps query k = log2 N
+  CHECK(lr.sampling().reads_d);  // N steps query k = log2 N
 }
 
 namespace {

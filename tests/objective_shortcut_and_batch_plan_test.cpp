@@ -11,6 +11,7 @@
 #include "shortcut/nn/mlp_net.hpp"
 #include "shortcut/train/adamw.hpp"
 #include "shortcut/train/ema.hpp"
+#include "shortcut/train/objectives/flow_matching.hpp"
 #include "shortcut/train/ode_sampler.hpp"
 #include "shortcut/train/self_consistency_loss.hpp"
 #include "test_util.hpp"
@@ -84,14 +85,36 @@ TEST_CASE("batch plan: label dropout rate and unconditional null labels", "[trai
   CHECK_THROWS_WITH(plan_batch(cfg, y.data(), B, classes, rng), Catch::Matchers::Contains("label 11 of row 7"));
 }
 
-TEST_CASE("flow-matching objective: no bootstrap rows, k = L everywhere", "[train][batch]") {
-  ShortcutConfig cfg;
-  cfg.objective = Objective::FlowMatching;
-  std::vector<int32_t> y(8, 0);
+TEST_CASE("flow-matching objective: k = L everywhere, t on the grid of M, the shortcut plan's flow rows",
+          "[train][batch]") {
+  FlowMatchingConfig cfg;
+  std::vector<int32_t> y(64);
+  for (int i = 0; i < 64; ++i) y[i] = i % 2;
   Rng rng(5);
-  BatchPlan p = plan_batch(cfg, y.data(), 8, 2, rng);
-  CHECK(p.Bb == 0);
-  for (int r = 0; r < 8; ++r) CHECK(p.k[r] == 7.0f);
+  const FlowMatchingPlan p = flow_matching_plan(cfg, BatchSlice::all(64), y, 2, rng);
+  int dropped = 0;
+  for (int r = 0; r < 64; ++r) {
+    CHECK(p.k[r] == 7.0f);
+    CHECK(p.t[r] * 128 == std::floor(p.t[r] * 128));
+    dropped += p.y[r] == 2;
+  }
+  CHECK(dropped > 0);
+  CHECK(dropped < 20);
+  CHECK(FlowMatching<Model>(cfg).bootstrap_rows(64) == 0);
+  CHECK_FALSE(cfg.sampling().reads_d);
+  CHECK(cfg.sampling().step_input_for(4) == 7.0);
+  // the draws are those of the shortcut plan's flow rows: t, then the label drop, row by row
+  Rng a(9), b(9);
+  ShortcutConfig sc;
+  const BatchPlan sp = plan_batch(sc, y.data(), 64, 2, a);
+  for (int r = 0; r < sp.Bb; ++r) b.randint(int64_t(1) << sp.k_b[r]);
+  const FlowMatchingPlan fp =
+      flow_matching_plan(cfg, BatchSlice::all(64 - sp.Bb), HostSpan<const int32_t>(y).subspan(size_t(sp.Bb)), 2, b);
+  for (int r = 0; r < 64 - sp.Bb; ++r) {
+    CHECK(fp.t[r] == sp.t[sp.Bb + r]);
+    CHECK(fp.y[r] == sp.y[sp.Bb + r]);
+  }
+  CHECK(fp.noise_stream == sp.noise_stream);
 }
 
 
@@ -212,7 +235,7 @@ TEST_CASE("configuration errors are clear", "[train][config]") {
   CHECK_NOTHROW(c.validate(28));
   CHECK_THROWS_WITH(nn::DiTConfig::preset("DiT-Q"), Contains("unknown DiT preset 'DiT-Q'"));
   cpu::Backend<double> be;
-  OdeSampler<Model> s(ShortcutConfig{});
+  OdeSampler<Model> s(SamplingSchedule{});
   CHECK_THROWS_WITH(s.check({3, 1.0, true}), Contains("power of two"));
   CHECK_THROWS_WITH(s.check({256, 1.0, true}), Contains("power of two in [1, 128]"));
   CHECK_THROWS_AS(EmaTracker(1.5), ConfigError);

@@ -1,7 +1,7 @@
 // The objective as an extension point: a user's objective, written here against the public headers
 // only (under 100 lines), trains through Trainer, lands in the checkpoint's metadata and samples.
-// It is flow matching rebuilt from the public pieces (plan_batch, RegressionRows, the backend's
-// flow_rows), so through the same Trainer it must give the built-in flow matching's weights bit for bit.
+// It is flow matching rebuilt from the public pieces (RegressionRows, the backend's flow_rows), so
+// through the same Trainer it must give the built-in flow matching's weights bit for bit.
 #include <catch2/catch.hpp>
 
 #include <shortcut/shortcut.hpp>
@@ -20,14 +20,12 @@ template <class M>
 class MyFlowMatching {
  public:
   using T = typename M::T;
-  explicit MyFlowMatching(int denoise_timesteps) {
-    cfg_.objective = Objective::FlowMatching;
-    cfg_.denoise_timesteps = denoise_timesteps;
-  }
+  explicit MyFlowMatching(int denoise_timesteps) : M_(denoise_timesteps) {}
   std::string name() const { return "my_flow_matching"; }
-  nlohmann::json to_json() const { return {{"name", name()}, {"denoise_timesteps", cfg_.denoise_timesteps}}; }
-  ShortcutConfig sampling() const { return cfg_; }  // not conditioned on d: k = L when sampling
-  void validate(int B) const { cfg_.validate(B); }
+  nlohmann::json to_json() const { return {{"name", name()}, {"denoise_timesteps", M_}}; }
+  // not conditioned on d: k = L when sampling
+  SamplingSchedule sampling() const { return {.reads_d = false, .denoise_timesteps = M_}; }
+  void validate(int) const {}
   int bootstrap_rows(int) const { return 0; }
   void set_progress(const TrainingProgress&) {}
 
@@ -35,17 +33,29 @@ class MyFlowMatching {
                   Rng& rng) {
     auto& be = m.backend();
     const int64_t n = m.sample_size();
-    check_step_inputs(s, x1, y, n, m.num_classes());
-    const BatchPlan p = plan_batch(cfg_, y.data(), s, m.num_classes(), rng);
-    rows_.prepare(m, p.t, p.k, p.y);
-    x0_.resize(size_t(p.B * n));
-    be.normal(x0_.data(), x0_.size(), rng.seed(), p.noise_stream, uint64_t(s.flow_begin) * uint64_t(n));
-    be.flow_rows(rows_.xt(), rows_.target(), x1.data(), x0_.data(), rows_.t(), p.B, int(n));
-    return rows_.regress(m, p.B, 0, s.batch, 0);
+    const int classes = m.num_classes();
+    check_step_inputs(s, x1, y, n, classes);
+    // the whole batch's draws (t on the grid of M points, the label dropped or not), this slice's rows kept
+    std::vector<float> t_all(size_t(s.batch)), t, k(size_t(s.rows()), float(ilog2(M_)));
+    std::vector<char> drop(size_t(s.batch));
+    for (int r = 0; r < s.batch; ++r) {
+      t_all[r] = float(rng.randint(M_)) / float(M_);
+      drop[r] = classes <= 1 || rng.uniform() < 0.1;
+    }
+    std::vector<int32_t> yq;
+    for (int i = 0; i < s.rows(); ++i) {
+      t.push_back(t_all[s.global_row(i)]);
+      yq.push_back(drop[s.global_row(i)] ? classes : y[i]);
+    }
+    rows_.prepare(m, t, k, yq);
+    x0_.resize(size_t(s.rows() * n));
+    be.normal(x0_.data(), x0_.size(), rng.seed(), rng.next_stream(), uint64_t(s.flow_begin) * uint64_t(n));
+    be.flow_rows(rows_.xt(), rows_.target(), x1.data(), x0_.data(), rows_.t(), s.rows(), int(n));
+    return rows_.regress(m, s.rows(), 0, s.batch, 0);
   }
 
  private:
-  ShortcutConfig cfg_;
+  int M_;
   RegressionRows<M> rows_;
   typename M::Backend::template Buffer<T> x0_;
 };
@@ -73,8 +83,7 @@ TEST_CASE("a user's objective trains through Trainer, is named in the checkpoint
   tc.batch = 32;
   tc.progress = false;
   tc.seed = testutil::gen()() % 1000;
-  ShortcutConfig builtin;
-  builtin.objective = Objective::FlowMatching;
+  FlowMatchingConfig builtin;
   builtin.denoise_timesteps = 16;
 
   Model ours(be, c, 3), theirs(be, c, 3);
@@ -83,7 +92,7 @@ TEST_CASE("a user's objective trains through Trainer, is named in the checkpoint
   Trainer<Model, dist::LocalCommunicator, MyFlowMatching<Model>> t(ours, MyFlowMatching<Model>(16), oc, tc);
   t.run(toy_batch);
   tc.out_dir = "";
-  Trainer<Model>(theirs, builtin, oc, tc).run(toy_batch);
+  Trainer<Model, dist::LocalCommunicator, FlowMatching<Model>>(theirs, FlowMatching<Model>(builtin), oc, tc).run(toy_batch);
   CHECK(ours.arena().to_host(Role::Param) == theirs.arena().to_host(Role::Param));  // bit for bit
   CHECK(ours.arena().to_host(Role::Param) != Model(be, c, 3).arena().to_host(Role::Param));  // it trained
 
@@ -91,8 +100,8 @@ TEST_CASE("a user's objective trains through Trainer, is named in the checkpoint
   const fs::path dir = run_dir / "checkpoints" / "last";
   const auto info = read_checkpoint_info(dir);
   CHECK(info.training_json.at("objective").at("name") == "my_flow_matching");
-  CHECK(info.training.objective == Objective::FlowMatching);
+  CHECK_FALSE(info.sampling.reads_d);
   auto g = load_generator(be, dir);
   const std::vector<int32_t> labels(8, 0);
-  CHECK(g.sample(labels, 4, 1.0, 2) == generate(ours, builtin, labels, {4, 1.0, true}, 2, 0));
+  CHECK(g.sample(labels, 4, 1.0, 2) == generate(ours, builtin.sampling(), labels, {4, 1.0, true}, 2, 0));
 }

@@ -28,8 +28,7 @@ TEST_CASE("sampler: Euler steps on a linear field match the closed form - k = lo
   const double a = 0.8;
   E[m.net().a_] = a;  // v = a x: Euler with N steps gives (1 + a/N)^N x0
   m.arena().from_host(Role::Ema, E);
-  ShortcutConfig cfg;
-  OdeSampler<Model> s(cfg);
+  OdeSampler<Model> s(SamplingSchedule{});
   for (int N : {1, 2, 4, 8, 128}) {
     auto x0 = testutil::randn(B * dim);
     auto x = x0;
@@ -55,7 +54,7 @@ TEST_CASE("sampler: guidance combines the conditional and null velocities", "[tr
   auto& net = m.net();
   for (int c = 0; c <= classes; ++c) E[net.by_ + c] = 0.5 * c - 0.2;  // constant velocity per label
   m.arena().from_host(Role::Ema, E);
-  OdeSampler<Model> s(ShortcutConfig{});
+  OdeSampler<Model> s(SamplingSchedule{});
   for (double w : {1.0, 3.0}) {
     std::vector<double> x(dim, 0.25);
     std::vector<int32_t> y(1, 1);

@@ -55,7 +55,7 @@ static void export_case(const fs::path& dir, const std::string& name, const type
   // weights of size 0.2 everywhere (the zero-initialised final layers too), so outputs are O(1)
   model.arena().from_host(Role::Param, normal(model.arena().size(), 1, 0.2));
   model.arena().copy_role(Role::Ema, Role::Param);
-  const ShortcutConfig sc = meanflow ? MeanFlowConfig{}.sampling() : ShortcutConfig{};
+  const SamplingSchedule sc = meanflow ? MeanFlowConfig{}.sampling() : ShortcutConfig{}.sampling();
   AdamWConfig oc;
   oc.lr = 1e-2;
   oc.warmup_steps = 0;
@@ -77,7 +77,7 @@ static void export_case(const fs::path& dir, const std::string& name, const type
     });
   };
   if (meanflow) train(MeanFlow<M>(MeanFlowConfig{}));
-  else train(SelfConsistencyLoss<M>(sc));
+  else train(SelfConsistencyLoss<M>(ShortcutConfig{}));
   Inputs in;
   in.B = 4;
   in.x = normal(size_t(in.B) * n, 2);

@@ -112,7 +112,7 @@ TEST_CASE("resume refuses a changed training configuration naming each field - t
   CHECK_THROWS_WITH(t_two.resume(last), Catch::Contains("adamw.lr") && Catch::Contains("batch is 32 in the checkpoint, 64 now"));
   ShortcutConfig boot;
   boot.bootstrap_fraction = 0.5;
-  CHECK_THROWS_WITH(Trainer<Model>(m, boot, fast(), quiet(8)).resume(last), Catch::Contains("shortcut.bootstrap_fraction"));
+  CHECK_THROWS_WITH(Trainer<Model>(m, boot, fast(), quiet(8)).resume(last), Catch::Contains("objective.bootstrap_fraction"));
 
   // more steps, another seed, other reporting: the same experiment, continued
   TrainerConfig longer = quiet(8, 99);
@@ -126,6 +126,80 @@ TEST_CASE("resume refuses a changed training configuration naming each field - t
   CHECK(t_lr.step() == 4);
   t_lr.run(Rows(toy_rows));
   CHECK(t_lr.step() == 8);
+}
+
+namespace {
+// Trainer's "training" JSON as it was written before the sampling schedule was split from
+// ShortcutConfig (up to commit 4d5058f): the whole shortcut configuration under "shortcut" (the
+// literal is what ShortcutConfig{}.to_json() gave then) and no "objective"; other keys kept.
+nlohmann::json pre_split(nlohmann::json j, bool flow) {
+  j.erase("objective");
+  j["shortcut"] = {{"objective", flow ? "flow" : "shortcut"},
+                   {"denoise_timesteps", 128},
+                   {"bootstrap_fraction", 0.25},
+                   {"class_dropout_prob", 0.1},
+                   {"cfg_scale", 1.5},
+                   {"bootstrap_cfg", true},
+                   {"bootstrap_ema", true},
+                   {"target_clip", 4.0}};
+  return j;
+}
+}  // namespace
+
+TEST_CASE("a checkpoint from before the sampling schedule's split resumes exactly, samples, and names changes",
+          "[trainer][resume]") {
+  using FM = FlowMatching<Model>;
+  Be be;
+  for (bool flow : {false, true}) {
+    INFO((flow ? "flow matching" : "shortcut"));
+    auto run = [&](Model& m, const TrainerConfig& tc, const fs::path& from) {
+      auto go = [&](auto&& t) {
+        if (!from.empty()) t.resume(from.string());
+        t.run(Rows(toy_rows));
+      };
+      if (flow) go(Trainer<Model, dist::LocalCommunicator, FM>(m, FM({}), fast(), tc));
+      else go(Trainer<Model>(m, ShortcutConfig{}, fast(), tc));
+    };
+    const fs::path dir = temp_dir(flow ? "pre_split_flow" : "pre_split_shortcut");
+    Model straight(be, small_net(), 1);
+    TrainerConfig tc = quiet(4);
+    tc.out_dir = dir.string();
+    tc.checkpoint_every = 2;
+    run(straight, tc, {});
+    const fs::path ck = dir / "checkpoints" / "step_2";
+    edit_folder(ck, [&](auto& meta) {
+      for (const char* key : {"training", "extra"})
+        if (meta.count(key)) meta[key] = pre_split(nlohmann::json::parse(meta[key]), flow).dump();
+    });
+    const nlohmann::json stored = io::read_checkpoint_extra(ck);
+    REQUIRE(stored.at("shortcut").contains("bootstrap_fraction"));
+    REQUIRE_FALSE(stored.contains("objective"));
+
+    Model resumed(be, small_net(), 9);
+    run(resumed, quiet(4), ck);  // no configuration difference is found
+    for (Role r : {Role::Param, Role::Ema, Role::AdamM, Role::AdamV})
+      CHECK(resumed.arena().to_host(r) == straight.arena().to_host(r));
+
+    auto g = load_generator(be, ck);
+    CHECK(g.sampling().reads_d == !flow);
+    CHECK(g.sampling().denoise_timesteps == 128);
+
+    // a changed setting is named in today's form
+    Model other(be, small_net(), 3);
+    if (flow) {
+      FlowMatchingConfig c;
+      c.class_dropout_prob = 0.2;
+      CHECK_THROWS_WITH((Trainer<Model, dist::LocalCommunicator, FM>(other, FM(c), fast(), quiet(4)).resume(ck.string())),
+                        Catch::Contains("objective.class_dropout_prob is 0.1 in the checkpoint, 0.2 now"));
+      CHECK_THROWS_WITH(Trainer<Model>(other, ShortcutConfig{}, fast(), quiet(4)).resume(ck.string()),
+                        Catch::Contains("objective.name is \"flow_matching\" in the checkpoint, \"shortcut\" now"));
+    } else {
+      ShortcutConfig c;
+      c.bootstrap_fraction = 0.5;
+      CHECK_THROWS_WITH(Trainer<Model>(other, c, fast(), quiet(4)).resume(ck.string()),
+                        Catch::Contains("objective.bootstrap_fraction is 0.25 in the checkpoint, 0.5 now"));
+    }
+  }
 }
 
 TEST_CASE("a stateful data source's state is checkpointed and restored: N straight = N/2 + resume + N/2",

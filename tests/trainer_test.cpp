@@ -243,16 +243,17 @@ TEST_CASE("checkerboard: shortcut one-step samples are clearly closer to the dat
     nn::MlpNetConfig nc;
     nc.hidden = 64; nc.depth = 2; nc.classes = 1;
     Model m(be, nc, seed);
-    ShortcutConfig sc;
-    sc.objective = obj == 0 ? Objective::Shortcut : Objective::FlowMatching;
     AdamWConfig oc;
     oc.lr = 1e-3; oc.weight_decay = 0; oc.warmup_steps = 50;
     TrainerConfig tc;
     tc.steps = 600; tc.batch = 128; tc.ema_tau = 0.99; tc.seed = seed; tc.progress = false;
-    Trainer<Model>(m, sc, oc, tc).run([](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
+    auto data = [](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
       x = data::sample_toy2d("checkerboard", B, rng);
       y.assign(B, 0);
-    });
+    };
+    const SamplingSchedule sc = obj == 0 ? ShortcutConfig{}.sampling() : FlowMatchingConfig{}.sampling();
+    if (obj == 0) Trainer<Model>(m, ShortcutConfig{}, oc, tc).run(data);
+    else Trainer<Model, dist::LocalCommunicator, FlowMatching<Model>>(m, FlowMatching<Model>({}), oc, tc).run(data);
     const int n = 2000;
     std::vector<float> x(2 * n);
     be.normal(x.data(), x.size(), seed + 7, 0);

@@ -1,7 +1,10 @@
 // What the tests that drive a Trainer on a small MLP share (trainer_open_test.cpp, optimizer_test.cpp):
-// the network, a quiet short run, a fast AdamW, a scratch folder, and random 2-D rows with 3 labels.
+// the network, a quiet short run, a fast AdamW, a scratch folder, and random 2-D rows with 3 labels;
+// and the editing of a checkpoint's metadata (generator_test.cpp too).
 #pragma once
 #include <filesystem>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -40,6 +43,28 @@ inline void toy_rows(shortcut::Rng& rng, const shortcut::BatchSlice& s, std::vec
   y.resize(size_t(s.rows()));
   for (auto& v : x) v = rng.normal();
   for (auto& l : y) l = int32_t(rng.randint(3));
+}
+
+// Rewrites a safetensors file with the same tensors and edited metadata.
+inline void edit_metadata(const std::filesystem::path& p,
+                          const std::function<void(std::map<std::string, std::string>&)>& edit) {
+  shortcut::io::SafetensorsReader r(p);
+  std::map<std::string, std::string> meta = r.metadata();
+  edit(meta);
+  shortcut::io::SafetensorsWriter w;
+  std::vector<std::vector<float>> keep;
+  for (auto& t : r.tensors()) {
+    keep.push_back(r.read<float>(t.name));
+    w.add(t.name, t.shape, keep.back().data());
+  }
+  for (auto& [k, v] : meta) w.add_metadata(k, v);
+  w.write(p);
+}
+// The same edit on every file of a checkpoint folder.
+inline void edit_folder(const std::filesystem::path& dir,
+                        const std::function<void(std::map<std::string, std::string>&)>& edit) {
+  namespace io = shortcut::io;
+  for (const char* f : {io::kEmaFile, io::kModelFile, io::kOptimizerFile}) edit_metadata(dir / f, edit);
 }
 
 }  // namespace trainer_test

@@ -96,7 +96,7 @@ TEST_CASE("a user's network trains with Trainer and samples with generate", "[ne
   CHECK(trainer.last().loss < 1e-3);
   const std::vector<int32_t> labels = {0, 1, 2, 0, 1, 2};
   for (int steps : {1, 4}) {
-    const auto x = generate(m, sc, labels, {steps, 1.0, true}, 5, 0);
+    const auto x = generate(m, sc.sampling(), labels, {steps, 1.0, true}, 5, 0);
     for (size_t r = 0; r < labels.size(); ++r)
       for (int i = 0; i < 2; ++i) CHECK(x[r * 2 + i] == Approx(point[labels[r]][i]).margin(0.02));
   }

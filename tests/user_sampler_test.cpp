@@ -22,8 +22,8 @@ class HeunSampler {
   using Be = typename Model::Backend;
   using T = typename Model::T;
 
-  explicit HeunSampler(const ShortcutConfig& train) : train_(train) {}
-  void check(const SamplerConfig& s) const { OdeSampler<Model>(train_).check(s); }
+  explicit HeunSampler(const SamplingSchedule& schedule) : schedule_(schedule) {}
+  void check(const SamplerConfig& s) const { OdeSampler<Model>(schedule_).check(s); }
 
   void sample(Model& m, DeviceSpan<T, Be> x, DeviceSpan<const int32_t, Be> y, const SamplerConfig& s) {
     check(s);
@@ -32,7 +32,7 @@ class HeunSampler {
     const size_t n = x.size();
     const T d = T(1.0 / s.steps);
     for (auto* b : {&v1_, &v2_, &xe_}) b->resize(n);
-    k_ = upload(be, std::vector<T>(size_t(B), T(sampling_level(train_, s.steps))));
+    k_ = upload(be, std::vector<T>(size_t(B), T(schedule_.step_input_for(s.steps))));
     const Role w = s.use_ema ? Role::Ema : Role::Param;
     for (int i = 0; i < s.steps; ++i) {
       auto t0 = upload(be, std::vector<T>(size_t(B), T(i) * d));
@@ -47,7 +47,7 @@ class HeunSampler {
   }
 
  private:
-  ShortcutConfig train_;
+  SamplingSchedule schedule_;
   typename Be::template Buffer<T> v1_, v2_, xe_, k_;
 };
 // ---- end of the user's sampler ----
@@ -69,7 +69,7 @@ TEST_CASE("a user's Heun sampler plugs into generate and integrates v = a x to s
   const double a = 0.8;
   E[m.net().a_] = a;
   m.arena().from_host(Role::Ema, E);
-  const ShortcutConfig train;
+  const SamplingSchedule train;
   HeunSampler<Model> heun(train);
   const std::vector<int32_t> labels(B, 1);
   const auto x0 = sample_noise<double>(dim, 0, B, 3, 0);
@@ -99,13 +99,13 @@ TEST_CASE("Generator::sample_with runs a user's sampler on a checkpoint", "[samp
   const auto dir = testutil::scratch_dir("user_sampler") / "ckpt";
   io::TrainState st;
   io::SaveOptions so;
-  so.metadata["training"] = nlohmann::json{{"shortcut", ShortcutConfig{}.to_json()}}.dump();
+  so.metadata["training"] = nlohmann::json{{"shortcut", SamplingSchedule{}.to_json()}}.dump();
   io::save_checkpoint(dir.string(), m.net(), m.arena(), st, so);
   auto g = load_generator(be, dir);
   const std::vector<int32_t> labels(6, 0);
   const auto heun = g.sample_with<HeunSampler>(labels, 4, 1.0, 9);
   // the same sampler on the training model's EMA weights, from the same noise
-  HeunSampler<ShortcutModel<nn::MlpNet<Bf>>> h(ShortcutConfig{});
+  HeunSampler<ShortcutModel<nn::MlpNet<Bf>>> h(SamplingSchedule{});
   const auto ref = generate(m, h, labels, {4, 1.0, true}, 9, 0);
   REQUIRE(heun.size() == ref.size());
   for (size_t i = 0; i < ref.size(); ++i) CHECK(heun[i] == ref[i]);

@@ -14,8 +14,8 @@ class ImageGenerator {
  public:
   virtual ~ImageGenerator() = default;
   virtual const nn::DiTConfig& config() const = 0;
-  // How the model was trained (from the checkpoint, or the --objective override).
-  virtual const ShortcutConfig& training() const = 0;
+  // How the model samples (from the checkpoint, or the --objective override).
+  virtual const SamplingSchedule& sampling() const = 0;
   // Samples on the checkpoint's EMA weights: [labels.size(), sample] on the host.
   virtual std::vector<float> generate(const std::vector<int32_t>& labels, int steps, double guidance, uint64_t seed,
                                       int chunk, const std::vector<float>* noise, ProgressBar* bar) = 0;
@@ -28,7 +28,7 @@ class ImageGeneratorOn final : public ImageGenerator {
   ImageGeneratorOn(const std::string& checkpoint, const GeneratorOptions& opt, BackendArgs&&... args)
       : be_(std::forward<BackendArgs>(args)...), gen_(be_, checkpoint, opt), cfg_(dit_config(gen_)) {}
   const nn::DiTConfig& config() const override { return cfg_; }
-  const ShortcutConfig& training() const override { return gen_.training(); }
+  const SamplingSchedule& sampling() const override { return gen_.sampling(); }
   std::vector<float> generate(const std::vector<int32_t>& labels, int steps, double guidance, uint64_t seed, int chunk,
                               const std::vector<float>* noise, ProgressBar* bar) override {
     typename Generator<Be>::SampleOptions so;
@@ -49,17 +49,17 @@ class ImageGeneratorOn final : public ImageGenerator {
   nn::DiTConfig cfg_;
 };
 
-// The loader's options for --objective: the checkpoint's training configuration with the objective
-// replaced (the library defaults, M = 128, for a file without "training" metadata, e.g. from
-// PyTorch); none (everything from the file, which must then have it) without --objective.
+// The loader's options for --objective: the checkpoint's sampling schedule with reads_d replaced
+// (the library defaults, M = 128, for a file without "training" metadata, e.g. from PyTorch); none
+// (everything from the file, which must then have it) without --objective.
 inline GeneratorOptions generator_options(const std::string& checkpoint, const std::string& objective) {
   GeneratorOptions opt;
   if (objective.empty()) return opt;
-  ShortcutConfig sc;
+  SamplingSchedule s;
   if (io::SafetensorsReader(io::weights_file(checkpoint, Role::Ema)).metadata("training"))
-    sc = read_checkpoint_info(checkpoint).training;
-  sc.objective = objective == "flow" ? Objective::FlowMatching : Objective::Shortcut;
-  opt.training = sc;
+    s = read_checkpoint_info(checkpoint).sampling;
+  s.reads_d = objective != "flow";
+  opt.sampling = s;
   return opt;
 }
 

@@ -69,7 +69,7 @@ static int run(const SampleOptions& o) {
     throw FileError(std::string(e.what()) + " (here: --objective shortcut or --objective flow)");
   }
   const nn::DiTConfig& dc = gen->config();
-  const ShortcutConfig& sc = gen->training();
+  const SamplingSchedule& sc = gen->sampling();
   const int H = dc.image, C = dc.channels;
   const int64_t n = int64_t(H) * H * C;
   std::vector<int32_t> labels;
@@ -120,7 +120,7 @@ static int run(const SampleOptions& o) {
   auto display = displayable(grid.data(), size_t(rows) * cols, H, H, C, shown);
   io::Image img = io::image_grid(display.data(), rows * cols, H, H, shown, g);
   std::string params = cat("steps=", o.steps, " guidance=", o.guidance, " seed=", o.seed, " objective=",
-                           sc.objective == Objective::Shortcut ? "shortcut" : "flow",
+                           sc.reads_d ? "shortcut" : "flow",
                            o.interpolate ? cat(" interpolate=", o.interpolate) : std::string(),
                            " checkpoint=", o.checkpoint);
   io::write_png(o.out, img, {{"Software", "shortcut sample_images"}, {"Parameters", params}, {"Config", dc.to_json().dump()}});

@@ -80,7 +80,7 @@ int train_objective(Model& model, Obj objective, const TrainImagesOptions& o, di
   tc.label = o.objective;
   tc.max_seconds = o.minutes * 60;
   Trainer<Model, dist::AnyCommunicator, Obj> trainer(model, std::move(objective), oc, tc, comm);
-  const ShortcutConfig sc = trainer.loss().sampling();  // how the grids are sampled
+  const SamplingSchedule sc = trainer.loss().sampling();  // how the grids are sampled
   if (!o.resume.empty()) {
     try {
       trainer.resume(o.resume, ResumeOptions{.allow_config_change = o.allow_config_change});
@@ -192,13 +192,17 @@ int train_images(Be& be, const TrainImagesOptions& o, dist::AnyCommunicator& com
     io::load_initial_weights(o.teacher, model.net(), model.arena());
     if (lead) std::printf("the student starts from the teacher's weights (%s)\n", o.teacher.c_str());
   }
-  const int M = ShortcutConfig{}.denoise_timesteps;
-  if (o.objective == "shortcut" || o.objective == "flow") {
+  const int M = SamplingSchedule{}.denoise_timesteps;
+  if (o.objective == "shortcut") {
     ShortcutConfig sc;
-    sc.objective = o.objective == "flow" ? Objective::FlowMatching : Objective::Shortcut;
     sc.cfg_scale = o.cfg_scale;
     sc.bootstrap_fraction = o.bootstrap_fraction;
     return train_objective(model, SelfConsistencyLoss<Model>(sc), o, comm, train, dc, name, out);
+  }
+  if (o.objective == "flow") {
+    FlowMatchingConfig c;
+    c.cfg_scale = o.cfg_scale;
+    return train_objective(model, FlowMatching<Model>(c), o, comm, train, dc, name, out);
   }
   if (o.objective == "progressive_distillation") {
     ProgressiveDistillationConfig c;

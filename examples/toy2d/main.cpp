@@ -54,7 +54,7 @@ struct Options {
 struct Trained {
   std::string name;
   std::unique_ptr<Model> model;
-  ShortcutConfig sc;  // what the sampler reads
+  SamplingSchedule sc;  // what the sampler reads
   double seconds = 0;
   int64_t steps = 0, teacher_steps = 0;
 };
@@ -116,7 +116,7 @@ static Trained train(Be& be, const Options& o, const std::string& name, Obj obje
   tc.label = name.size() < 8 ? name + std::string(8 - name.size(), ' ') : name;
   tc.log_every = 50;
   tc.out_dir = (fs::path(o.out) / name).string();
-  const ShortcutConfig sampling = objective.sampling();
+  const SamplingSchedule sampling = objective.sampling();
   Trainer<Model, dist::LocalCommunicator, Obj> trainer(*model, std::move(objective), oc, tc);
   auto t0 = std::chrono::steady_clock::now();
   trainer.run([&](Rng& rng, int B, std::vector<float>& x, std::vector<int32_t>& y) {
@@ -130,7 +130,7 @@ static Trained train(Be& be, const Options& o, const std::string& name, Obj obje
 // Trains the listed objectives; the distillations share one flow-matching teacher trained for half
 // the budget, and train for the other half.
 static std::vector<Trained> train_all(Be& be, const Options& o, const std::vector<std::string>& names) {
-  const int M = ShortcutConfig{}.denoise_timesteps;
+  const int M = SamplingSchedule{}.denoise_timesteps;
   std::vector<Trained> out;
   std::string teacher;
   double teacher_seconds = 0;
@@ -138,18 +138,17 @@ static std::vector<Trained> train_all(Be& be, const Options& o, const std::vecto
   for (const std::string& name : names) {
     const bool distils = name == "progressive_distillation" || name == "consistency_distillation";
     if (distils && teacher.empty()) {
-      ShortcutConfig f;
-      f.objective = Objective::FlowMatching;
-      Trained t = train(be, o, "teacher", SelfConsistencyLoss<Model>(f), half);
+      Trained t = train(be, o, "teacher", FlowMatching<Model>(FlowMatchingConfig{}), half);
       teacher = (fs::path(o.out) / "teacher" / "checkpoints" / "last").string();
       teacher_seconds = t.seconds;
     }
     Trained t;
-    if (name == "shortcut" || name == "flow") {
+    if (name == "shortcut") {
       ShortcutConfig sc;
-      sc.objective = name == "flow" ? Objective::FlowMatching : Objective::Shortcut;
       sc.bootstrap_fraction = o.bootstrap_fraction;
       t = train(be, o, name, SelfConsistencyLoss<Model>(sc), o.steps);
+    } else if (name == "flow") {
+      t = train(be, o, name, FlowMatching<Model>(FlowMatchingConfig{}), o.steps);
     } else if (name == "progressive_distillation") {
       ProgressiveDistillationConfig c;
       c.denoise_timesteps = M;
@@ -221,7 +220,7 @@ static std::vector<std::string> parse_objectives(const std::string& list) {
   return names;
 }
 
-static std::vector<float> sample(Be& be, Model& m, const ShortcutConfig& sc, int n, int steps, uint64_t seed) {
+static std::vector<float> sample(Be& be, Model& m, const SamplingSchedule& sc, int n, int steps, uint64_t seed) {
   typename Be::template Buffer<float> x(size_t(n) * 2);
   be.normal(x.data(), x.size(), seed, 0);
   const auto y = upload(be, std::vector<int32_t>(size_t(n), m.null_label()));

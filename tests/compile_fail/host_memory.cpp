@@ -14,7 +14,7 @@ using Model = shortcut::ShortcutModel<shortcut::nn::MlpNet<Be>>;
 
 void sample_from_host_noise(Be& be, Model& m, std::vector<float>& noise) {
   const auto labels = shortcut::upload(be, std::vector<int32_t>(noise.size() / 2, 0));
-  shortcut::OdeSampler<Model> sampler(shortcut::ShortcutConfig{});
+  shortcut::OdeSampler<Model> sampler(shortcut::SamplingSchedule{});
 #ifdef CF_BROKEN
   sampler.sample(m, noise, labels, {1, 1.0, true});
 #else

@@ -61,7 +61,7 @@ using Model = ShortcutModel<nn::DiT<Gpu>>;
 struct Sampling {
   Gpu& be;
   Model m;
-  OdeSampler<Model> sampler{ShortcutConfig{}};
+  OdeSampler<Model> sampler{SamplingSchedule{}};
   Sampling(Gpu& b, const std::vector<double>& P, const std::vector<double>& E) : be(b), m(b, small_dit(), 3) {
     weights(P, E);
   }
@@ -375,7 +375,7 @@ TEST_CASE("a captured sampling loop stays right after its buffers were freed and
   CHECK(graphed.run(five, s, gx5, gy5) == want5);  // captured: points into the model's B = 5 activations
   // another sampler at B = 3 resizes the model's activations: the memory the last graph pointed into
   // is freed and other memory allocated
-  OdeSampler<Model> other{ShortcutConfig{}};
+  OdeSampler<Model> other{SamplingSchedule{}};
   CHECK(graphed.run(three, s, gx3, gy3, &other) == want3);
   CHECK(graphed.run(five, s, gx5, gy5) == want5);
   // x and y themselves freed and allocated again

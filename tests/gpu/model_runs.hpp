@@ -51,7 +51,7 @@ std::vector<double> sample_on(Be& be, const nn::DiTConfig& c, const std::vector<
   m.arena().from_host(Role::Param, std::vector<T>(P.begin(), P.end()));
   m.arena().from_host(Role::Ema, std::vector<T>(E.begin(), E.end()));
   // chunk 5: several chunks, the last one partial, as a long generation run has
-  const auto out = generate(m, ShortcutConfig{}, labels, s, seed, 0, 5);
+  const auto out = generate(m, SamplingSchedule{}, labels, s, seed, 0, 5);
   std::vector<double> moved(out.size());
   for (size_t i = 0; i < out.size(); ++i) moved[i] = double(out[i]) - double(x0[i]);
   return moved;

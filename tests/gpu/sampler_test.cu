@@ -60,6 +60,6 @@ TEST_CASE("the GPU sampler rejects bad settings like the CPU one", "[sampler][er
   c.image = 8; c.channels = 2; c.patch = 2; c.hidden = 64; c.depth = 1; c.heads = 2; c.classes = 3;
   ShortcutModel<nn::DiT<Gpu>> m(gpu(), c, 1);
   const std::vector<int32_t> ok{0, 1}, bad{0, 4};
-  CHECK_THROWS_AS(generate(m, ShortcutConfig{}, ok, SamplerConfig{3, 1.0, true}, 1, 0), ConfigError);
-  CHECK_THROWS_AS(generate(m, ShortcutConfig{}, bad, SamplerConfig{1, 1.0, true}, 1, 0), ConfigError);
+  CHECK_THROWS_AS(generate(m, SamplingSchedule{}, ok, SamplerConfig{3, 1.0, true}, 1, 0), ConfigError);
+  CHECK_THROWS_AS(generate(m, SamplingSchedule{}, bad, SamplerConfig{1, 1.0, true}, 1, 0), ConfigError);
 }

@@ -52,13 +52,13 @@ std::vector<typename Model::T> generate(Model& m, S& sampler, const std::vector<
   return out;
 }
 
-// The same with the library's Euler sampler for a model trained with `train`.
+// The same with the library's Euler sampler for a model with the sampling schedule `schedule`.
 template <SamplingModel Model>
-std::vector<typename Model::T> generate(Model& m, const ShortcutConfig& train, const std::vector<int32_t>& labels,
+std::vector<typename Model::T> generate(Model& m, const SamplingSchedule& schedule, const std::vector<int32_t>& labels,
                                         const SamplerConfig& s, uint64_t seed, uint64_t stream, int chunk = 256,
                                         const std::vector<typename Model::T>* noise = nullptr,
                                         ProgressBar* bar = nullptr) {
-  OdeSampler<Model> sampler(train);
+  OdeSampler<Model> sampler(schedule);
   return generate(m, sampler, labels, s, seed, stream, chunk, noise, bar);
 }
 

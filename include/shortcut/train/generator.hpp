@@ -7,7 +7,7 @@
 // The network type and its config, the objective and M all come from the file's metadata
 // (docs/checkpoints.md lists the keys): "config" (the network config; its "model" names the type,
 // "dit" or "mlp") and "training" (Trainer::training_json(): its "shortcut" object is the
-// ShortcutConfig). Anything missing, malformed or inconsistent between a folder's files is a
+// SamplingSchedule). Anything missing, malformed or inconsistent between a folder's files is a
 // FileError naming the file and the key; nothing falls back to defaults. Behind the generator is an
 // InferenceModel: the one weight set asked for (EMA by default) and activations only.
 #pragma once
@@ -26,7 +26,7 @@
 #include "shortcut/nn/mlp_net.hpp"
 #include "shortcut/train/generate.hpp"
 #include "shortcut/train/inference_model.hpp"
-#include "shortcut/train/shortcut_config.hpp"
+#include "shortcut/train/sampling_schedule.hpp"
 
 namespace shortcut {
 
@@ -34,9 +34,9 @@ namespace shortcut {
 struct GeneratorOptions {
   // Role::Ema (a folder's ema.safetensors) or Role::Param (its model.safetensors, the raw weights).
   Role weights = Role::Ema;
-  // How the model was trained, for files without "training" metadata (e.g. saved from PyTorch
-  // without training=): used instead of the metadata. Unset (the default): the metadata must be there.
-  std::optional<ShortcutConfig> training;
+  // How the model samples, for files without "training" metadata (e.g. saved from PyTorch without
+  // training=): used instead of the metadata. Unset (the default): the metadata must be there.
+  std::optional<SamplingSchedule> sampling;
   io::LoadOptions load;  // finite-value checks etc. of the weights
 };
 
@@ -46,8 +46,8 @@ struct CheckpointInfo {
   Role weights = Role::Ema;               // the weight set it holds
   std::string network;                    // "dit" or "mlp" (the config's "model")
   nlohmann::json network_config;          // the file's "config"
-  ShortcutConfig training;                // the "shortcut" object of "training" (or GeneratorOptions::training)
-  nlohmann::json training_json;           // all of "training" (null when GeneratorOptions::training replaced it)
+  SamplingSchedule sampling;              // the "shortcut" object of "training" (or GeneratorOptions::sampling)
+  nlohmann::json training_json;           // all of "training" (null when GeneratorOptions::sampling replaced it)
   int64_t step = -1;                      // the file's "step" (-1: none)
 };
 
@@ -69,9 +69,9 @@ inline nlohmann::json json_metadata(const io::SafetensorsReader& r, const std::s
   }
 }
 
-// The ShortcutConfig of a "training" metadata object; the keys that decide sampling must be there.
-inline ShortcutConfig training_config(const io::SafetensorsReader& r, const nlohmann::json& t) {
-  const char* what = " (the ShortcutConfig that Trainer::save writes)";
+// The SamplingSchedule of a "training" metadata object; the keys that decide sampling must be there.
+inline SamplingSchedule sampling_schedule(const io::SafetensorsReader& r, const nlohmann::json& t) {
+  const char* what = " (the SamplingSchedule that Trainer::save writes)";
   if (!t.is_object() || !t.contains("shortcut") || !t["shortcut"].is_object())
     io::detail::file_fail(r.path(), std::string("__metadata__ 'training' has no object 'shortcut'") + what);
   const nlohmann::json& s = t["shortcut"];
@@ -80,7 +80,7 @@ inline ShortcutConfig training_config(const io::SafetensorsReader& r, const nloh
       io::detail::file_fail(r.path(), cat("__metadata__ 'training' has no 'shortcut.", k, "'", what,
                                           ": the sampler needs it"));
   try {
-    return ShortcutConfig::from_json(s);
+    return SamplingSchedule::from_json(s);
   } catch (const nlohmann::json::exception& e) {
     io::detail::file_fail(r.path(), std::string("__metadata__ 'training': ") + e.what());
   } catch (const ConfigError& e) {
@@ -126,15 +126,15 @@ inline CheckpointInfo read_checkpoint_info(const std::filesystem::path& path_or_
                                         "', which load_generator does not know (known: dit, mlp)");
 
   info.training_json = detail::json_metadata(r, "training");
-  if (opt.training) {
-    opt.training->validate();
-    info.training = *opt.training;
+  if (opt.sampling) {
+    opt.sampling->validate();
+    info.sampling = *opt.sampling;
   } else {
     if (info.training_json.is_null())
       io::detail::file_fail(r.path(), "has no 'training' metadata (the training configuration Trainer::save writes: "
                                       "the objective and M decide the sampler's step index); a file saved without "
-                                      "it needs GeneratorOptions::training");
-    info.training = detail::training_config(r, info.training_json);
+                                      "it needs GeneratorOptions::sampling");
+    info.sampling = detail::sampling_schedule(r, info.training_json);
   }
   if (r.metadata("step")) info.step = io::detail::parse_number<int64_t>(r, "step", true, 0);
 
@@ -212,7 +212,7 @@ class Generator {
   }
 
   const CheckpointInfo& info() const { return info_; }
-  const ShortcutConfig& training() const { return info_.training; }
+  const SamplingSchedule& sampling() const { return info_.sampling; }
   const std::string& network() const { return info_.network; }
   Role weights() const { return info_.weights; }
   int64_t sample_size() const { return visit([](auto& m) { return m.sample_size(); }); }
@@ -240,7 +240,7 @@ class Generator {
         [&](auto& m) {
           using Model = std::remove_reference_t<decltype(*m)>;
           static_assert(Sampler<S<Model>, Model>, "S<Model> must satisfy shortcut::Sampler (train/ode_sampler.hpp)");
-          S<Model> sampler(info_.training);
+          S<Model> sampler(info_.sampling);
           return generate(*m, sampler, labels, s, seed, so.stream, so.chunk, noise, so.bar);
         },
         model_);

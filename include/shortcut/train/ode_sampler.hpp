@@ -14,7 +14,7 @@
 #include "shortcut/core/capture.hpp"
 #include "shortcut/core/rng.hpp"
 #include "shortcut/core/span.hpp"
-#include "shortcut/train/shortcut_config.hpp"
+#include "shortcut/train/sampling_schedule.hpp"
 #include "shortcut/train/shortcut_model.hpp"
 
 namespace shortcut {
@@ -25,17 +25,13 @@ struct SamplerConfig {
   bool use_ema = true;
 };
 
-// The step input a model is queried with when sampling in `steps` steps: log2(steps) for a shortcut
-// model (d = 1/steps), L = log2(M) for flow matching (it was trained at k = L only); a network whose
-// step input is d itself reads 1/steps (flow matching: 0). ShortcutConfig::sampling_step_input.
-inline double sampling_level(const ShortcutConfig& train, int steps) { return train.sampling_step_input(steps); }
 
 // What generate() asks of a sampler: built from the training configuration (which fixes the step
 // index convention), it refuses settings it cannot honour in check() (ConfigError), and sample()
 // carries x (device [B, sample]: the noise on entry, the sample on return) with the device labels y
 // [B] (y.size() = B) to the data, querying only m.velocity.
 template <class S, class Model>
-concept Sampler = SamplingModel<Model> && std::constructible_from<S, const ShortcutConfig&> &&
+concept Sampler = SamplingModel<Model> && std::constructible_from<S, const SamplingSchedule&> &&
     requires(S& s, const S& cs, Model& m, DeviceSpan<typename Model::T, typename Model::Backend> x,
              DeviceSpan<const int32_t, typename Model::Backend> y, const SamplerConfig& c) {
       cs.check(c);
@@ -50,12 +46,12 @@ class OdeSampler {
   using T = typename Model::T;
   using Buf = typename Backend::template Buffer<T>;
 
-  // `train` tells the step-index convention: flow matching models are always queried with k = L.
-  explicit OdeSampler(const ShortcutConfig& train) : train_(train) {}
-  const ShortcutConfig& training() const { return train_; }
+  // The schedule tells the step input of N steps (SamplingSchedule::step_input_for) and the largest N.
+  explicit OdeSampler(const SamplingSchedule& schedule) : schedule_(schedule) {}
+  const SamplingSchedule& schedule() const { return schedule_; }
 
   void check(const SamplerConfig& s) const {
-    const int M = train_.denoise_timesteps;
+    const int M = schedule_.denoise_timesteps;
     if (!is_power_of_two(s.steps) || s.steps > M)
       throw ConfigError(cat("sampling steps must be a power of two in [1, ", M, "], got ", s.steps));
     if (!std::isfinite(s.guidance)) throw ConfigError("guidance scale must be finite");
@@ -74,7 +70,7 @@ class OdeSampler {
     // the loop only queues device work (t and k filled on the device), so a backend may record it
     // and launch it as one (core/capture.hpp)
     run_captured(be, [&] {
-      be.fill(k_.data(), T(sampling_level(train_, s.steps)), size_t(B));
+      be.fill(k_.data(), T(schedule_.step_input_for(s.steps)), size_t(B));
       for (int i = 0; i < s.steps; ++i) {
         be.fill(t_.data(), T(double(i) / s.steps), size_t(B));
         m.velocity(v_.data(), x.data(), t_.data(), k_.data(), y.data(), B, T(s.guidance),
@@ -96,7 +92,7 @@ class OdeSampler {
   }
 
  private:
-  ShortcutConfig train_;
+  SamplingSchedule schedule_;
   Buf v_, k_, t_;
 };
 

@@ -1,19 +1,26 @@
 // What Trainer::resume compares between a checkpoint and the run that continues it.
 //
-// The fields that must match are those of Trainer::training_json(): the shortcut objective and its
-// settings, the AdamW settings (with its parameter groups), the EMA rate and the global batch. The
-// stored Adam moments, EMA and RNG position were made under them; continuing under others is a
-// different experiment that merely starts from these weights, and doing it by accident (a changed
-// default, a flag dropped from a command line) gives a curve that looks continued but is not.
+// The fields that must match are those of Trainer::training_json(): the objective and its settings,
+// the sampling schedule, the AdamW settings (with its parameter groups), the EMA rate and the global
+// batch. The stored Adam moments, EMA and RNG position were made under them; continuing under others
+// is a different experiment that merely starts from these weights, and doing it by accident (a
+// changed default, a flag dropped from a command line) gives a curve that looks continued but is not.
 // Deliberately not compared:
 //   steps               training longer (or stopping earlier) is the point of resuming;
 //   seed                the checkpoint's RNG seed and position replace it;
 //   log_every, checkpoint_every, out_dir, progress, label, max_seconds
 //                       where and how often the run reports, not what it computes.
 // The network config is checked by the checkpoint loader itself (a different network cannot load).
+//
+// Checkpoints written before the sampling schedule was split from the shortcut configuration held
+// a whole ShortcutConfig (with "objective": "shortcut" or "flow") as "shortcut", and for these two
+// objectives no "objective": they are compared as the same settings in today's form.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+
+#include "shortcut/train/objectives/flow_matching.hpp"
+#include "shortcut/train/shortcut_config.hpp"
 
 namespace shortcut {
 
@@ -51,6 +58,18 @@ inline void nested_config_diff(const nlohmann::json& stored, const nlohmann::jso
 }
 }  // namespace detail
 
+// A checkpoint's training configuration in today's form (see the top of this file).
+inline nlohmann::json upgrade_training_json(nlohmann::json stored) {
+  if (!stored.is_object() || !stored.contains("shortcut") || !stored["shortcut"].is_object()) return stored;
+  const nlohmann::json old = stored["shortcut"];
+  if (!stored.contains("objective")) {  // the shortcut objective or flow matching, by its ShortcutConfig
+    const bool flow = old.value("objective", "shortcut") == "flow";
+    stored["objective"] = flow ? FlowMatchingConfig::from_json(old).to_json() : ShortcutConfig::from_json(old).to_json();
+  }
+  stored["shortcut"] = SamplingSchedule::from_json(old).to_json();  // every objective's: the schedule's fields only
+  return stored;
+}
+
 // The differences between a checkpoint's extra (its keys that are not configuration removed) and the
 // current training configuration; "" when they agree.
 inline std::string training_config_diff(nlohmann::json stored, const nlohmann::json& now) {
@@ -59,7 +78,7 @@ inline std::string training_config_diff(nlohmann::json stored, const nlohmann::j
     stored.erase(kUserKey);
   }
   std::string out;
-  detail::nested_config_diff(stored, now, "", out);
+  detail::nested_config_diff(upgrade_training_json(std::move(stored)), now, "", out);
   return out;
 }
 

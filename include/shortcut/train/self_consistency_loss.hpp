@@ -92,12 +92,7 @@ class SelfConsistencyLoss {
 
   using Result = LossResult;
 
-  explicit SelfConsistencyLoss(const ShortcutConfig& cfg) : cfg_(cfg) {
-    cfg_.validate();
-    if (cfg_.step_input != StepInput::Index)
-      throw ConfigError("the shortcut and flow-matching objectives query the step index k; step_input 'd' is for the "
-                        "average-velocity objectives (meanflow, alpha_flow)");
-  }
+  explicit SelfConsistencyLoss(const ShortcutConfig& cfg) : cfg_(cfg) { cfg_.validate(); }
   const ShortcutConfig& config() const { return cfg_; }
   const BatchPlan& plan() const { return plan_; }
   // Device buffers of the last built batch: inputs [B, n] and targets [B, n].
@@ -105,9 +100,9 @@ class SelfConsistencyLoss {
   const T* targets() const { return rows_.target(); }
 
   // The TrainingObjective interface (train/objective.hpp); its settings are the ShortcutConfig.
-  std::string name() const { return cfg_.objective == Objective::FlowMatching ? "flow_matching" : "shortcut"; }
+  std::string name() const { return "shortcut"; }
   nlohmann::json to_json() const { return cfg_.to_json(); }
-  const ShortcutConfig& sampling() const { return cfg_; }
+  SamplingSchedule sampling() const { return cfg_.sampling(); }
   void validate(int B) const { cfg_.validate(B); }
   int bootstrap_rows(int B) const { return cfg_.bootstrap_rows(B); }
   void set_progress(const TrainingProgress&) {}  // the same targets all run long

@@ -98,7 +98,7 @@ class Trainer {
   // Called after every step, on every rank (e.g. to write sample grids every K steps on rank 0).
   using StepFn = std::function<void(int64_t step)>;
 
-  // The shortcut model (or flow matching) by its ShortcutConfig.
+  // The shortcut model by its ShortcutConfig.
   Trainer(Model& m, const ShortcutConfig& sc, const AdamWConfig& oc, const TrainerConfig& tc)
     requires std::same_as<Comm, dist::LocalCommunicator> && std::same_as<Obj, SelfConsistencyLoss<Model>>
       : Trainer(m, Obj(sc), oc, tc, local_) {
@@ -147,15 +147,14 @@ class Trainer {
 
   // The training configuration stored with checkpoints (beside the network config, which every
   // weights file carries so that it can be loaded on its own).
-  // "shortcut" is what the sampler reads (for another objective: its sampling convention and M);
-  // another objective's own settings go under "objective".
+  // "shortcut" is the SamplingSchedule the sampler reads (the name is older than the schedule:
+  // train/sampling_schedule.hpp), "objective" the objective's own settings.
   nlohmann::json training_json() const {
-    nlohmann::json j = {{"shortcut", ShortcutConfig(loss_.sampling()).to_json()},
-                        {"adamw", opt_.config().to_json()},
-                        {"ema_tau", tc_.ema_tau},
-                        {"batch", tc_.batch}};
-    if constexpr (!std::same_as<Obj, SelfConsistencyLoss<Model>>) j["objective"] = loss_.to_json();
-    return j;
+    return {{"shortcut", SamplingSchedule(loss_.sampling()).to_json()},
+            {"objective", loss_.to_json()},
+            {"adamw", opt_.config().to_json()},
+            {"ema_tau", tc_.ema_tau},
+            {"batch", tc_.batch}};
   }
 
   // The data source's state is the one of the last step the run took (none before the first run).

@@ -56,7 +56,7 @@ class AlphaFlow {
 
   std::string name() const { return "alpha_flow"; }
   nlohmann::json to_json() const { return c_.to_json(); }
-  ShortcutConfig sampling() const { return c_.sampling(); }
+  SamplingSchedule sampling() const { return c_.sampling(); }
   void validate(int B) const { c_.check_batch(B); }
   int bootstrap_rows(int B) const { return c_.average_rows(B); }
   void set_progress(const TrainingProgress& p) { alpha_ = c_.alpha(p); }

@@ -68,8 +68,8 @@ struct AverageVelocityConfig {
             {"guidance_t_max", guidance_t_max}};
   }
   // What the sampler reads: the network reads d itself, N steps feed d = 1/N.
-  ShortcutConfig sampling() const {
-    ShortcutConfig s = sampling_config(true, denoise_timesteps, class_dropout_prob);
+  SamplingSchedule sampling() const {
+    SamplingSchedule s = sampling_config(true, denoise_timesteps, class_dropout_prob);
     s.step_input = StepInput::Size;
     return s;
   }
@@ -163,7 +163,7 @@ class AverageVelocityRows {
     T* target = rows.target();
     be.copy(target, v_.data(), N);
     if (avg > 0) {
-      std::vector<float> ad(avg), tq(avg), dq(avg), keep(avg, float(1 - alpha)), a(avg, float(alpha));
+      std::vector<float> ad(avg), tq(avg), dq(avg);
       for (int r = 0; r < avg; ++r) {
         ad[r] = float(alpha * p.d[r]);
         tq[r] = float(p.t[r] + alpha * p.d[r]);
@@ -172,8 +172,6 @@ class AverageVelocityRows {
       put_on_device(be, ad_, ad);
       put_on_device(be, tq_, tq);
       put_on_device(be, dq_, dq);
-      put_on_device(be, keep_, keep);
-      put_on_device(be, a_, a);
       nn::ensure(xq_, Na);
       nn::ensure(uq_, Na);
       be.copy(xq_.data(), v_.data(), Na);
@@ -181,9 +179,7 @@ class AverageVelocityRows {
       be.add_inplace(xq_.data(), rows.xt(), Na);  // x_t + α d ṽ
       m.net().forward(m.eval_context(), m.arena().data(Role::Param), xq_.data(), tq_.data(), dq_.data(), rows.y(),
                       avg, uq_.data());
-      be.scale_rows(uq_.data(), keep_.data(), avg, int(n));
-      be.scale_rows(target, a_.data(), avg, int(n));
-      be.add_inplace(target, uq_.data(), Na);
+      be.cfg_combine(target, v_.data(), uq_.data(), T(alpha), Na);  // uq + α (ṽ - uq)
     }
     return m.forward(rows.xt(), rows.t(), rows.k(), rows.y(), B);
   }
@@ -265,7 +261,7 @@ class AverageVelocityRows {
   }
 
   typename Backend::template Buffer<T> x0_, v_, ones_, minus_ones_, grad_, row_loss_, scale_;
-  typename Backend::template Buffer<T> ad_, tq_, dq_, keep_, a_, xq_, uq_;
+  typename Backend::template Buffer<T> ad_, tq_, dq_, xq_, uq_;
   typename Backend::template Buffer<T> gt_, gd_, wv_, wy_, wn_, gx_, gu_;
   typename Backend::template Buffer<int32_t> gy_;
 };

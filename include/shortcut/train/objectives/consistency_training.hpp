@@ -100,7 +100,7 @@ class ConsistencyTraining {
 
   std::string name() const { return "consistency_training"; }
   nlohmann::json to_json() const { return c_.to_json(); }
-  ShortcutConfig sampling() const { return sampling_config(false, c_.denoise_timesteps, c_.class_dropout_prob); }
+  SamplingSchedule sampling() const { return sampling_config(false, c_.denoise_timesteps, c_.class_dropout_prob); }
   void validate(int B) const {
     if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
   }

@@ -53,7 +53,7 @@ class LiveReflow {
 
   std::string name() const { return "live_reflow"; }
   nlohmann::json to_json() const { return c_.to_json(); }
-  ShortcutConfig sampling() const {  // it reads d: N steps query k = log2 N
+  SamplingSchedule sampling() const {  // it reads d: N steps query k = log2 N
     return sampling_config(true, c_.denoise_timesteps, c_.class_dropout_prob, c_.cfg_scale);
   }
   void validate(int B) const {

@@ -39,7 +39,7 @@ class MeanFlow {
     j["name"] = "meanflow";
     return j;
   }
-  ShortcutConfig sampling() const { return c_.sampling(); }
+  SamplingSchedule sampling() const { return c_.sampling(); }
   void validate(int B) const { c_.check_batch(B); }
   int bootstrap_rows(int B) const { return c_.average_rows(B); }  // the rows with d > 0 come first
   void set_progress(const TrainingProgress&) {}

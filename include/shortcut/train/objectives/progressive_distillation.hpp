@@ -57,7 +57,7 @@ class ProgressiveDistillation {
 
   std::string name() const { return "progressive_distillation"; }
   nlohmann::json to_json() const { return c_.to_json(); }
-  ShortcutConfig sampling() const {  // queried at k = L throughout
+  SamplingSchedule sampling() const {  // queried at k = L throughout
     return sampling_config(false, c_.denoise_timesteps, c_.class_dropout_prob, c_.cfg_scale);
   }
   void validate(int B) const {

@@ -1,10 +1,14 @@
-// The pieces that objectives' steps are built from, as plain device work on the model's backend:
+// The pieces that objectives' steps are built from, as plain functions and device work on the
+// model's backend:
+//   check_step_inputs, check_schedule, stage_of, sampling_config
+//                    the checks and settings that every objective's step and config share
 //   RegressionRows   the rows a step regresses (x_t, targets, queries t, k, y) and the regression
 //                    itself: training forward, MSE, backward, the loss sums
 //   slice_noise      this rank's rows of the whole batch's noise
 //   BootstrapTarget  two half steps of d/2 averaged (DESIGN.md §2), which the shortcut loss takes
 //                    from its EMA weights and progressive distillation from its teacher
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -15,6 +19,38 @@
 #include "shortcut/train/objective.hpp"
 
 namespace shortcut {
+
+// The checks every objective's step makes on its inputs: the slice, the data's and labels' sizes,
+// the labels in [0, classes].
+template <class T, class Be>
+void check_step_inputs(const BatchSlice& s, DeviceSpan<const T, Be> x1, HostSpan<const int32_t> y, int64_t n,
+                       int classes) {
+  s.check();
+  check_size("training data x1", x1.size(), size_t(s.rows()) * size_t(n));
+  check_size("training labels y", y.size(), size_t(s.rows()));
+  check_labels(y, classes);
+}
+
+// The settings every baseline objective shares: M and the label dropout, checked as the schedule does.
+inline void check_schedule(int denoise_timesteps, double class_dropout_prob) {
+  SamplingSchedule{.denoise_timesteps = denoise_timesteps, .class_dropout_prob = class_dropout_prob}.validate();
+}
+
+// The stage of a staged objective (L stages of total / L steps, the remainder in the last) for the
+// step about to be taken; a run shorter than L steps is refused, naming the objective.
+inline int stage_of(const TrainingProgress& p, int L, const char* objective) {
+  if (p.total < L)
+    throw ConfigError(cat(objective, " runs ", L, " stages of steps / ", L, " steps each; ", p.total,
+                          " steps make a stage shorter than one step (use at least ", L, " steps)"));
+  return int(std::min<int64_t>(L - 1, p.step / (p.total / L)));
+}
+
+// The schedule of an objective from its M, label dropout (and guidance): `reads_d` or not.
+inline SamplingSchedule sampling_config(bool reads_d, int denoise_timesteps, double class_dropout_prob,
+                                        double cfg_scale = SamplingSchedule{}.cfg_scale) {
+  return {.reads_d = reads_d, .denoise_timesteps = denoise_timesteps, .class_dropout_prob = class_dropout_prob,
+          .cfg_scale = cfg_scale};
+}
 
 // dst <- the host values src, converted to the buffer's element type, resized to fit.
 template <class Be, class Buf, class V>
