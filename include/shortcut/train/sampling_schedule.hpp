@@ -8,6 +8,7 @@
 // its old meaning, "shortcut" for a network that reads d and "flow" for one that does not.
 #pragma once
 #include <cmath>
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
 
