@@ -137,25 +137,14 @@ class MlpNet {
     embed_.forward(be, P, c.xs.data(), x, B);
     if (cfg_.fourier) {
       const size_t na = size_t(B) * cfg_.dim;
-      ensure(c.fa, na); ensure(c.feat, na * cfg_.fourier); ensure(c.femb, act);
-      be.fill(c.fa.data(), T(0), na);
-      be.axpy(c.fa.data(), T(cfg_.fourier_scale), x, na);
+      ensure(c.feat, na * cfg_.fourier); ensure(c.femb, act);
+      scale_into(be, c.fa, x, cfg_.fourier_scale, na);
       be.timestep_embedding(c.feat.data(), c.fa.data(), int(na), cfg_.fourier);
       fembed_.forward(be, P, c.femb.data(), c.feat.data(), B);
       be.add_inplace(c.xs.data(), c.femb.data(), act);
     }
-    if (cfg_.t_scale != 1.0) {
-      ensure(c.ts, size_t(B));
-      be.fill(c.ts.data(), T(0), size_t(B));
-      be.axpy(c.ts.data(), T(cfg_.t_scale), t, size_t(B));
-      t = c.ts.data();
-    }
-    if (cfg_.step_scale != 1.0) {
-      ensure(c.ks, size_t(B));
-      be.fill(c.ks.data(), T(0), size_t(B));
-      be.axpy(c.ks.data(), T(cfg_.step_scale), k, size_t(B));
-      k = c.ks.data();
-    }
+    if (cfg_.t_scale != 1.0) t = scale_into(be, c.ts, t, cfg_.t_scale, size_t(B));
+    if (cfg_.step_scale != 1.0) k = scale_into(be, c.ks, k, cfg_.step_scale, size_t(B));
     cond_.forward(be, P, c.cond, t, k, y, B);
     const T* sc = c.cond.silu_c.data();
     for (int i = 0; i < cfg_.depth; ++i) {
@@ -182,25 +171,14 @@ class MlpNet {
     embed_.tangent(be, P, cur, x_dot, B);
     if (cfg_.fourier) {
       const size_t na = size_t(B) * cfg_.dim;
-      ensure(c.fa_dot, na); ensure(c.feat_dot, c.feat.size()); ensure(c.femb_dot, act);
-      be.fill(c.fa_dot.data(), T(0), na);
-      be.axpy(c.fa_dot.data(), T(cfg_.fourier_scale), x_dot, na);
+      ensure(c.feat_dot, c.feat.size()); ensure(c.femb_dot, act);
+      scale_into(be, c.fa_dot, x_dot, cfg_.fourier_scale, na);
       c.sin.apply(be, c.feat_dot.data(), c.feat.data(), c.fa_dot.data(), int(na), cfg_.fourier);
       fembed_.tangent(be, P, c.femb_dot.data(), c.feat_dot.data(), B);
       be.add_inplace(cur, c.femb_dot.data(), act);
     }
-    if (cfg_.t_scale != 1.0) {
-      ensure(c.ts_dot, size_t(B));
-      be.fill(c.ts_dot.data(), T(0), size_t(B));
-      be.axpy(c.ts_dot.data(), T(cfg_.t_scale), t_dot, size_t(B));
-      t_dot = c.ts_dot.data();
-    }
-    if (cfg_.step_scale != 1.0) {
-      ensure(c.ks_dot, size_t(B));
-      be.fill(c.ks_dot.data(), T(0), size_t(B));
-      be.axpy(c.ks_dot.data(), T(cfg_.step_scale), k_dot, size_t(B));
-      k_dot = c.ks_dot.data();
-    }
+    if (cfg_.t_scale != 1.0) t_dot = scale_into(be, c.ts_dot, t_dot, cfg_.t_scale, size_t(B));
+    if (cfg_.step_scale != 1.0) k_dot = scale_into(be, c.ks_dot, k_dot, cfg_.step_scale, size_t(B));
     cond_.tangent(be, P, c.cond, t_dot, k_dot);
     const T* scd = c.cond.silu_c_dot.data();
     for (int i = 0; i < cfg_.depth; ++i) {
@@ -237,6 +215,15 @@ class MlpNet {
   }
 
  private:
+  // dst <- scale * src (n values), sized to fit; returns dst's data (t, the step input, x before the
+  // Fourier features, and their tangents).
+  static T* scale_into(const Be& be, Buf& dst, const T* src, double scale, size_t n) {
+    ensure(dst, n);
+    be.fill(dst.data(), T(0), n);
+    be.axpy(dst.data(), T(scale), src, n);
+    return dst.data();
+  }
+
   // dfeat = the features' gradient; dx += fourier_scale * sum_j dfeat_j * dfeat_j/da, composed of
   // existing backend ops: the derivative of [cos(a f), sin(a f)] is [-f sin(a f), f cos(a f)], the
   // features times a constant matrix; then an elementwise product and a row sum (a product with ones).

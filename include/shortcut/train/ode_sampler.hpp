@@ -25,9 +25,8 @@ struct SamplerConfig {
   bool use_ema = true;
 };
 
-
-// What generate() asks of a sampler: built from the training configuration (which fixes the step
-// index convention), it refuses settings it cannot honour in check() (ConfigError), and sample()
+// What generate() asks of a sampler: built from the model's SamplingSchedule (which fixes the step
+// input of N steps), it refuses settings it cannot honour in check() (ConfigError), and sample()
 // carries x (device [B, sample]: the noise on entry, the sample on return) with the device labels y
 // [B] (y.size() = B) to the data, querying only m.velocity.
 template <class S, class Model>

@@ -81,4 +81,11 @@ struct SamplingSchedule {
   }
 };
 
+// The schedule of an objective from its M, label dropout (and guidance): `reads_d` or not.
+inline SamplingSchedule sampling_config(bool reads_d, int denoise_timesteps, double class_dropout_prob,
+                                        double cfg_scale = SamplingSchedule{}.cfg_scale) {
+  return {.reads_d = reads_d, .denoise_timesteps = denoise_timesteps, .class_dropout_prob = class_dropout_prob,
+          .cfg_scale = cfg_scale};
+}
+
 }  // namespace shortcut

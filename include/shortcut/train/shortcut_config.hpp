@@ -22,8 +22,7 @@ struct ShortcutConfig {
 
   // The network reads the step index: N steps query k = log2 N.
   SamplingSchedule sampling() const {
-    return {.reads_d = true, .denoise_timesteps = denoise_timesteps, .class_dropout_prob = class_dropout_prob,
-            .cfg_scale = cfg_scale};
+    return sampling_config(true, denoise_timesteps, class_dropout_prob, cfg_scale);
   }
 
   void validate(int batch = 0) const {

@@ -57,7 +57,7 @@ class AlphaFlow {
   std::string name() const { return "alpha_flow"; }
   nlohmann::json to_json() const { return c_.to_json(); }
   SamplingSchedule sampling() const { return c_.sampling(); }
-  void validate(int B) const { c_.check_batch(B); }
+  void validate(int B) const { check_batch_rows(B); }
   int bootstrap_rows(int B) const { return c_.average_rows(B); }
   void set_progress(const TrainingProgress& p) { alpha_ = c_.alpha(p); }
   double alpha() const { return alpha_; }

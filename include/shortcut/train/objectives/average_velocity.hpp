@@ -55,9 +55,6 @@ struct AverageVelocityConfig {
     for (int i = 0; i < s.rows(); ++i) n += s.global_row(i) < average_rows(s.batch);
     return n;
   }
-  void check_batch(int B) const {
-    if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
-  }
   nlohmann::json to_json() const {
     return {{"denoise_timesteps", denoise_timesteps}, {"class_dropout_prob", class_dropout_prob},
             {"flow_fraction", flow_fraction},         {"uniform_time", uniform_time},

@@ -43,9 +43,7 @@ class ConsistencyDistillation {
   std::string name() const { return "consistency_distillation"; }
   nlohmann::json to_json() const { return c_.to_json(); }
   SamplingSchedule sampling() const { return sampling_config(false, c_.denoise_timesteps, c_.class_dropout_prob); }
-  void validate(int B) const {
-    if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
-  }
+  void validate(int B) const { check_batch_rows(B); }
   int bootstrap_rows(int) const { return 0; }
   void set_progress(const TrainingProgress&) {}
   void attach(Model& m) { teacher_.attach(m); }

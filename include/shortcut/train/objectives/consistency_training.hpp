@@ -101,9 +101,7 @@ class ConsistencyTraining {
   std::string name() const { return "consistency_training"; }
   nlohmann::json to_json() const { return c_.to_json(); }
   SamplingSchedule sampling() const { return sampling_config(false, c_.denoise_timesteps, c_.class_dropout_prob); }
-  void validate(int B) const {
-    if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
-  }
+  void validate(int B) const { check_batch_rows(B); }
   int bootstrap_rows(int) const { return 0; }  // every row costs one query
   void set_progress(const TrainingProgress& p) { stage_ = stage_of(p, c_.levels(), "consistency training"); }
   int stage() const { return stage_; }

@@ -18,8 +18,7 @@ struct FlowMatchingConfig {
   void validate() const { sampling().validate(); }
   bool unconditional(int classes) const { return cfg_scale == 0 || classes <= 1; }
   SamplingSchedule sampling() const {
-    return {.reads_d = false, .denoise_timesteps = denoise_timesteps, .class_dropout_prob = class_dropout_prob,
-            .cfg_scale = cfg_scale};
+    return sampling_config(false, denoise_timesteps, class_dropout_prob, cfg_scale);
   }
   nlohmann::json to_json() const {
     return {{"name", "flow_matching"}, {"denoise_timesteps", denoise_timesteps},
@@ -46,6 +45,7 @@ struct FlowMatchingPlan {
 inline FlowMatchingPlan flow_matching_plan(const FlowMatchingConfig& c, const BatchSlice& s, HostSpan<const int32_t> y,
                                            int classes, Rng& rng) {
   const int M = c.denoise_timesteps;
+  const float k = float(ilog2(M));  // L
   const bool uncond = c.unconditional(classes);
   std::vector<float> t(size_t(s.batch));
   std::vector<char> drop(size_t(s.batch));
@@ -57,7 +57,7 @@ inline FlowMatchingPlan flow_matching_plan(const FlowMatchingConfig& c, const Ba
   for (int i = 0; i < s.rows(); ++i) {
     const int g = s.global_row(i);
     p.t.push_back(t[g]);
-    p.k.push_back(float(c.sampling().levels()));
+    p.k.push_back(k);
     p.y.push_back(drop[g] ? int32_t(classes) : y[i]);
   }
   p.noise_stream = rng.next_stream();
@@ -76,9 +76,7 @@ class FlowMatching {
   std::string name() const { return "flow_matching"; }
   nlohmann::json to_json() const { return c_.to_json(); }
   SamplingSchedule sampling() const { return c_.sampling(); }
-  void validate(int B) const {
-    if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
-  }
+  void validate(int B) const { check_batch_rows(B); }
   int bootstrap_rows(int) const { return 0; }
   void set_progress(const TrainingProgress&) {}
   const FlowMatchingPlan& plan() const { return plan_; }

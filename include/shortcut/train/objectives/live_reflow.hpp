@@ -56,9 +56,7 @@ class LiveReflow {
   SamplingSchedule sampling() const {  // it reads d: N steps query k = log2 N
     return sampling_config(true, c_.denoise_timesteps, c_.class_dropout_prob, c_.cfg_scale);
   }
-  void validate(int B) const {
-    if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
-  }
+  void validate(int B) const { check_batch_rows(B); }
   int bootstrap_rows(int B) const { return c_.reflow_rows(B); }  // they cost euler_steps queries each
   void set_progress(const TrainingProgress&) {}
   const Plan& plan() const { return plan_; }

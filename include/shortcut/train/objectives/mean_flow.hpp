@@ -40,7 +40,7 @@ class MeanFlow {
     return j;
   }
   SamplingSchedule sampling() const { return c_.sampling(); }
-  void validate(int B) const { c_.check_batch(B); }
+  void validate(int B) const { check_batch_rows(B); }
   int bootstrap_rows(int B) const { return c_.average_rows(B); }  // the rows with d > 0 come first
   void set_progress(const TrainingProgress&) {}
   const AverageVelocityPlan& plan() const { return plan_; }

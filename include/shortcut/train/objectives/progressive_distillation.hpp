@@ -60,9 +60,7 @@ class ProgressiveDistillation {
   SamplingSchedule sampling() const {  // queried at k = L throughout
     return sampling_config(false, c_.denoise_timesteps, c_.class_dropout_prob, c_.cfg_scale);
   }
-  void validate(int B) const {
-    if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
-  }
+  void validate(int B) const { check_batch_rows(B); }
   int bootstrap_rows(int) const { return 0; }  // every row costs the same two teacher queries
   void attach(Model& m) { teacher_.attach(m); }
 

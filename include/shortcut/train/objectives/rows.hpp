@@ -1,7 +1,7 @@
 // The pieces that objectives' steps are built from, as plain functions and device work on the
 // model's backend:
-//   check_step_inputs, check_schedule, stage_of, sampling_config
-//                    the checks and settings that every objective's step and config share
+//   check_step_inputs, check_batch_rows, check_schedule, stage_of
+//                    the checks that every objective's step and config share
 //   RegressionRows   the rows a step regresses (x_t, targets, queries t, k, y) and the regression
 //                    itself: training forward, MSE, backward, the loss sums
 //   slice_noise      this rank's rows of the whole batch's noise
@@ -31,6 +31,11 @@ void check_step_inputs(const BatchSlice& s, DeviceSpan<const T, Be> x1, HostSpan
   check_labels(y, classes);
 }
 
+// An objective that can train on any batch of one row or more.
+inline void check_batch_rows(int B) {
+  if (B < 1) throw ConfigError(cat("the batch must hold at least one row, got ", B));
+}
+
 // The settings every baseline objective shares: M and the label dropout, checked as the schedule does.
 inline void check_schedule(int denoise_timesteps, double class_dropout_prob) {
   SamplingSchedule{.denoise_timesteps = denoise_timesteps, .class_dropout_prob = class_dropout_prob}.validate();
@@ -43,13 +48,6 @@ inline int stage_of(const TrainingProgress& p, int L, const char* objective) {
     throw ConfigError(cat(objective, " runs ", L, " stages of steps / ", L, " steps each; ", p.total,
                           " steps make a stage shorter than one step (use at least ", L, " steps)"));
   return int(std::min<int64_t>(L - 1, p.step / (p.total / L)));
-}
-
-// The schedule of an objective from its M, label dropout (and guidance): `reads_d` or not.
-inline SamplingSchedule sampling_config(bool reads_d, int denoise_timesteps, double class_dropout_prob,
-                                        double cfg_scale = SamplingSchedule{}.cfg_scale) {
-  return {.reads_d = reads_d, .denoise_timesteps = denoise_timesteps, .class_dropout_prob = class_dropout_prob,
-          .cfg_scale = cfg_scale};
 }
 
 // dst <- the host values src, converted to the buffer's element type, resized to fit.
