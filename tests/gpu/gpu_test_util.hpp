@@ -96,6 +96,13 @@ inline void check_close(const std::string& what, const std::vector<double>& got,
   CHECK(e < tol);
 }
 
+// The GPU's result against the double CPU reference, with the tolerance the float CPU backend's own
+// error sets: ten times it, and at least 2e-4.
+inline void check_close_to_fp32(const std::string& what, const std::vector<double>& got,
+                                const std::vector<double>& fp32, const std::vector<double>& ref) {
+  check_close(what, got, ref, std::max(2e-4, 10 * rel_err(fp32, ref)));
+}
+
 inline std::vector<double> uniform(size_t n, double lo, double hi) {
   std::uniform_real_distribution<double> d(lo, hi);
   std::vector<double> v(n);

@@ -65,10 +65,7 @@ void check_network(const Config& cfg, int B, const std::string& label) {
     return std::vector<double>(v.begin() + p.offset, v.begin() + p.offset + p.size);
   };
   auto check = [&](const std::string& what, const std::vector<double>& g, const std::vector<double>& f32v,
-                   const std::vector<double>& r) {
-    const double tol = std::max(2e-4, 10 * rel_err(f32v, r));
-    check_close(label + " " + what, g, r, tol);
-  };
+                   const std::vector<double>& r) { check_close_to_fp32(label + " " + what, g, f32v, r); };
   check("output", got.out, f.out, want.out);
   check("input gradient", got.dx, f.dx, want.dx);
   for (const auto& p : L.entries()) check("d " + p.name, slice(got.grad, p), slice(f.grad, p), slice(want.grad, p));

@@ -71,9 +71,7 @@ TEST_CASE("the baseline objectives' training steps on the GPU match the CPU back
     const ObjectiveRun f = run_objective(f32, c, P0, x1, y, steps, make);
     const ObjectiveRun got = run_objective(gpu(), c, P0, x1, y, steps, make);
     auto check = [&](const std::string& what, const std::vector<double>& g, const std::vector<double>& fv,
-                     const std::vector<double>& r) {
-      check_close(name + " " + what, g, r, std::max(2e-4, 10 * rel_err(fv, r)));
-    };
+                     const std::vector<double>& r) { check_close_to_fp32(name + " " + what, g, fv, r); };
     check("losses", got.losses, f.losses, want.losses);
     check("parameters", got.param, f.param, want.param);
     check("gradients of the last step", got.grad, f.grad, want.grad);
@@ -139,11 +137,7 @@ TEST_CASE("MeanFlow's training steps on the DiT (attention's tangent) on the GPU
   const ObjectiveRun want = run_objective<nn::DiT>(ref, c, P0, x1, y, steps, make);
   const ObjectiveRun f = run_objective<nn::DiT>(f32, c, P0, x1, y, steps, make);
   const ObjectiveRun got = run_objective<nn::DiT>(gpu(), c, P0, x1, y, steps, make);
-  auto check = [&](const std::string& what, const std::vector<double>& g, const std::vector<double>& fv,
-                   const std::vector<double>& r) {
-    check_close("meanflow DiT " + what, g, r, std::max(2e-4, 10 * rel_err(fv, r)));
-  };
-  check("losses", got.losses, f.losses, want.losses);
-  check("parameters", got.param, f.param, want.param);
-  check("gradients of the last step", got.grad, f.grad, want.grad);
+  check_close_to_fp32("meanflow DiT losses", got.losses, f.losses, want.losses);
+  check_close_to_fp32("meanflow DiT parameters", got.param, f.param, want.param);
+  check_close_to_fp32("meanflow DiT gradients of the last step", got.grad, f.grad, want.grad);
 }

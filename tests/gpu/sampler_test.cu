@@ -49,7 +49,7 @@ TEST_CASE("the ODE sampler on the GPU matches the CPU backend", "[sampler]") {
         double moved = 0;
         for (double v : want) moved += v * v;
         REQUIRE(std::sqrt(moved / double(want.size())) > 0.05);
-        check_close(what, got, want, std::max(2e-4, 10 * rel_err(f, want)));
+        check_close_to_fp32(what, got, f, want);
       }
     }
   }

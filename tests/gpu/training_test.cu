@@ -23,9 +23,7 @@ TEST_CASE("shortcut training steps on the GPU match the CPU backend", "[network]
   const StepRun f = run_training(f32, c, P0, x1, y, B, steps);
   const StepRun got = run_training(gpu(), c, P0, x1, y, B, steps);
   auto check = [&](const std::string& what, const std::vector<double>& g, const std::vector<double>& fv,
-                   const std::vector<double>& r) {
-    check_close("training " + what, g, r, std::max(2e-4, 10 * rel_err(fv, r)));
-  };
+                   const std::vector<double>& r) { check_close_to_fp32("training " + what, g, fv, r); };
   check("losses (total, flow, bootstrap per step)", got.losses, f.losses, want.losses);
   check("parameters after the steps", got.param, f.param, want.param);
   check("EMA weights after the steps", got.ema, f.ema, want.ema);
