@@ -115,6 +115,12 @@ TEST_CASE("flow-matching objective: k = L everywhere, t on the grid of M, the sh
     CHECK(fp.y[r] == sp.y[sp.Bb + r]);
   }
   CHECK(fp.noise_stream == sp.noise_stream);
+  // bad settings are refused, naming the field
+  using Catch::Matchers::Contains;
+  CHECK_THROWS_WITH(FlowMatching<Model>(FlowMatchingConfig{.denoise_timesteps = 100}), Contains("power of two"));
+  CHECK_THROWS_WITH(FlowMatching<Model>(FlowMatchingConfig{.class_dropout_prob = 1.5}), Contains("class_dropout_prob"));
+  CHECK_THROWS_WITH(FlowMatching<Model>(FlowMatchingConfig{.cfg_scale = -1}), Contains("cfg_scale"));
+  CHECK_THROWS_WITH(FlowMatching<Model>(cfg).validate(0), Contains("at least one row"));
 }
 
 
